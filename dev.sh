@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The two commands of the README:
+#   ./dev.sh demo   synthetic archive -> ingest -> train -> segment -> evaluate, embedded local Ray
+#   ./dev.sh test   the test suite
+# Both create or refresh the virtual environment first (idempotent; re-runs skip the install).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+install() {
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  local stamp="$VENV/.raybird-installed"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    # torch first and pinned: with torch==2.13.0 present, the "torch" requirement of the
+    # package is already met and pip does not fetch a multi-GB CUDA build.
+    "$VENV/bin/pip" install --quiet torch==2.13.0
+    "$VENV/bin/pip" install --quiet -e ".[test]"
+    touch "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  demo) install; shift; exec "$VENV/bin/raybird" demo "$@" ;;
+  test) install; shift; exec "$VENV/bin/python" -m pytest -q "$@" tests ;;
+  bench) install; shift; for b in benchmarks/*.py; do "$VENV/bin/python" "$b" "$@"; done ;;
+  *) echo "usage: ./dev.sh {demo|test|bench|install} [args]" >&2; exit 2 ;;
+esac
