@@ -75,7 +75,15 @@ def recording_rows(source: str, src, cfg: SpecConfig, channels: str = "mix",
         src.seek(0)
     rows = []
     cfg_json = cfg.to_json()
-    for tile in iter_tiles(audio.iter_blocks(src, cfg.sample_rate, channels), cfg):
+    n_samples = 0
+
+    def counted(blocks):
+        nonlocal n_samples
+        for b in blocks:
+            n_samples += b.shape[1]
+            yield b
+
+    for tile in iter_tiles(counted(audio.iter_blocks(src, cfg.sample_rate, channels)), cfg):
         for ch, spec in enumerate(tile.spec):
             mask = None
             if label is not None:
@@ -88,10 +96,12 @@ def recording_rows(source: str, src, cfg: SpecConfig, channels: str = "mix",
                          "offset_s": tile.offset_s(cfg), "valid_frames": tile.valid_frames,
                          "n_rows": spec.shape[0], "n_frames": spec.shape[1],
                          "spec": to_uint8(spec).tobytes(), "mask": mask,
-                         "split": split_of(rec_id), "duration_s": info.duration_s,
+                         "split": split_of(rec_id), "duration_s": None,
                          "sample_rate": info.sample_rate, "spec_config": cfg_json})
     if not rows:
         raise audio.AudioError("no audio samples")
+    for r in rows:  # decoded length: header durations of MP3s are estimates
+        r["duration_s"] = n_samples / cfg.sample_rate
     return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
 
 
