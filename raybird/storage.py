@@ -83,6 +83,11 @@ def is_side_file(name: str) -> bool:
     return suffix(name) in SIDE_SUFFIXES
 
 
+def is_bsd_derived(name: str) -> bool:
+    """BirdSoundsDenoising's ``Denoised_audios/`` are outputs of its masks, not recordings."""
+    return PurePosixPath(name.replace(os.sep, "/")).parent.name == "Denoised_audios"
+
+
 def _expand(uri: str) -> list[str]:
     """All file URIs under one input (folder walk, glob, prefix, or the file itself)."""
     fs, path = filesystem(uri)
@@ -137,7 +142,7 @@ def discover(inputs: list[str]) -> list[Unit]:
         if is_side_file(f):
             side_by_dir.setdefault(f.rsplit("/", 1)[0], []).append(f)
     for f in files:
-        if f in seen or is_hidden(f) or is_side_file(f):
+        if f in seen or is_hidden(f) or is_side_file(f) or is_bsd_derived(f):
             continue
         seen.add(f)
         kind = "archive" if suffix(f) in ARCHIVE_SUFFIXES else "file"

@@ -1,0 +1,209 @@
+"""Synthetic archive: determinism, the exact truth definition, boxes, SNR, empty recordings,
+hard negatives outside the truth, ranges of the calls, other sample rates and stereo."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from raybird import synth
+from raybird.labels import boxes_to_mask, read_raven, write_raven
+from raybird.spectrogram import PRESETS, SpecConfig, magnitude, n_frames_for, row_freqs
+
+CFG = PRESETS["default"]
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def _recording(seed: int, **kw) -> synth.Recording:
+    return synth.generate_recording(np.random.default_rng(seed), **{"duration_s": 4.0, **kw})
+
+
+def _threshold_mask(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
+    """The truth definition, recomputed on the whole recording's frame grid."""
+    x = np.zeros(n_samples, np.float32)
+    a, b = call.span(cfg.sample_rate)
+    x[a:b] = synth.render_call(call, cfg.sample_rate)
+    mag = magnitude(x, cfg)
+    return (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)).astype(np.uint8)
+
+
+def test_same_seed_same_bytes_prefix_stable_other_seed_differs(tmp_path):
+    a = synth.generate_archive(tmp_path / "a", 3, seed=6, duration_s=(2.0, 4.0))
+    synth.generate_archive(tmp_path / "b", 4, seed=6, duration_s=(2.0, 4.0))
+    synth.generate_archive(tmp_path / "c", 3, seed=5, duration_s=(2.0, 4.0))
+    fa, fb, fc = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    assert len(fa) == 9 and len(fb) == 12
+    assert all(fb[name] == data for name, data in fa.items())  # N+1 keeps the first N, byte for byte
+    # nothing in the files depends on the clock: no PEAK chunk (libsndfile's float WAV time
+    # stamp), fixed zip member dates
+    assert {r["subtype"] for r in a} >= {"FLOAT", "PCM_16"} and all(b"PEAK" not in d[:200] for d in fa.values())
+    assert {i.date_time for r in a for i in zipfile.ZipFile(r["truth"]).infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert [Path(r["audio"]).name for r in a] == sorted(n for n in fa if n.endswith((".flac", ".wav")))
+    for r in a:  # another seed: other audio and other masks
+        name = Path(r["audio"]).name
+        assert fc.get(name) != fa[name]
+        other = tmp_path / "c" / f"{r['name']}.truth.npz"
+        if other.exists() and not r["empty"]:
+            assert not np.array_equal(np.load(r["truth"])["mask"], np.load(other)["mask"])
+    t = np.load(a[0]["truth"])
+    assert t["mask"].dtype == np.uint8 and SpecConfig.from_json(str(t["spec_config"])) == CFG
+    info = sf.info(a[0]["audio"])
+    assert t["mask"].shape == (CFG.n_rows, n_frames_for(info.frames, CFG))
+    assert info.samplerate == CFG.sample_rate and info.duration == pytest.approx(a[0]["duration_s"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_is_union_of_thresholded_clean_calls_and_vocals_their_sum(seed):
+    rec = _recording(seed, duration_s=3.0)
+    n = len(rec.audio)
+    assert rec.calls
+    expected = np.zeros_like(rec.mask)
+    clean = np.zeros(n)
+    for c in rec.calls:
+        expected |= _threshold_mask(c, n, CFG)
+        a, b = c.span(rec.sample_rate)
+        clean[a:b] += synth.render_call(c, rec.sample_rate)
+    np.testing.assert_array_equal(rec.mask, expected)
+    k = np.dot(rec.vocals, clean) / np.dot(clean, clean)  # the vocal track is the calls, scaled
+    np.testing.assert_allclose(rec.vocals, k * clean, atol=1e-6 * np.abs(rec.vocals).max())
+
+
+def test_raven_boxes_are_the_bounding_rectangles_of_their_calls(tmp_path):
+    rec = _recording(3, duration_s=5.0)
+    write_raven(tmp_path / "t.txt", rec.boxes)
+    boxes = read_raven(tmp_path / "t.txt")
+    pairs = sorted(zip(rec.boxes, rec.calls), key=lambda p: (p[0].begin_s, p[0].end_s))
+    assert len(boxes) == len(rec.calls) > 0
+    for box, (_, call) in zip(boxes, pairs):
+        m = _threshold_mask(call, len(rec.audio), CFG)
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        rect = np.zeros_like(m)
+        rect[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = 1
+        np.testing.assert_array_equal(boxes_to_mask([box], CFG, m.shape[1]), rect)
+        assert box.label == call.label and box.label.endswith(call.kind)
+
+
+def _snr(vocals, background, sr, calls, band) -> float:
+    active = np.zeros(len(vocals), bool)
+    for c in calls:
+        active[slice(*c.span(sr))] = True
+    spec = np.fft.rfft(background.astype(np.float64))
+    f = np.fft.rfftfreq(len(background), 1 / sr)
+    band_power = 2 * np.sum(np.abs(spec[(f >= band[0]) & (f <= band[1])]) ** 2) / len(background) ** 2
+    return 10 * np.log10(np.mean(vocals[active].astype(np.float64) ** 2) / band_power)
+
+
+@pytest.mark.parametrize("seed,snr", [(10, -5.0), (11, 20.0), (12, 7.5)])
+def test_snr_holds_in_the_written_file(tmp_path, seed, snr):
+    rec = _recording(seed, snr_db=(snr, snr), p_clip=0.0, p_dc=1.0)
+    path = tmp_path / "r.flac"
+    sf.write(path, rec.audio, rec.sample_rate, subtype="PCM_16")
+    decoded, _ = sf.read(path, dtype="float32")
+    f = np.abs(row_freqs(CFG))[rec.mask.any(1)]
+    band = (f.min(), f.max())
+    assert rec.meta["snr_db"] == snr and rec.meta["snr_band_hz"] == pytest.approx(band)
+    # background = file - clean vocals (includes the DC offset and the 16-bit quantisation)
+    assert _snr(rec.vocals, decoded - rec.vocals, rec.sample_rate, rec.calls, band) == pytest.approx(snr, abs=0.5)
+    active = np.zeros(len(rec.vocals), bool)
+    for c in rec.calls:
+        active[slice(*c.span(rec.sample_rate))] = True
+    assert synth.measure_snr(rec.vocals, rec.background, rec.sample_rate, active, band) == pytest.approx(snr, abs=1e-3)
+
+
+def test_empty_recordings_have_empty_masks_and_tables(tmp_path):
+    recs = synth.generate_archive(tmp_path, 3, seed=2, duration_s=(2.0, 3.0), p_empty=1.0)
+    for r in recs:
+        assert r["empty"] and r["n_calls"] == 0 and r["snr_db"] is None
+        assert not np.load(r["truth"])["mask"].any()
+        assert read_raven(r["table"]) == []
+        audio, _ = sf.read(r["audio"])
+        assert np.sqrt(np.mean(audio ** 2)) > 10 ** (-50 / 20)
+
+
+@pytest.mark.parametrize("seed", [20, 21, 22])
+def test_insect_tone_is_in_the_audio_but_not_in_the_mask(seed):
+    quiet = _recording(seed, noises=())
+    loud = _recording(seed, noises=("insect", "frog", "engine", "clicks"))
+    np.testing.assert_array_equal(quiet.mask, loud.mask)  # the truth ignores the background
+    assert quiet.boxes == loud.boxes
+    empty = _recording(seed, noises=("insect",), empty=True)
+    assert not empty.mask.any() and empty.boxes == []
+    insect = empty.meta["noises"][1]
+    spectrum = magnitude(empty.audio, CFG).mean(axis=1)
+    f = row_freqs(CFG)
+    high = f >= 3000  # the insect sits at 4-10 kHz and stands out of the noise there
+    peak = f[high][np.argmax(spectrum[high])]
+    assert abs(peak - insect["freq_hz"]) <= insect["bandwidth_hz"] / 2 + 2 * CFG.bin_hz
+
+
+def test_calls_stay_in_the_bird_band_and_duration_range():
+    kinds = set()
+    for seed in range(30, 42):
+        sr = (22050, 44100, 16000, 48000)[seed % 4]
+        rec = _recording(seed, duration_s=5.0, sample_rate=sr)
+        fmax = min(10000.0, 0.45 * sr)
+        for call, box in zip(rec.calls, rec.boxes):
+            kinds.add(call.kind)
+            assert 0.02 <= call.dur_s <= 2.0 and 1000.0 <= call.f_lo < call.f_hi <= fmax
+            assert 0.02 <= call.start_s and call.start_s + call.dur_s <= rec.meta["duration_s"] - 0.02
+            assert 1000 - 3 * CFG.bin_hz <= box.low_hz < box.high_hz <= fmax + 3 * CFG.bin_hz
+            assert box.end_s - box.begin_s <= 2.0 + CFG.win_length / CFG.sample_rate + CFG.frame_s
+            # at least 98 % of the call's energy lies within [f_lo, f_hi] (+- envelope/AM spread)
+            x = synth.render_call(call, sr)
+            p = np.abs(np.fft.rfft(x)) ** 2
+            f = np.fft.rfftfreq(len(x), 1 / sr)
+            assert p[(f >= call.f_lo - 300) & (f <= call.f_hi + 300)].sum() >= 0.98 * p.sum()
+    assert kinds >= {"sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz"}
+
+
+def test_other_sample_rate_truth_matches_the_audio():
+    rec = _recording(40, duration_s=3.0, sample_rate=44100)
+    assert rec.sample_rate == 44100 and rec.mask.shape == (CFG.n_rows, n_frames_for(len(rec.audio) // 2, CFG))
+    vocals = librosa.resample(rec.vocals, orig_sr=44100, target_sr=CFG.sample_rate)
+    expected = np.zeros_like(rec.mask)
+    for c in rec.calls:  # the threshold definition on the resampled audio of each call alone
+        a, b = c.span(44100)
+        x = np.zeros(len(rec.vocals), np.float32)
+        x[a:b] = synth.render_call(c, 44100)
+        mag = magnitude(librosa.resample(x, orig_sr=44100, target_sr=CFG.sample_rate), CFG)
+        expected |= (mag >= mag.max() / 10)[:, :rec.mask.shape[1]]
+    iou = (expected & rec.mask).sum() / (expected | rec.mask).sum()
+    assert iou > 0.95 and len(vocals) == pytest.approx(len(rec.audio) / 2, abs=1)
+
+
+def test_stereo_calls_follow_their_channel_gains():
+    rec = _recording(50, duration_s=4.0, stereo=True)
+    assert rec.audio.shape == (len(rec.vocals), 2) and rec.meta["channels"] == 2
+    clean = np.zeros((len(rec.vocals), 2))
+    for c in rec.calls:
+        a, b = c.span(rec.sample_rate)
+        clean[a:b] += synth.render_call(c, rec.sample_rate)[:, None] * np.asarray(c.gains)
+    k = np.sum(rec.vocals * clean) / np.sum(clean * clean)
+    np.testing.assert_allclose(rec.vocals, k * clean, atol=1e-6 * np.abs(rec.vocals).max())
+    assert [b.channel for b in rec.boxes] == [int(np.argmax(c.gains)) for c in rec.calls]
+    expected = np.zeros_like(rec.mask)
+    for c in rec.calls:  # the mask is the union over all calls, whatever their channel
+        expected |= _threshold_mask(c, len(rec.vocals), CFG)
+    np.testing.assert_array_equal(rec.mask, expected)
+
+
+def test_level_dc_offset_and_clipping_leave_the_truth_alone():
+    plain = _recording(60, duration_s=2.0, p_clip=0.0, p_dc=0.0, level_dbfs=(-30.0, -30.0))
+    dc = _recording(60, duration_s=2.0, p_clip=0.0, p_dc=1.0)
+    clip = _recording(60, duration_s=2.0, p_clip=1.0, p_dc=0.0)
+    peak = np.abs(plain.audio).max()
+    assert not plain.meta["clipped"] and peak < 1.0
+    # the drawn RMS level, unless that would exceed full scale
+    assert plain.meta["level_dbfs"] == pytest.approx(-30.0, abs=1e-3) or peak == pytest.approx(0.99)
+    assert 0.001 <= abs(dc.meta["dc_offset"]) <= 0.05
+    assert np.mean(dc.audio - dc.vocals - dc.background) == pytest.approx(dc.meta["dc_offset"], abs=1e-6)
+    assert clip.meta["clipped"] and np.abs(clip.audio).max() == 1.0
+    np.testing.assert_array_equal(plain.mask, clip.mask)
+    np.testing.assert_array_equal(plain.mask, dc.mask)
