@@ -159,19 +159,14 @@ def process_unit(unit: storage.Unit, cfg: SpecConfig, channels: str = "mix") -> 
         yield None, error_table(unit.uri, "read", f"corrupt or unreadable archive: {type(e).__name__}: {e}")
 
 
-class _IngestBatch:
-    """Ray Data UDF: a batch of units -> a pyarrow table of tiles and errors together
-    (``error`` null for tiles), so one pass feeds both outputs."""
-
-    def __init__(self, cfg_json: str, channels: str):
-        self.cfg = SpecConfig.from_json(cfg_json)
-        self.channels = channels
-
-    def __call__(self, batch: dict) -> Iterator[pa.Table]:
-        for uri, kind, side in zip(batch["uri"], batch["kind"], batch["side_files"]):
-            unit = storage.Unit(str(uri), str(kind), [str(s) for s in side])
-            for tiles, err in process_unit(unit, self.cfg, self.channels):
-                yield _combined(tiles, err)
+def _ingest_batch(batch: dict, cfg_json: str, channels: str) -> Iterator[pa.Table]:
+    """Ray Data UDF: a batch of units -> pyarrow tables of tiles and errors together
+    (``reason`` null for tiles), so one pass feeds both outputs."""
+    cfg = SpecConfig.from_json(cfg_json)
+    for uri, kind, side in zip(batch["uri"], batch["kind"], batch["side_files"]):
+        unit = storage.Unit(str(uri), str(kind), [str(s) for s in side])
+        for tiles, err in process_unit(unit, cfg, channels):
+            yield _combined(tiles, err)
 
 
 COMBINED_SCHEMA = pa.schema(list(SHARD_SCHEMA) + [("stage", pa.string()), ("reason", pa.string())])
@@ -210,9 +205,8 @@ def run(inputs: list[str], out: str, preset: str | SpecConfig | None = None, cha
         raise ValueError(f"no input files found in {inputs}")
     items = [dataclasses.asdict(u) for u in units]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    combined = ds.map_batches(_IngestBatch, fn_constructor_args=(cfg.to_json(), channels),
-                              batch_size=1, batch_format="numpy", num_cpus=num_cpus_per_task,
-                              compute=ray.data.TaskPoolStrategy()).materialize()
+    combined = ds.map_batches(_ingest_batch, fn_kwargs={"cfg_json": cfg.to_json(), "channels": channels},
+                              batch_size=1, batch_format="numpy", num_cpus=num_cpus_per_task).materialize()
     import pyarrow.compute as pc
     tiles = combined.map_batches(
         lambda t: t.filter(pc.is_null(t["reason"])).select(SHARD_SCHEMA.names),

@@ -1,0 +1,313 @@
+"""Plain-PyTorch training and inference steps, shared by Ray Train workers, the segmenter and
+the GPU benchmark (nothing here knows about Ray).
+
+Batches are mappings with ``"spec"`` ((N, H, W) or (N, 1, H, W); float in [0, 1] or uint8
+0..255; tensors or arrays), ``"mask"`` ((N, H, W), 1 = bird) and optionally
+``"valid_frames"`` ((N,) or int: columns after it are zero padding past the end of a
+recording). Padding pixels get the target :data:`IGNORE_INDEX`, which the losses, the
+augmentation and :mod:`raybird.metrics` all leave out.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import AugmentConfig, augment_batch
+from .metrics import PixelMetrics, valid_frames_mask
+from .model import ModelConfig
+
+IGNORE_INDEX = -100
+CHECKPOINT_FILE = "checkpoint.pt"
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---- devices -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceSettings:
+    """Where and how to run: bf16 autocast only on CUDA; channels_last on every device (it is
+    also 2-3x faster for these small-channel convs on CPU with oneDNN)."""
+
+    device: torch.device
+    amp_dtype: Optional[torch.dtype] = None
+    channels_last: bool = True
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+def pick_device(device: Union[None, str, torch.device] = None, amp: Union[str, bool] = "auto",
+                channels_last: bool = True) -> DeviceSettings:
+    """``device`` None: CUDA when available. ``amp``: "auto" (bf16 on CUDA), "bf16", "fp16"
+    (pair it with a ``torch.amp.GradScaler`` when training), or False."""
+    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if amp == "auto":
+        amp = "bf16" if dev.type == "cuda" else None
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp and amp not in dtypes:
+        raise ValueError(f"unknown amp {amp!r}; known: 'auto', 'bf16', 'fp16', False")
+    return DeviceSettings(dev, dtypes[amp] if amp else None, channels_last)
+
+
+def _settings_for(model: nn.Module, settings: Union[None, str, torch.device, DeviceSettings]) -> DeviceSettings:
+    if isinstance(settings, DeviceSettings):
+        return settings
+    return pick_device(settings if settings is not None else next(model.parameters()).device)
+
+
+# ---- batches -----------------------------------------------------------------------------------
+def _as_tensor(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def spec_tensor(spec, settings: DeviceSettings) -> torch.Tensor:
+    """(N, 1, H, W) float32 in [0, 1] on the device (uint8 input is divided by 255 there)."""
+    x = _as_tensor(spec)
+    x = x[:, None] if x.dim() == 3 else x
+    x = x.to(settings.device, non_blocking=True)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return settings.to_input(x)
+
+
+def prepare_batch(batch: Union[Mapping[str, Any], tuple], settings: DeviceSettings
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(spec, target)`` on the device; padded frames marked with :data:`IGNORE_INDEX`."""
+    if not isinstance(batch, Mapping):
+        batch = dict(zip(("spec", "mask", "valid_frames"), batch))
+    spec = spec_tensor(batch["spec"], settings)
+    target = _as_tensor(batch["mask"]).to(settings.device, non_blocking=True).long()
+    if batch.get("valid_frames") is not None:
+        keep = valid_frames_mask(_as_tensor(batch["valid_frames"]).to(settings.device), target.shape[0],
+                                 target.shape[-1], settings.device)
+        target = target.masked_fill(~keep, IGNORE_INDEX)
+    return spec, target
+
+
+# ---- losses ------------------------------------------------------------------------------------
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of the bird probability over the whole batch (ignored pixels left out)."""
+    prob = logits.float().softmax(dim=1)[:, 1]
+    valid = (target != IGNORE_INDEX).float()
+    t = (target == 1).float()
+    inter = (prob * t * valid).sum()
+    return 1 - (2 * inter + eps) / ((prob * valid).sum() + (t * valid).sum() + eps)
+
+
+def make_loss(name: str = "ce", dice_weight: float = 1.0) -> LossFn:
+    """``"ce"``: pixel cross-entropy (the report's loss); ``"ce+dice"``: plus ``dice_weight``
+    times the soft Dice loss, which counters the bird/background imbalance."""
+    def ce(logits, target):
+        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+
+    if name == "ce":
+        return ce
+    if name == "ce+dice":
+        return lambda logits, target: ce(logits, target) + dice_weight * soft_dice_loss(logits, target)
+    raise ValueError(f"unknown loss {name!r}; known: 'ce', 'ce+dice'")
+
+
+# ---- steps -------------------------------------------------------------------------------------
+def train_step(model: nn.Module, batch, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+               settings: Union[None, str, torch.device, DeviceSettings] = None,
+               scaler: Optional[torch.amp.GradScaler] = None, augment: Optional[AugmentConfig] = None,
+               generator: Optional[torch.Generator] = None, meter: Optional[PixelMetrics] = None) -> float:
+    """One optimisation step; returns the loss. ``meter`` (optional) accumulates the train
+    metrics of the (augmented) batch from the same forward pass."""
+    settings = _settings_for(model, settings)
+    model.train()
+    spec, target = prepare_batch(batch, settings)
+    if augment is not None:
+        spec, target = augment_batch(spec, target, augment, generator)
+        spec = settings.to_input(spec)
+    optimizer.zero_grad(set_to_none=True)
+    with settings.autocast():
+        logits = model(spec)
+        loss = loss_fn(logits, target)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    if meter is not None:
+        meter.update(logits.detach().argmax(dim=1), target)
+    return float(loss.detach())
+
+
+def evaluate(model: nn.Module, batches: Iterable, loss_fn: Optional[LossFn] = None,
+             settings: Union[None, str, torch.device, DeviceSettings] = None,
+             meter: Optional[PixelMetrics] = None) -> dict[str, float]:
+    """Pixel metrics (see :mod:`raybird.metrics`), the pixel-weighted mean ``"loss"``, and the
+    ``"loss_sum"``/``"pixels"`` behind it (to combine results across workers). Pass ``meter``
+    to get the raw confusion counts as well."""
+    settings = _settings_for(model, settings)
+    loss_fn = loss_fn or make_loss("ce")
+    model.eval()
+    meter = meter if meter is not None else PixelMetrics()
+    loss_sum, n_pix = 0.0, 0
+    with torch.inference_mode():
+        for batch in batches:
+            spec, target = prepare_batch(batch, settings)
+            with settings.autocast():
+                logits = model(spec)
+            n = int((target != IGNORE_INDEX).sum())
+            if n:
+                loss_sum += float(loss_fn(logits.float(), target)) * n
+                n_pix += n
+            meter.update(logits.argmax(dim=1), target)
+    return {**meter.compute(), "loss": loss_sum / n_pix if n_pix else float("nan"),
+            "loss_sum": loss_sum, "pixels": n_pix}
+
+
+def predict_proba(model: nn.Module, spec_batch, settings: Union[None, str, torch.device, DeviceSettings] = None
+                  ) -> torch.Tensor:
+    """Bird probability ``(N, H, W)`` float32 on the CPU for a batch of spectrogram tiles."""
+    settings = _settings_for(model, settings)
+    model.eval()
+    with torch.inference_mode(), settings.autocast():
+        logits = model(spec_tensor(spec_batch, settings))
+    return logits.float().softmax(dim=1)[:, 1].cpu()
+
+
+# ---- optimisation schedule ---------------------------------------------------------------------
+def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0
+                   ) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; known: 'adam', 'adamw'")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, kind: str = "exponential", gamma: float = 0.95,
+                   step_size: int = 10, epochs: Optional[int] = None) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch learning-rate decay: ``"exponential"`` (lr * gamma**epoch), ``"step"``
+    (times gamma every ``step_size`` epochs), ``"cosine"`` (to 0 over ``epochs``), ``"none"``."""
+    sched = torch.optim.lr_scheduler
+    if kind == "exponential":
+        return sched.ExponentialLR(optimizer, gamma)
+    if kind == "step":
+        return sched.StepLR(optimizer, step_size, gamma)
+    if kind == "cosine":
+        if not epochs:
+            raise ValueError("cosine schedule needs epochs")
+        return sched.CosineAnnealingLR(optimizer, epochs)
+    if kind == "none":
+        return sched.LambdaLR(optimizer, lambda epoch: 1.0)
+    raise ValueError(f"unknown scheduler {kind!r}; known: 'exponential', 'step', 'cosine', 'none'")
+
+
+class EarlyStopping:
+    """Stop after ``patience`` epochs without the monitored metric improving by more than
+    ``min_delta`` (mode "max": larger is better, e.g. val IoU; "min": e.g. val loss)."""
+
+    def __init__(self, patience: int = 10, mode: str = "max", min_delta: float = 0.0):
+        if mode not in ("max", "min"):
+            raise ValueError("mode must be 'max' or 'min'")
+        self.patience, self.mode, self.min_delta = patience, mode, min_delta
+        self.best: Optional[float] = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.epoch = -1
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return not np.isnan(value)
+        return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+
+    def step(self, value: float) -> bool:
+        """Record one epoch's value; True when training should stop."""
+        self.epoch += 1
+        if self.improved(value):
+            self.best, self.best_epoch, self.bad_epochs = float(value), self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        vars(self).update(state)
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel / torch.compile wrappers."""
+    for attr in ("module", "_orig_mod"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module):
+            return unwrap(inner)
+    return model
+
+
+def _checkpoint_file(path: Union[str, os.PathLike]) -> Path:
+    p = Path(path)
+    return p / CHECKPOINT_FILE if p.is_dir() or not p.suffix else p
+
+
+def _plain(x: Any) -> Any:
+    """JSON round trip: only plain Python types remain (numpy / torch scalars become numbers);
+    anything else raises TypeError rather than failing later at ``weights_only`` load time."""
+    def scalar(o):
+        if isinstance(o, (np.generic, torch.Tensor)) and np.ndim(o) == 0:
+            return o.item()
+        raise TypeError(f"checkpoint metrics/extra must be plain JSON values, got {type(o).__name__}")
+    return json.loads(json.dumps(x, default=scalar))
+
+
+def save_checkpoint(path_or_dir: Union[str, os.PathLike], model: nn.Module,
+                    optimizer: Optional[torch.optim.Optimizer] = None, epoch: int = 0,
+                    model_config: Union[None, ModelConfig, dict] = None, spec_config_json: Optional[str] = None,
+                    metrics: Optional[Mapping[str, float]] = None, extra: Optional[Mapping[str, Any]] = None,
+                    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> Path:
+    """Write a checkpoint that ``torch.load(..., weights_only=True)`` can read: tensors and plain
+    Python only, configs as JSON strings. A directory (or a path without suffix) gets
+    ``checkpoint.pt`` inside. Written to a temporary file and renamed, so a crash never leaves
+    half a checkpoint."""
+    model = unwrap(model)
+    cfg = model_config if model_config is not None else model.config
+    cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
+    payload = {
+        "format": "raybird-checkpoint-v1",
+        "model_config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "spec_config": spec_config_json,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": int(epoch),
+        "metrics": _plain(dict(metrics or {})),
+        "extra": _plain(dict(extra or {})),
+    }
+    file = _checkpoint_file(path_or_dir)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, file)
+    return file
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
+                    ) -> tuple[nn.Module, dict]:
+    """Rebuild the model from a checkpoint file or directory; returns ``(model, payload)`` with the
+    model in eval mode. ``payload["spec_config"]`` feeds ``SpecConfig.from_json``."""
+    payload = torch.load(_checkpoint_file(path), map_location=map_location, weights_only=True)
+    model = ModelConfig.from_dict(payload["model_config"]).build()
+    model.load_state_dict(payload["model_state"])
+    return model.to(map_location).eval(), payload

@@ -1,0 +1,238 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from raybird.augment import AugmentConfig, augment_batch
+from raybird.engine import (IGNORE_INDEX, EarlyStopping, evaluate, load_checkpoint, make_loss, make_optimizer,
+                            make_scheduler, pick_device, predict_proba, prepare_batch, save_checkpoint, train_step)
+from raybird.metrics import PixelMetrics
+from raybird.model import ModelConfig, build_model
+from raybird.spectrogram import PRESETS, SpecConfig
+
+
+def synthetic_tiles(n, rows=64, frames=128, seed=0):
+    """Noise with bright frequency-modulated strokes and boxes; the mask is the strokes."""
+    rng = np.random.default_rng(seed)
+    spec = (0.3 * rng.random((n, rows, frames))).astype(np.float32)
+    mask = np.zeros((n, rows, frames), np.uint8)
+    r = np.arange(rows)[:, None]
+    for i in range(n):
+        for _ in range(rng.integers(1, 4)):  # FM strokes: a sinusoidal sweep, 3 px thick
+            t0 = rng.integers(0, frames - 30)
+            t = np.arange(t0, t0 + rng.integers(20, frames - t0))
+            f = (rng.uniform(15, rows - 15) + rng.uniform(3, 10) * np.sin(t / rng.uniform(4, 12))
+                 + rng.uniform(-0.1, 0.1) * (t - t0))
+            mask[i][:, t] |= np.abs(r - f[None]) <= 1.5
+        b0, f0 = rng.integers(0, frames - 12), rng.integers(0, rows - 8)
+        mask[i, f0:f0 + rng.integers(3, 8), b0:b0 + rng.integers(4, 12)] = 1
+    spec[mask == 1] = 0.55 + 0.45 * rng.random(int(mask.sum()))
+    return spec, mask
+
+
+def box_mask(n=3, h=32, w=48):
+    mask = torch.zeros(n, h, w, dtype=torch.long)
+    for i in range(n):
+        mask[i, 5 + i:15 + 2 * i, 8:30 - i] = 1
+        mask[i, 20:24, 30 + i:44] = 1
+    return mask
+
+
+# ---- training and evaluation ------------------------------------------------------------------
+def test_unet_overfits_synthetic_tiles():
+    torch.manual_seed(0)
+    spec, mask = synthetic_tiles(8)
+    batch = {"spec": spec, "mask": mask}
+    model = build_model("unet", width=8, dropout=0.0)
+    settings = pick_device("cpu")
+    settings.prepare_model(model)
+    opt = make_optimizer(model, lr=3e-3)
+    loss_fn = make_loss("ce")
+    losses = [train_step(model, batch, opt, loss_fn, settings) for _ in range(50)]
+    metrics = evaluate(model, [batch], settings=settings)
+    assert losses[-1] < 0.3 * losses[0]
+    assert metrics["iou"] > 0.9, metrics
+    assert metrics["pixel_acc"] > 0.98
+    prob = predict_proba(model, spec[:2], settings)
+    assert prob.shape == (2, 64, 128) and prob.dtype == torch.float32
+    assert ((prob > 0.5).numpy() == mask[:2]).mean() > 0.98
+
+
+def test_prepare_batch_marks_padding_and_loss_ignores_it():
+    spec, mask = synthetic_tiles(2, rows=32, frames=64)
+    settings = pick_device("cpu")
+    s, t = prepare_batch({"spec": (spec * 255).astype(np.uint8), "mask": mask, "valid_frames": [64, 40]}, settings)
+    assert s.shape == (2, 1, 32, 64) and s.dtype == torch.float32 and float(s.max()) <= 1.0
+    assert s.is_contiguous(memory_format=torch.channels_last)
+    assert (t[1, :, 40:] == IGNORE_INDEX).all() and (t[0] >= 0).all() and (t[1, :, :40] >= 0).all()
+    logits = torch.randn(2, 2, 32, 64)
+    for name in ("ce", "ce+dice"):
+        loss = make_loss(name)
+        scrambled = logits.clone()
+        scrambled[1, :, :, 40:] = 100 * torch.randn(2, 32, 24)  # padding: any output is fine
+        assert float(loss(scrambled, t)) == pytest.approx(float(loss(logits, t)), rel=1e-6)
+    assert float(make_loss("ce+dice")(logits, t)) > float(make_loss("ce")(logits, t))
+    with pytest.raises(ValueError):
+        make_loss("focal")
+
+
+def test_train_step_meter_and_seeded_augmentation():
+    spec, mask = synthetic_tiles(4, rows=32, frames=64)
+    batch = (spec, mask, [64, 64, 50, 30])
+    meter = PixelMetrics()
+    torch.manual_seed(0)
+    model = build_model("unet-se", width=4, depth=3)
+    train_step(model, batch, make_optimizer(model), make_loss("ce"), meter=meter)
+    assert meter.counts.sum() == 32 * (64 + 64 + 50 + 30)  # padded frames left out
+
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("unet-se", width=4, depth=3)
+        losses.append(train_step(model, batch, make_optimizer(model), make_loss("ce+dice"),
+                                 augment=AugmentConfig(strength=1.0), generator=torch.Generator().manual_seed(1)))
+    assert np.isfinite(losses[0]) and losses[0] == losses[1]
+
+
+def test_predict_proba_accepts_uint8_arrays():
+    torch.manual_seed(0)
+    model = build_model("segnet", width=4, depth=3)
+    q = np.random.default_rng(0).integers(0, 256, (3, 24, 40), dtype=np.uint8)
+    p8 = predict_proba(model, q, "cpu")
+    pf = predict_proba(model, torch.from_numpy(q).float()[:, None] / 255, "cpu")
+    torch.testing.assert_close(p8, pf)
+    assert p8.shape == (3, 24, 40) and 0 <= float(p8.min()) and float(p8.max()) <= 1
+    assert not model.training
+
+
+@pytest.mark.parametrize("arch", ["unet", "unet-se", "segnet", "deeplabv3"])
+def test_bf16_autocast_path(arch):
+    """The CUDA recipe (bf16 autocast + channels_last), exercised on the CPU."""
+    torch.manual_seed(0)
+    bf16 = pick_device("cpu", amp="bf16")
+    model = bf16.prepare_model(build_model(arch, width=4, depth=3))
+    spec, mask = synthetic_tiles(2, rows=32, frames=48)
+    loss = train_step(model, (spec, mask), make_optimizer(model), make_loss("ce+dice"), bf16)
+    assert np.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    fast, exact = predict_proba(model, spec, bf16), predict_proba(model, spec, pick_device("cpu"))
+    assert fast.dtype == torch.float32 and float((fast - exact).abs().max()) < 0.02
+
+
+def test_device_settings():
+    s = pick_device("cpu")
+    assert s.device.type == "cpu" and s.amp_dtype is None and s.channels_last
+    assert pick_device("cpu", amp="bf16").amp_dtype == torch.bfloat16
+    with pytest.raises(ValueError):
+        pick_device("cpu", amp="fp8")
+
+
+# ---- schedule and early stopping ------------------------------------------------------------
+def test_scheduler_decays_as_configured():
+    def lrs(**kw):
+        opt = make_optimizer(torch.nn.Linear(2, 2), lr=1e-3)
+        sched = make_scheduler(opt, **kw)
+        out = []
+        for _ in range(5):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs(kind="exponential", gamma=0.5) == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5])
+    assert lrs(kind="step", gamma=0.1, step_size=2) == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    assert lrs(kind="none") == pytest.approx([1e-3] * 5)
+    assert lrs(kind="cosine", epochs=4)[2] == pytest.approx(5e-4)
+
+
+def test_early_stopping_after_patience():
+    stop = EarlyStopping(patience=3, mode="max")
+    decisions = [stop.step(v) for v in [0.50, 0.60, 0.60, 0.55, 0.58]]
+    assert decisions == [False, False, False, False, True]
+    assert (stop.best, stop.best_epoch, stop.bad_epochs) == (0.60, 1, 3)
+    resumed = EarlyStopping(patience=3)
+    resumed.load_state_dict(json.loads(json.dumps(stop.state_dict())))
+    assert resumed.step(0.61) is False and resumed.best_epoch == 5
+    low = EarlyStopping(patience=2, mode="min", min_delta=0.01)
+    assert [low.step(v) for v in [1.0, 0.995, 0.9, 0.95, 0.899]] == [False, False, False, False, True]
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3"])
+def test_checkpoint_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    spec, mask = synthetic_tiles(2, rows=32, frames=64)
+    model = build_model(arch, width=4, depth=3)
+    opt = make_optimizer(model)
+    sched = make_scheduler(opt, gamma=0.9)
+    train_step(model, {"spec": spec, "mask": mask}, opt, make_loss("ce"))
+    sched.step()
+    spec_cfg = PRESETS["default"].replace(tile_frames=64)
+    path = save_checkpoint(tmp_path / "ckpt", model, opt, epoch=3, spec_config_json=spec_cfg.to_json(),
+                           metrics={"iou": np.float32(0.5)}, extra={"run": "t", "steps": np.int64(1)}, scheduler=sched)
+    assert path == tmp_path / "ckpt" / "checkpoint.pt" and not list((tmp_path / "ckpt").glob("*.tmp"))
+    raw = torch.load(path, weights_only=True)
+    assert raw["epoch"] == 3 and raw["metrics"] == {"iou": 0.5} and raw["extra"] == {"run": "t", "steps": 1}
+
+    loaded, payload = load_checkpoint(tmp_path / "ckpt")
+    assert ModelConfig.from_dict(payload["model_config"]) == model.config
+    assert SpecConfig.from_json(payload["spec_config"]) == spec_cfg
+    x = torch.rand(2, 1, 32, 64)
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model(x))
+    opt2 = make_optimizer(loaded)
+    opt2.load_state_dict(payload["optimizer_state"])
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    sched2 = make_scheduler(opt2, gamma=0.9)
+    sched2.load_state_dict(payload["scheduler_state"])
+    assert sched2.last_epoch == 1
+    with pytest.raises(TypeError):
+        save_checkpoint(tmp_path / "bad.pt", model, metrics={"x": object()})
+
+
+# ---- augmentation -----------------------------------------------------------------------------
+GEOMETRY_ONLY = dict(brightness=0.0, contrast=0.0, gain=0.0)
+
+
+def test_augmentation_keeps_spec_and_mask_aligned():
+    mask = box_mask()
+    g = torch.Generator().manual_seed(0)
+    cfg = AugmentConfig(strength=1.0, spec_mode="nearest", **GEOMETRY_ONLY)
+    spec_out, mask_out = augment_batch(mask[:, None].float(), mask, cfg, g)
+    assert torch.equal(spec_out[:, 0].long(), mask_out)
+    assert not torch.equal(mask_out, mask)  # something did move
+    # bilinear spectrogram vs nearest mask: they disagree at most on a thin edge
+    spec_out, mask_out = augment_batch(mask[:, None].float(), mask, AugmentConfig(strength=1.0, **GEOMETRY_ONLY), g)
+    assert ((spec_out[:, 0] > 0.5).long() == mask_out).float().mean() > 0.97
+
+
+def test_augmentation_is_seeded_and_strength_zero_is_identity():
+    mask = box_mask()
+    spec = torch.rand(3, 1, 32, 48)
+    cfg = AugmentConfig(strength=0.8, noise=0.05)
+    a = augment_batch(spec, mask, cfg, torch.Generator().manual_seed(7))
+    b = augment_batch(spec, mask, cfg, torch.Generator().manual_seed(7))
+    c = augment_batch(spec, mask, cfg, torch.Generator().manual_seed(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert 0.0 <= float(a[0].min()) and float(a[0].max()) <= 1.0
+    s0, m0 = augment_batch(spec, mask, AugmentConfig(strength=0.0))
+    assert s0 is spec and m0 is mask
+
+
+def test_flips_time_by_default_and_frequency_only_when_asked():
+    mask = box_mask(n=16)
+    mask[:, 0, :] = IGNORE_INDEX  # an ignored row survives nearest sampling exactly
+    spec = torch.rand(16, 1, 32, 48)
+    still = dict(rotate_deg=0.0, zoom=0.0, crop=0.0, **GEOMETRY_ONLY)
+    s, m = augment_batch(spec, mask, AugmentConfig(strength=1.0, time_flip=0.5, **still),
+                         torch.Generator().manual_seed(0))
+    flipped = [torch.equal(m[i], mask[i].flip(-1)) for i in range(16)]
+    for i in range(16):
+        assert torch.equal(m[i], mask[i].flip(-1) if flipped[i] else mask[i])
+        torch.testing.assert_close(s[i], spec[i].flip(-1) if flipped[i] else spec[i])
+    assert 3 <= sum(flipped) <= 13
+    s, m = augment_batch(spec, mask, AugmentConfig(strength=1.0, time_flip=0.0, freq_flip=1.0, **still))
+    assert torch.equal(m, mask.flip(-2)) and (m[:, -1] == IGNORE_INDEX).all()
