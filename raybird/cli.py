@@ -49,6 +49,33 @@ def cmd_synth(a) -> int:
     return 0
 
 
+def _add_train(sub):
+    from .train import TrainConfig
+    p = sub.add_parser("train", help="train the U-Net on ingest shards with Ray Train (DDP)")
+    p.add_argument("data", help="ingest output folder or s3:// prefix (holding shards/)")
+    d = TrainConfig()
+    for field, default in vars(d).items():
+        if field == "data":
+            continue
+        flag = "--" + field.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", default=default)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(a) -> int:
+    from .runtime import init_ray
+    from .train import TrainConfig, fit
+    init_ray()
+    tc = TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__})
+    r = fit(tc)
+    print(f"train: {r.epochs_run} epochs, best val IoU {r.best_val_iou:.3f} at epoch {r.best_epoch + 1}; "
+          f"best checkpoint {r.best_checkpoint}; metrics and curves in {r.run_dir}")
+    return 0
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole pipeline on a small synthetic archive, local Ray")
     p.add_argument("--out", default="demo_out")
@@ -77,7 +104,7 @@ def cmd_demo(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="raybird", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_demo):
+    for add in (_add_synth, _add_ingest, _add_train, _add_demo):
         add(sub)
     a = parser.parse_args(argv)
     return a.func(a)

@@ -1,0 +1,268 @@
+"""Training on Ray Train: a ``TorchTrainer`` (DDP) over the ingest shards, read through Ray Data.
+
+The step itself (:mod:`raybird.engine`) is plain PyTorch; this module only orchestrates:
+datasets, the per-worker loop (metrics all-reduced across workers, a checkpoint every
+epoch), fault tolerance, and the run folder::
+
+    <storage_path>/<name>/            Ray Train's run folder (checkpoint_* + state)
+    <storage_path>/<name>/metrics.csv per-epoch train/val metrics
+    <storage_path>/<name>/curves.png  loss and IoU curves (the report's Figure 1)
+    <storage_path>/<name>/best/checkpoint.pt   the best epoch by val IoU, stable path
+
+A worker that dies restarts from the last checkpoint (``FailureConfig``); running again with
+the same name and storage path resumes the run where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import storage
+
+METRICS = ("loss", "iou", "miou", "dice", "pixel_acc")
+
+
+@dataclass
+class TrainConfig:
+    """All training flags; defaults are the report's (Adam 1e-3 with decay, batch 8, 35 epochs,
+    early stopping after 10 epochs without val improvement, on-the-fly augmentation)."""
+
+    data: str = ""                   # ingest output (folder or s3:// prefix) holding shards/
+    storage_path: str = "runs"
+    name: str = "unet"
+    arch: str = "unet"
+    width: int = 8
+    depth: int = 5
+    dropout: float = 0.1
+    loss: str = "ce"                 # "ce" or "ce+dice"
+    lr: float = 1e-3
+    lr_schedule: str = "exponential"
+    lr_gamma: float = 0.95
+    batch_size: int = 8
+    epochs: int = 35
+    patience: int = 10
+    augment: float = 0.5             # augmentation strength, 0 = off
+    workers: int = 2
+    gpu: bool = False
+    cpus_per_worker: float = 0.5     # fractional: leaves CPU for Ray Data on small machines
+    max_failures: int = 3
+    seed: int = 0
+
+    def model_config(self):
+        from .model import ModelConfig
+        return ModelConfig(arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout)
+
+
+# ---- data --------------------------------------------------------------------------------------
+def decode_batch(t: pa.Table) -> dict:
+    """Shard rows -> ``spec`` uint8 (N, H, W), ``mask`` uint8 (N, H, W), ``valid_frames`` (N,)."""
+    n = len(t)
+    if n == 0:
+        return {"spec": np.zeros((0, 1, 1), np.uint8), "mask": np.zeros((0, 1, 1), np.uint8),
+                "valid_frames": np.zeros(0, np.int32)}
+    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
+    spec = np.frombuffer(b"".join(t["spec"].to_pylist()), np.uint8).reshape(n, h, w)
+    mask = np.frombuffer(b"".join(t["mask"].to_pylist()), np.uint8).reshape(n, h, w)
+    return {"spec": spec, "mask": mask, "valid_frames": t["valid_frames"].to_numpy().astype(np.int32)}
+
+
+def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
+    """Ray Datasets ``{"train", "val"}`` of labelled tiles, and the shards' SpecConfig JSON."""
+    import ray
+    fs, root = storage.arrow_filesystem(data)
+    path = storage.join(root, "shards")
+    cols = ["spec", "mask", "valid_frames", "n_rows", "n_frames", "split", "spec_config"]
+    base = ray.data.read_parquet(path, filesystem=fs, columns=cols)
+    first = base.take(1)
+    if not first:
+        raise ValueError(f"no shards under {data}")
+    spec_json = first[0]["spec_config"]
+    out = {}
+    for split in ("train", "val"):
+        ds = base.map_batches(
+            lambda t, s=split: decode_batch(t.filter(pc.and_(pc.equal(t["split"], s), pc.is_valid(t["mask"])))),
+            batch_format="pyarrow", batch_size=None)
+        out[split] = ds.materialize() if cache else ds
+        if out[split].count() == 0:
+            raise ValueError(f"no labelled {split} tiles under {data}; ingest more recordings")
+    return out, spec_json
+
+
+# ---- the worker loop ---------------------------------------------------------------------------
+def _allreduce(values: np.ndarray) -> np.ndarray:
+    import torch
+    import torch.distributed as dist
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.numpy()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import torch
+    import ray.train
+    import ray.train.torch
+    from . import engine
+    from .augment import AugmentConfig
+    from .metrics import PixelMetrics, scores
+
+    tc = TrainConfig(**config["train"])
+    ctx = ray.train.get_context()
+    torch.manual_seed(tc.seed + ctx.get_world_rank())
+    device = ray.train.torch.get_device()
+    settings = engine.pick_device(device)
+    model_cfg = tc.model_config()
+    model = ray.train.torch.prepare_model(model_cfg.build())
+    model = settings.prepare_model(model)
+    optimizer = engine.make_optimizer(model, lr=tc.lr)
+    scheduler = engine.make_scheduler(optimizer, tc.lr_schedule, gamma=tc.lr_gamma, epochs=tc.epochs)
+    stopper = engine.EarlyStopping(tc.patience, mode="max")
+    loss_fn = engine.make_loss(tc.loss)
+    augment = AugmentConfig(strength=tc.augment) if tc.augment > 0 else None
+    gen = torch.Generator(device=device).manual_seed(tc.seed * 1000 + ctx.get_world_rank())
+    history: list[dict] = []
+    resumes: list[int] = []  # epochs at which a restarted or re-run training picked up
+    start = 0
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:  # a restarted worker group or a re-run of the same run name
+        with ckpt.as_directory() as d:
+            payload = torch.load(os.path.join(d, engine.CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        engine.unwrap(model).load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        scheduler.load_state_dict(payload["scheduler_state"])
+        stopper.load_state_dict(payload["extra"]["stopper"])
+        history = payload["extra"]["history"]
+        resumes = payload["extra"]["resumes"] + [payload["epoch"] + 1]
+        start = payload["epoch"] + 1
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(start, tc.epochs):
+        meter, loss_sum, steps = PixelMetrics(), 0.0, 0
+        lr = optimizer.param_groups[0]["lr"]
+        for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=4 * tc.batch_size,
+                                                   local_shuffle_seed=tc.seed + epoch):
+            loss_sum += engine.train_step(model, batch, optimizer, loss_fn, settings, augment=augment,
+                                          generator=gen, meter=meter)
+            steps += 1
+        scheduler.step()
+        val_meter = PixelMetrics()
+        val = engine.evaluate(model, val_shard.iter_torch_batches(batch_size=4 * tc.batch_size), loss_fn, settings,
+                              meter=val_meter)
+        # every worker saw its own shard: sum counts and losses so all agree on the metrics
+        summed = _allreduce(np.concatenate([meter.counts, val_meter.counts,
+                                            [loss_sum, steps, val["loss_sum"], val["pixels"]]]))
+        train_m, val_m = scores(summed[:4]), scores(summed[4:8])
+        row = {"epoch": epoch, "lr": lr,
+               "train_loss": summed[8] / max(summed[9], 1), "val_loss": summed[10] / max(summed[11], 1),
+               **{f"train_{k}": v for k, v in train_m.items()}, **{f"val_{k}": v for k, v in val_m.items()}}
+        history.append(row)
+        stop = stopper.step(row["val_iou"])
+        metrics = {**row, "best_val_iou": stopper.best, "best_epoch": stopper.best_epoch, "stopped_early": stop}
+        if ctx.get_world_rank() == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, model, optimizer, epoch, model_cfg, config["spec_config"], row,
+                                       extra={"stopper": stopper.state_dict(), "history": history, "resumes": resumes,
+                                              "train_config": dataclasses.asdict(tc)}, scheduler=scheduler)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+        if stop:
+            break
+
+
+# ---- the driver --------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_checkpoint: str
+    best_val_iou: float
+    best_epoch: int
+    epochs_run: int
+    history: list
+
+
+def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[str] = None,
+        callbacks: Optional[list] = None) -> TrainResult:
+    """Train and export. ``datasets``/``spec_json`` may be passed in (Tune reuses them);
+    ``callbacks`` are Ray Train callbacks (Tune passes one that forwards each report)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    if datasets is None:
+        datasets, spec_json = load_datasets(tc.data)
+    resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.gpu else {})}
+    fs, root = storage.arrow_filesystem(tc.storage_path)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": dataclasses.asdict(tc), "spec_config": spec_json},
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=tc.gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=tc.name, storage_path=root, storage_filesystem=fs if tc.storage_path.startswith("s3://") else None,
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            callbacks=callbacks,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3, checkpoint_score_attribute="val_iou",
+                                                         checkpoint_score_order="max")),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    return export(tc, result)
+
+
+def export(tc: TrainConfig, result) -> TrainResult:
+    """Write metrics.csv, curves.png and best/checkpoint.pt into the run folder."""
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["val_iou"])
+    run_dir = storage.join(tc.storage_path, tc.name)
+    fs, _ = storage.filesystem(run_dir)
+    with result.checkpoint.as_directory() as d:
+        import torch
+        from .engine import CHECKPOINT_FILE
+        history = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)["extra"]["history"]
+    with best_ckpt.as_directory() as d:
+        best_local = os.path.join(d, "checkpoint.pt")
+        best_path = storage.join(run_dir, "best", "checkpoint.pt")
+        _, best_fs_path = storage.filesystem(best_path)
+        fs.makedirs(best_fs_path.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(best_local, best_fs_path)
+    _, csv_path = storage.filesystem(storage.join(run_dir, "metrics.csv"))
+    with fs.open(csv_path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    _, png_path = storage.filesystem(storage.join(run_dir, "curves.png"))
+    with fs.open(png_path, "wb") as f:
+        f.write(plot_curves(history, title=tc.name))
+    return TrainResult(run_dir, best_path, float(best_metrics["val_iou"]), int(best_metrics["epoch"]),
+                       len(history), history)
+
+
+def plot_curves(history: list[dict], title: str = "") -> bytes:
+    """PNG of train/val loss and foreground IoU per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "iou", "foreground IoU")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,114 @@
+"""Ray Train: a 2-worker DDP run on CPU, its outputs, fault tolerance and resumption."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from raybird import engine, ingest
+from raybird.synth import generate_archive
+from raybird.train import TrainConfig, fit, load_datasets
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def shards(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    generate_archive(root / "archive", 16, seed=11, duration_s=(3.0, 6.0), p_empty=0.1)
+    ingest.run([str(root / "archive")], str(root / "ingest"))
+    datasets, spec_json = load_datasets(str(root / "ingest"))
+    return root, datasets, spec_json
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    return sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
+
+
+def _config(root: Path, name: str, **kw) -> TrainConfig:
+    base = dict(data=str(root / "ingest"), storage_path=str(root / "runs"), name=name, width=4, depth=3,
+                epochs=2, batch_size=4, workers=2, cpus_per_worker=0.5, augment=0.3)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_two_workers_two_epochs_write_checkpoints_metrics_and_curves(shards):
+    root, datasets, spec_json = shards
+    r = fit(_config(root, "basic"), datasets, spec_json)
+    assert r.epochs_run == 2 and [h["epoch"] for h in r.history] == [0, 1]
+    for key in ("train_loss", "val_loss", "train_iou", "val_iou", "val_miou", "val_dice", "val_pixel_acc"):
+        assert all(0 <= h[key] < 10 for h in r.history), key
+    run = root / "runs" / "basic"
+    assert _checkpoints(run), "Ray Train checkpoints"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r_["epoch"]) for r_ in rows] == [0, 1]
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    model, payload = engine.load_checkpoint(run / "best" / "checkpoint.pt")  # weights_only=True inside
+    assert payload["spec_config"] == spec_json
+    assert payload["metrics"]["val_iou"] == pytest.approx(r.best_val_iou)
+    assert max(h["val_iou"] for h in r.history) == pytest.approx(r.best_val_iou)
+    x = torch.rand(1, 1, 256, 512)
+    assert model(x).shape == (1, 2, 256, 512)
+
+
+def test_early_stopping_and_lr_decay(shards):
+    root, datasets, spec_json = shards
+    # lr 0: val IoU cannot improve after epoch 0, so patience 2 stops after epoch 2
+    r = fit(_config(root, "stop", lr=0.0, epochs=10, patience=2), datasets, spec_json)
+    assert r.epochs_run == 3
+    r = fit(_config(root, "decay", lr=1e-3, lr_gamma=0.5, epochs=3), datasets, spec_json)
+    assert [h["lr"] for h in r.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_rerun_with_same_name_resumes(shards):
+    root, datasets, spec_json = shards
+    first = fit(_config(root, "resume", epochs=2), datasets, spec_json)
+    again = fit(_config(root, "resume", epochs=4), datasets, spec_json)
+    assert [h["epoch"] for h in again.history] == [0, 1, 2, 3]
+    assert again.history[:2] == first.history  # epochs 0-1 were not run again
+    payload = torch.load(Path(again.best_checkpoint).parent.parent / "best" / "checkpoint.pt", weights_only=True)
+    assert payload["epoch"] in (0, 1, 2, 3)
+
+
+def _train_worker_pids() -> list[int]:
+    """Ray names worker processes after the actor they host (``ray::RayTrainWorker...``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"RayTrainWorker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(shards):
+    """SIGKILL one training worker after the first checkpoint: the worker group restarts and
+    continues from that checkpoint instead of from epoch 0."""
+    root, datasets, spec_json = shards
+    tc = _config(root, "killed", epochs=5, max_failures=2)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", fit(tc, datasets, spec_json)))
+    t.start()
+    run = root / "runs" / "killed"
+    deadline = time.time() + 240
+    # two checkpoint folders on disk: the first one is surely registered by the controller
+    while len(_checkpoints(run)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(_checkpoints(run)) >= 2, "no checkpoint appeared"
+    workers = _train_worker_pids()
+    assert workers, "no training worker found"
+    os.kill(workers[0], signal.SIGKILL)
+    t.join(600)
+    r = out["r"]
+    assert [h["epoch"] for h in r.history] == list(range(5))
+    payload = torch.load(run / "best" / "checkpoint.pt", weights_only=True)
+    last = torch.load(max(_checkpoints(run), key=lambda p: p.stat().st_mtime) / "checkpoint.pt", weights_only=True)
+    resumes = last["extra"]["resumes"]
+    assert len(resumes) == 1 and 1 <= resumes[0] <= 4, resumes  # continued, not from epoch 0
+    assert payload["epoch"] < 5
