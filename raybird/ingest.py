@@ -215,7 +215,8 @@ def run(inputs: list[str], out: str, preset: str | SpecConfig | None = None, cha
         lambda t: t.filter(pc.is_valid(t["reason"])).select(ERROR_SCHEMA.names),
         batch_format="pyarrow", batch_size=None)
     fs, root = storage.arrow_filesystem(out)
-    tiles.write_parquet(storage.join(root, "shards"), filesystem=fs, mode=SaveMode.OVERWRITE)
+    tiles.write_parquet(storage.join(root, "shards"), filesystem=fs, mode=SaveMode.OVERWRITE,
+                        min_rows_per_file=64)  # ~16 MB files, not one per recording
     errors.repartition(1).write_parquet(storage.join(root, "errors"), filesystem=fs, mode=SaveMode.OVERWRITE)
     return _summary(read_table(out, "shards"), read_table(out, "errors"), len(units), out)
 

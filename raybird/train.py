@@ -170,6 +170,10 @@ def train_loop_per_worker(config: dict) -> None:
         stop = stopper.step(row["val_iou"])
         metrics = {**row, "best_val_iou": stopper.best, "best_epoch": stopper.best_epoch, "stopped_early": stop}
         if ctx.get_world_rank() == 0:
+            print(f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f} IoU {row['train_iou']:.3f} | "
+                  f"val loss {row['val_loss']:.4f} IoU {row['val_iou']:.3f} Dice {row['val_dice']:.3f} "
+                  f"acc {row['val_pixel_acc']:.3f} | best {stopper.best:.3f} (epoch {stopper.best_epoch + 1})",
+                  flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, model, optimizer, epoch, model_cfg, config["spec_config"], row,
                                        extra={"stopper": stopper.state_dict(), "history": history, "resumes": resumes,
