@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -80,33 +79,53 @@ def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole pipeline on a small synthetic archive, local Ray")
     p.add_argument("--out", default="demo_out")
     p.add_argument("-n", "--recordings", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=4)
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(a) -> int:
-    from . import ingest
+    """synth -> ingest -> train -> segment -> evaluate -> plot, each step through the same
+    sub-command a user runs, on an embedded local Ray."""
     from .runtime import init_ray
-    from .synth import generate_archive
     out = Path(a.out)
-    records = generate_archive(out / "archive", a.recordings, seed=0, duration_s=(4.0, 12.0))
-    print(f"[1/2] synth: {len(records)} recordings -> {out / 'archive'}")
+    archive, shards, runs, seg = out / "archive", out / "ingest", out / "runs", out / "segments"
     init_ray()
-    summary = ingest.run([str(out / "archive")], str(out / "ingest"))
-    print(f"[2/2] {summary}")
-    tiles = ingest.read_table(str(out / "ingest"), "shards", columns=["split", "recording_id"])
-    counts = {}
-    for s in tiles.column("split").to_pylist():
-        counts[s] = counts.get(s, 0) + 1
-    print("tiles per split:", json.dumps(counts, sort_keys=True))
-    return 0
+    steps = [
+        ["synth", "--out", str(archive), "-n", str(a.recordings), "--seed", "0",
+         "--min-duration", "4", "--max-duration", "10"],
+        ["ingest", str(archive), "--out", str(shards)],
+        ["train", str(shards), "--storage-path", str(runs.resolve()), "--name", "demo", "--epochs", str(a.epochs),
+         "--width", "8", "--workers", "2"],
+        ["segment", str(archive), "--out", str(seg), "--model", str(runs / "demo" / "best" / "checkpoint.pt")],
+        ["evaluate", "--pred", str(seg), "--ref", str(archive), "--max-rows", "8"],
+    ]
+    for i, argv in enumerate(steps, 1):
+        print(f"\n[{i}/{len(steps) + 1}] raybird {' '.join(argv)}", flush=True)
+        code = main(argv)
+        if code:
+            return code
+    first = sorted(p for p in archive.iterdir() if p.suffix in (".flac", ".wav"))[0]
+    png = out / "plot.png"
+    print(f"\n[{len(steps) + 1}/{len(steps) + 1}] raybird plot {first} --segments {seg} --out {png}")
+    return main(["plot", str(first), "--segments", str(seg), "--out", str(png),
+                 "--ref", str(first.with_name(first.stem + ".truth.npz"))])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import add_evaluate_parser
+    from .plot import add_plot_parser
+    from .segment import add_segment_parser
+    from .tune import add_tune_parser
+    parser = argparse.ArgumentParser(prog="raybird", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_synth, _add_ingest, _add_train, add_tune_parser, add_segment_parser,
+                add_evaluate_parser, add_plot_parser, _add_demo):
+        add(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="raybird", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_train, _add_demo):
-        add(sub)
-    a = parser.parse_args(argv)
+    a = build_parser().parse_args(argv)
     return a.func(a)
 
 

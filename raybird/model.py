@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import baseline
+
 ARCHS = ("unet", "unet-se", "segnet", "deeplabv3")
 
 
@@ -228,4 +230,5 @@ _BUILDERS = {
     "unet-se": lambda cfg: UNet(cfg, se=True),
     "segnet": SegNet,
     "deeplabv3": DeepLabV3,
+    "threshold": baseline.build,  # the classical baseline: no weights, not in ARCHS (nothing to train)
 }

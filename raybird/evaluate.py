@@ -1,0 +1,488 @@
+"""Evaluation: a segment run's predictions (``masks/`` + ``segments/``) against reference labels.
+
+**Which reference belongs to which prediction.** References are found the way ingest finds
+labels: ``--ref`` takes what ``raybird segment`` takes (folders, globs, archives, ``s3://``
+prefixes, manifests) and each recording's labels are looked up next to it
+(:func:`raybird.labels.load_labels`); label files can also be named directly (a Raven table,
+``<stem>.truth.npz``, ``JSON/<stem>.JSON``, ``Masks/<stem>.png`` ...), for predictions made on
+audio that lives elsewhere. A predicted recording is matched to a reference by its ``source``
+URI when that is the same recording, else by file stem where that is unambiguous
+(:class:`ReferenceIndex`). Predictions without a reference, references without a prediction
+and referenced recordings the segment run failed on are listed in the report, not scored.
+
+**Pixel metrics** (:func:`evaluate_masks`, :mod:`raybird.metrics`): the reference is drawn onto
+the prediction's grid (its ``spec_config``) with :func:`raybird.labels.label_mask`; foreground
+IoU, mean IoU, Dice and pixel accuracy. Time-only references are full-band columns there.
+
+**Event metrics.** References with frequencies are matched to predicted segments one-to-one by
+time-frequency box IoU >= ``iou`` (:func:`match_events`); time-only references (Audacity,
+time-only Raven rows) by onset and offset both within ``tolerance_s`` (:func:`match_onsets`, in
+the manner of ``mir_eval.transcription``), the predictions first projected onto the time axis (overlapping
+segments merged: a time-only label cannot tell two bands of one call apart). Both maximise the
+*number* of matched pairs (maximum bipartite matching, as mir_eval does), closeness only
+breaking ties. Reference events are the label boxes; a pixel-mask reference (synthetic truth,
+BirdSoundsDenoising) uses the box table next to it when there is one (the synthetic Raven
+table: one box per call, all harmonics inside), else the mask's 8-connected regions, boxed like
+the segment job's (``events_from="mask"`` always takes the regions: a perfect pixel mask then
+scores F1 1, whereas against per-call boxes the separate regions of a call's harmonics count
+as misses).
+``detected`` counts the reference events that some prediction overlaps at all: a lenient
+recall for coarse labels (one box per song) that IoU matching cannot credit.
+
+**Pooling.** Per recording and channel, and pooled: confusion counts summed (micro average),
+TP/FP/FN summed. "Nothing there, nothing found" scores 1 (as in :mod:`raybird.metrics`).
+The report is a JSON file (settings, pooled scores, per-recording rows and the lists above) and
+a Parquet table of the per-recording rows (:data:`REPORT_SCHEMA`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.optimize
+
+from . import labels, storage
+from .labels import Box, GridMask, Labels
+from .metrics import confusion, scores
+from .postprocess import box_iou, segments_of
+from .spectrogram import SpecConfig
+
+_MASK_SUFFIXES = (".npz", ".png")  # label files that are pixel masks, not boxes
+REPORT_SCHEMA = pa.schema([
+    ("recording_id", pa.string()), ("source", pa.string()), ("reference", pa.string()),
+    ("channel", pa.int16()), ("event_mode", pa.string()),
+    ("n_pred", pa.int32()), ("n_ref", pa.int32()), ("tp", pa.int32()), ("fp", pa.int32()), ("fn", pa.int32()),
+    ("precision", pa.float64()), ("recall", pa.float64()), ("f1", pa.float64()), ("detected", pa.int32()),
+    ("px_tp", pa.int64()), ("px_fp", pa.int64()), ("px_fn", pa.int64()), ("px_tn", pa.int64()),
+    ("iou", pa.float64()), ("miou", pa.float64()), ("dice", pa.float64()), ("pixel_acc", pa.float64()),
+    ("model_id", pa.string()),
+])
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+def evaluate_masks(pred_mask, ref_mask, valid=None) -> dict:
+    """Confusion counts ``px_tp, px_fp, px_fn, px_tn`` and the pixel scores of one mask pair."""
+    counts = confusion(pred_mask, ref_mask, valid)
+    return {**dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), counts.tolist())), **scores(counts)}
+
+
+def event_scores(tp: int, fp: int, fn: int) -> dict:
+    """Precision, recall, F1; precision (recall) is 1 with nothing predicted (nothing to find)."""
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return dict(precision=precision, recall=recall, f1=f1)
+
+
+def _max_matching(feasible: np.ndarray, closeness: np.ndarray) -> list[tuple[int, int]]:
+    """Most pairs (i, j) with ``feasible[i, j]``, each index used once; among those, the largest
+    total ``closeness`` (in [0, 1]). Its weight share is below 1 in total, so it never trades a
+    pair away."""
+    if not feasible.any():
+        return []
+    w = np.where(feasible, 1.0 + np.clip(closeness, 0, 1) / (min(feasible.shape) + 1), 0.0)
+    rows, cols = scipy.optimize.linear_sum_assignment(w, maximize=True)
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if feasible[i, j]]
+
+
+def _result(pairs: list, n_pred: int, n_ref: int) -> dict:
+    tp = len(pairs)
+    return dict(tp=tp, fp=n_pred - tp, fn=n_ref - tp, **event_scores(tp, n_pred - tp, n_ref - tp), pairs=pairs)
+
+
+def match_events(pred_boxes, ref_boxes, iou: float = 0.5) -> dict:
+    """One-to-one matching of boxes ``(start_s, end_s, low_hz, high_hz)`` with IoU >= ``iou``.
+    Returns tp, fp, fn, precision, recall, f1 and the matched (pred, ref) index pairs."""
+    p, r = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(ref_boxes, float).reshape(-1, 4)
+    m = box_iou(p, r)
+    return _result(_max_matching(m >= iou, m), len(p), len(r))
+
+
+def match_onsets(pred, ref, tolerance_s: float = 0.05, offsets: bool = True) -> dict:
+    """One-to-one matching of intervals (first two columns: start_s, end_s): onsets within
+    ``tolerance_s`` and, with ``offsets``, offsets too. Same result dict as :func:`match_events`."""
+    p, r = (np.asarray(x, float).reshape(len(x), -1)[:, :2] if len(x) else np.zeros((0, 2)) for x in (pred, ref))
+    d_on = np.abs(p[:, None, 0] - r[None, :, 0])
+    d_off = np.abs(p[:, None, 1] - r[None, :, 1]) if offsets else np.zeros_like(d_on)
+    tol = tolerance_s + 1e-9
+    feasible = (d_on <= tol) & (d_off <= tol)
+    return _result(_max_matching(feasible, 1 - (d_on + d_off) / (2 * tol)), len(p), len(r))
+
+
+def merge_intervals(intervals) -> np.ndarray:
+    """Union of overlapping ``(start, end)`` intervals, sorted: ``(K, 2)``."""
+    iv = np.asarray(intervals, float).reshape(-1, 2)
+    out: list[list[float]] = []
+    for a, b in iv[np.argsort(iv[:, 0], kind="stable")]:
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return np.array(out, float).reshape(-1, 2)
+
+
+def count_detected(pred, ref, time_only: bool) -> int:
+    """Reference events overlapped (in time, and in frequency unless ``time_only``) by any prediction."""
+    p, r = np.asarray(pred, float).reshape(-1, 4), np.asarray(ref, float).reshape(-1, 4)
+    if not len(p) or not len(r):
+        return 0
+    hit = (p[:, None, 0] < r[None, :, 1]) & (r[None, :, 0] < p[:, None, 1])
+    if not time_only:
+        hit &= (p[:, None, 2] < r[None, :, 3]) & (r[None, :, 2] < p[:, None, 3])
+    return int(hit.any(axis=0).sum())
+
+
+def mask_events(grid: GridMask, min_duration_s: float = 0.02, min_pixels: int = 10) -> list[Box]:
+    """The 8-connected regions of a reference mask as boxes, by the segment job's rules (its box
+    convention and, by default, its default minimum duration and size): a perfect mask makes
+    exactly these segments."""
+    segs = segments_of(grid.mask.astype(np.float32), grid.cfg, 0.5, min_duration_s, min_pixels)
+    return [Box(s.start_s + grid.time_shift_s, s.end_s + grid.time_shift_s, s.low_hz, s.high_hz) for s in segs]
+
+
+def _box_array(boxes: Sequence[Box]) -> np.ndarray:
+    return np.array([[b.begin_s, b.end_s, b.low_hz if b.low_hz is not None else 0.0,
+                      b.high_hz if b.high_hz is not None else np.inf] for b in boxes], float).reshape(-1, 4)
+
+
+def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg: SpecConfig,
+                       channel: Optional[int] = None, iou: float = 0.5, tolerance_s: float = 0.05,
+                       offsets: bool = True) -> dict:
+    """Pixel and event metrics of one recording (channel): ``pred_mask`` ``(rows, frames)`` on
+    ``cfg``'s grid from frame 0, ``pred_boxes`` ``(K, 4)`` (start_s, end_s, low_hz, high_hz).
+    ``channel`` None: the prediction is of the mixed-down recording, every label applies."""
+    ref_mask = labels.label_mask(ref.pixels, cfg, 0, pred_mask.shape[1], channel)
+    events = [b for b in ref.events if channel is None or b.channel is None or b.channel == channel]
+    pred = np.asarray(pred_boxes, float).reshape(-1, 4)
+    time_only = any(b.low_hz is None or b.high_hz is None for b in events)
+    r = _box_array(events)
+    if time_only:
+        t = merge_intervals(pred[:, :2])
+        m = match_onsets(t, r, tolerance_s, offsets)
+        n_pred, detected = len(t), count_detected(np.c_[t, np.zeros((len(t), 2))], r, True)
+    else:
+        m = match_events(pred, r, iou)
+        n_pred, detected = len(pred), count_detected(pred, r, False)
+    return dict(event_mode="onset" if time_only else "box", n_pred=n_pred, n_ref=len(r),
+                **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}, detected=detected,
+                **evaluate_masks(pred_mask, ref_mask))
+
+
+# ---- references ---------------------------------------------------------------------------------
+@dataclass
+class Reference:
+    """A recording's labels: ``pixels`` for the pixel metrics, ``events`` for the event metrics.
+    ``source`` is the audio URI, or the label file when the reference was named directly."""
+
+    source: str
+    stem: str
+    pixels: Labels
+    events: list[Box]
+
+
+def _stem(source: str) -> str:
+    name = source.split(storage.MEMBER_SEP, 1)[-1]
+    return PurePosixPath(name.replace("\\", "/")).stem
+
+
+def _reference(source: str, side: list[str], read: Callable[[str], bytes], events_from: str = "labels"
+               ) -> Optional[Reference]:
+    pixels = labels.load_labels(source, side, read)
+    if pixels is None:
+        return None
+    events = pixels
+    if isinstance(pixels, GridMask):
+        boxes = None
+        if events_from == "labels":
+            boxes = labels.load_labels(source, [s for s in side if not s.lower().endswith(_MASK_SUFFIXES)], read)
+        events = boxes if isinstance(boxes, list) else mask_events(pixels)
+    return Reference(source, _stem(source), pixels, events)
+
+
+def _pattern(rel_name: str) -> re.Pattern:
+    parts = re.split(r"(\{stem\}|\*)", rel_name)
+    return re.compile("".join("(?P<stem>.+)" if p == "{stem}" else ".*" if p == "*" else re.escape(p)
+                              for p in parts))
+
+
+def label_file_reference(path: str, events_from: str = "labels") -> Reference:
+    """The reference held by one label file named directly, by the conventions of
+    :data:`raybird.labels.LABEL_PATTERNS` read backwards (``XC1.Table.1.selections.txt`` is
+    recording ``XC1``; ``JSON/<stem>.JSON`` belongs to ``WAV/<stem>.wav``)."""
+    scheme = "s3://" if path.startswith("s3://") else ""
+    folder, name = posixpath.split(path[len(scheme):])
+    for rel, parent, _kind in labels.LABEL_PATTERNS:
+        rel_dir, rel_name = posixpath.split(rel)
+        m = _pattern(rel_name).fullmatch(name)
+        if not m or (rel_dir and posixpath.basename(folder) != posixpath.basename(rel_dir)):
+            continue
+        audio_dir = posixpath.join(posixpath.dirname(folder), parent) if rel_dir else folder
+        ref = _reference(f"{scheme}{audio_dir}/{m['stem']}.wav", [path], storage.read_bytes, events_from)
+        if ref is not None:
+            return Reference(path, ref.stem, ref.pixels, ref.events)
+    raise ValueError(f"{path}: not a label file name raybird knows (see labels.LABEL_PATTERNS)")
+
+
+def _archive_references(uri: str, events_from: str) -> Iterator[Reference]:
+    side, members = {}, []
+    for name, data in storage.iter_archive(uri):
+        if storage.is_hidden(name) or isinstance(data, Exception):
+            continue
+        if storage.is_side_file(name):
+            side[name] = data
+        else:
+            members.append(name)
+    for name in members:
+        ref = _reference(f"{uri}{storage.MEMBER_SEP}{name}", list(side), side.__getitem__, events_from)
+        if ref is not None:
+            yield ref
+
+
+def load_references(inputs: Sequence[str], events_from: str = "labels") -> tuple[list[Reference], list[dict]]:
+    """References of every labelled recording under ``inputs`` (recordings without labels are
+    left out: unlabelled is not "no bird"), and ``{"source", "reason"}`` for label files that
+    could not be read. ``events_from="mask"``: a pixel-mask reference's events are its connected
+    regions even where a box table lies beside it (what a perfect pixel segmenter would yield)."""
+    if events_from not in ("labels", "mask"):
+        raise ValueError(f"events_from must be 'labels' or 'mask', got {events_from!r}")
+    refs, problems = [], []
+    direct = [i for i in inputs if storage.is_side_file(i) and not any(c in i for c in "*?[")]
+    for path in direct:
+        try:
+            refs.append(label_file_reference(path, events_from))
+        except (ValueError, OSError) as e:
+            problems.append(dict(source=path, reason=str(e)))
+    audio_inputs = [i for i in inputs if i not in direct]
+    for unit in storage.discover(audio_inputs) if audio_inputs else []:
+        try:
+            if unit.kind == "archive":
+                refs += list(_archive_references(unit.uri, events_from))
+            else:
+                ref = _reference(unit.uri, unit.side_files, storage.read_bytes, events_from)
+                refs += [ref] if ref is not None else []
+        except (ValueError, KeyError, OSError) as e:
+            problems.append(dict(source=unit.uri, reason=str(e)))
+    return refs, problems
+
+
+class ReferenceIndex:
+    """Pairs predicted recordings with references: the same source URI first; then, for the
+    rest, by file stem, where exactly one reference left and exactly one such recording share
+    the stem (so ``a/x.wav`` is not scored against ``b/x.wav``'s labels when ``b/x.wav`` has its
+    own prediction)."""
+
+    def __init__(self, refs: Iterable[Reference]):
+        self.refs = list(refs)
+        self.by_source = {r.source: r for r in self.refs}
+        self.by_stem: dict[str, list[Reference]] = {}
+        for r in self.refs:
+            self.by_stem.setdefault(r.stem, []).append(r)
+
+    def assign(self, sources: Iterable[str]) -> dict[str, tuple[Optional[Reference], str]]:
+        """``{source: (reference, "")}``, or ``(None, why not)``."""
+        sources = list(dict.fromkeys(sources))
+        out = {s: (self.by_source[s], "") for s in sources if s in self.by_source}
+        taken = {id(ref) for ref, _ in out.values()}
+        rest: dict[str, list[str]] = {}
+        for s in sources:
+            if s not in out:
+                rest.setdefault(_stem(s), []).append(s)
+        for stem, group in rest.items():
+            free = [r for r in self.by_stem.get(stem, []) if id(r) not in taken]
+            if len(free) == 1 and len(group) == 1:
+                out[group[0]] = (free[0], "")
+                continue
+            why = ("no reference" if stem not in self.by_stem else
+                   f"the references with stem {stem!r} belong to other sources" if not free else
+                   f"{len(free)} references with stem {stem!r}" if len(free) > 1 else
+                   f"{len(group)} predicted recordings with stem {stem!r}")
+            out.update({s: (None, why) for s in group})
+        return out
+
+
+# ---- predictions --------------------------------------------------------------------------------
+# The only code that knows the segment job's output tables (raybird.segment writes one Parquet
+# file per recording in each; we read the contract's columns and stream the masks).
+def _table(pred_dir: str, name: str, columns: list[str]) -> pa.Table:
+    """Columns of one output table; empty when the run wrote none."""
+    import pyarrow.dataset as pads
+    from .ingest import ERROR_SCHEMA
+    from .segment import MASK_SCHEMA, SEGMENT_SCHEMA
+
+    schema = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, errors=ERROR_SCHEMA)[name]
+    fs, root = storage.arrow_filesystem(pred_dir)
+    folder = storage.join(root, name)
+    if fs.get_file_info(folder).type.name == "NotFound":
+        return schema.empty_table().select(columns)
+    return pads.dataset(folder, filesystem=fs, format="parquet", schema=schema).to_table(columns=columns)
+
+
+def _predictions(pred_dir: str) -> Iterator[dict]:
+    """One dict per masks-table row (recording x channel): ids, grid, decoded mask, segment boxes,
+    and ``split`` (several channels of one recording)."""
+    import pyarrow.dataset as pads
+    from .segment import MASK_SCHEMA, read_mask
+
+    seg = _table(pred_dir, "segments", ["recording_id", "channel", "start_s", "end_s", "low_hz", "high_hz"])
+    cols = {c: seg.column(c).to_numpy() for c in seg.column_names}
+    arr = np.c_[cols["start_s"], cols["end_s"], cols["low_hz"], cols["high_hz"]].astype(float)
+    rows: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(cols["recording_id"].tolist(), cols["channel"].tolist())):
+        rows.setdefault(key, []).append(i)
+    boxes = {key: arr[idx] for key, idx in rows.items()}
+    n_channels: dict[str, int] = {}
+    for rid in _table(pred_dir, "masks", ["recording_id"]).column("recording_id").to_pylist():
+        n_channels[rid] = n_channels.get(rid, 0) + 1
+    if not n_channels:
+        return
+    fs, root = storage.arrow_filesystem(pred_dir)
+    ds = pads.dataset(storage.join(root, "masks"), filesystem=fs, format="parquet", schema=MASK_SCHEMA)
+    columns = ["recording_id", "source", "channel", "n_rows", "n_frames", "mask", "spec_config", "model_id"]
+    for batch in ds.to_batches(columns=columns, batch_size=16):
+        for row in batch.to_pylist():
+            key = (row["recording_id"], row["channel"])
+            yield dict(row, mask=read_mask(row), cfg=SpecConfig.from_json(row["spec_config"]),
+                       boxes=boxes.get(key, np.zeros((0, 4))), split=n_channels[row["recording_id"]] > 1)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def pool(rows: Sequence[dict]) -> dict:
+    """Pooled scores of per-recording rows: summed confusion counts and summed TP/FP/FN."""
+    px = [sum(r[k] for r in rows) for k in ("px_tp", "px_fp", "px_fn", "px_tn")]
+    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+    n_ref = sum(r["n_ref"] for r in rows)
+    return dict(recordings=len({r["recording_id"] for r in rows}), rows=len(rows),
+                n_pred=sum(r["n_pred"] for r in rows), n_ref=n_ref, tp=tp, fp=fp, fn=fn, **event_scores(tp, fp, fn),
+                detected=sum(r["detected"] for r in rows),
+                detected_frac=sum(r["detected"] for r in rows) / n_ref if n_ref else 1.0,
+                **dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), px)), **scores(px))
+
+
+@dataclass
+class Report:
+    rows: list[dict]                 # per recording and channel (REPORT_SCHEMA)
+    pooled: dict
+    settings: dict
+    unmatched: list[dict] = field(default_factory=list)         # predictions without a reference
+    missing: list[str] = field(default_factory=list)            # references without a prediction
+    errors: list[dict] = field(default_factory=list)            # referenced recordings the run failed on
+    reference_errors: list[dict] = field(default_factory=list)  # unreadable label files
+
+    def to_dict(self) -> dict:
+        return _finite(dict(settings=self.settings, pooled=self.pooled, recordings=self.rows,
+                            unmatched=self.unmatched, missing=self.missing, errors=self.errors,
+                            reference_errors=self.reference_errors))
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rows, schema=REPORT_SCHEMA)
+
+    def format(self, max_rows: int = 40) -> str:
+        head = f"{'recording':<28} {'ch':>2} {'mode':<5} {'ref':>4} {'pred':>4} {'P':>5} {'R':>5} {'F1':>5} " \
+               f"{'det':>5} {'IoU':>5} {'mIoU':>5} {'Dice':>5} {'acc':>5}"
+
+        def line(name, ch, r):
+            det = r["detected"] / r["n_ref"] if r["n_ref"] else 1.0
+            return (f"{name[-28:]:<28} {ch:>2} {r.get('event_mode', ''):<5} {r['n_ref']:>4} {r['n_pred']:>4} "
+                    f"{r['precision']:5.3f} {r['recall']:5.3f} {r['f1']:5.3f} {det:5.3f} {r['iou']:5.3f} "
+                    f"{r['miou']:5.3f} {r['dice']:5.3f} {r['pixel_acc']:5.3f}")
+
+        rows = sorted(self.rows, key=lambda r: (r["source"], r["channel"]))
+        out = [head] + [line(_stem(r["source"]), r["channel"], r) for r in rows[:max_rows]]
+        if len(rows) > max_rows:
+            out.append(f"... {len(rows) - max_rows} more rows in the report")
+        out.append(line(f"POOLED ({self.pooled['recordings']} recordings)", "", self.pooled))
+        notes = [(self.unmatched, "predictions without a reference"), (self.missing, "references not segmented"),
+                 (self.errors, "recordings the segment run failed on"), (self.reference_errors, "unreadable labels")]
+        out += [f"{len(items)} {what}" for items, what in notes if items]
+        return "\n".join(out)
+
+
+def evaluate_run(pred_dir: str, refs: Union[Sequence[str], Sequence[Reference]], iou: float = 0.5,
+                 tolerance_s: float = 0.05, offsets: bool = True, events_from: str = "labels") -> Report:
+    """Evaluate a segment run's output folder against references (label inputs as for
+    ``--ref``, read with :func:`load_references`, or :class:`Reference` objects)."""
+    problems: list[dict] = []
+    if refs and isinstance(refs[0], str):
+        refs, problems = load_references(refs, events_from)
+    index = ReferenceIndex(refs)
+    failed = _table(pred_dir, "errors", ["recording_id", "source", "stage", "reason"]).to_pylist()
+    sources = _table(pred_dir, "masks", ["source"]).column("source").to_pylist()
+    assigned = index.assign(sources + [e["source"] for e in failed])
+    rows, unmatched, used = [], [], set()
+    for p in _predictions(pred_dir):
+        ref, why = assigned[p["source"]]
+        if ref is None:
+            unmatched.append(dict(recording_id=p["recording_id"], source=p["source"], channel=p["channel"],
+                                  reason=why))
+            continue
+        used.add(id(ref))
+        ch = p["channel"] if p["split"] else None
+        m = evaluate_recording(p["mask"], p["boxes"], ref, p["cfg"], ch, iou, tolerance_s, offsets)
+        rows.append(dict(recording_id=p["recording_id"], source=p["source"], reference=ref.source,
+                         channel=p["channel"], **m, model_id=p["model_id"]))
+    errors = [e for e in failed if assigned[e["source"]][0] is not None]  # the others are not evaluated
+    used |= {id(assigned[e["source"]][0]) for e in errors}
+    missing = sorted(r.source for r in index.refs if id(r) not in used)
+    settings = dict(pred=str(pred_dir), iou=iou, tolerance_s=tolerance_s, offsets=offsets, events_from=events_from)
+    return Report(rows, pool(rows), settings, unmatched, missing, errors, problems)
+
+
+def write_report(report: Report, out: str) -> tuple[str, str]:
+    """``out`` ending in ``.json``: that file and the Parquet table beside it (same stem);
+    otherwise a folder (local or ``s3://``) receiving ``report.json`` and ``report.parquet``."""
+    if out.endswith(".json"):
+        json_path, parquet_path = out, out[:-len(".json")] + ".parquet"
+    else:
+        json_path, parquet_path = storage.join(out, "report.json"), storage.join(out, "report.parquet")
+    fs, path = storage.filesystem(json_path)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "w") as f:
+        json.dump(report.to_dict(), f, indent=1)
+    afs, apath = storage.arrow_filesystem(parquet_path)
+    pq.write_table(report.table(), apath, filesystem=afs)
+    return json_path, parquet_path
+
+
+# ---- command line -------------------------------------------------------------------------------
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="pixel and event metrics of a segment run against reference labels")
+    p.add_argument("--pred", required=True, help="the segment run's output folder or s3:// prefix")
+    p.add_argument("--ref", required=True, nargs="+",
+                   help="labelled recordings (folders, globs, archives, s3://, manifests) or label files")
+    p.add_argument("--out", help="report folder, or a .json path (default: PRED/evaluation)")
+    p.add_argument("--iou", type=float, default=0.5, help="box IoU for a matched event")
+    p.add_argument("--tolerance", type=float, default=0.05, help="onset/offset tolerance (s), time-only labels")
+    p.add_argument("--onsets-only", action="store_true", help="time-only labels: do not require matching offsets")
+    p.add_argument("--ref-events", choices=("labels", "mask"), default="labels",
+                   help="events of a pixel-mask reference: the box table beside it, or the mask's regions")
+    p.add_argument("--max-rows", type=int, default=40, help="recordings printed in the table")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(a) -> int:
+    report = evaluate_run(a.pred, a.ref, a.iou, a.tolerance, not a.onsets_only, a.ref_events)
+    json_path, parquet_path = write_report(report, a.out or storage.join(a.pred, "evaluation"))
+    print(report.format(a.max_rows))
+    print(f"evaluate: report in {json_path} and {parquet_path}")
+    if not report.rows:
+        print("evaluate: no prediction matched a reference")
+        return 1
+    return 0

@@ -1,0 +1,261 @@
+"""From bird probabilities per tile to a recording's mask and segments (plain NumPy/SciPy).
+
+**Stitching.** Consecutive tiles share ``cfg.tile_overlap`` frames. Every frame is taken from
+the one tile where it lies furthest from an edge (the model sees least context at tile
+edges): tile ``k`` keeps its columns ``[ov // 2, W - (ov - ov // 2))`` (from 0 for the first
+tile), clipped to its valid frames (:func:`kept_columns`). The kept parts cover every frame
+of the recording exactly once, so a call crossing a tile boundary is stitched back whole.
+
+**Segments.** Connected regions (8-connected) of ``probability >= threshold``, found on a
+stream of column chunks in time order (:class:`Segmenter`): each chunk is labelled with
+``scipy.ndimage.label``, regions meeting across a chunk border are merged (union-find), and a
+region is closed as soon as a chunk's last column no longer touches it. Memory is one chunk
+plus one record per open region, whatever the recording's length; the mask itself is kept
+bit-packed (1 bit per pixel: 40 MB for 2 h at the default preset).
+
+A segment's box has its edges half a pixel outside its extreme frame centres and bin
+frequencies (clamped to the recording and to [0, Nyquist]), the convention of the synthetic
+truth boxes, so ``labels.boxes_to_mask`` of a box covers exactly its pixel rectangle.
+Regions shorter than ``min_duration_s`` (box duration) or smaller than ``min_pixels`` are
+dropped from the segments; the mask keeps every thresholded pixel. For two-sided
+spectrograms only the rows of non-negative frequency form segments (the others mirror them).
+
+**Mask encoding** (:func:`encode_mask` / :func:`decode_mask`): frame-major bit packing,
+``np.packbits(mask.T, axis=1)``, i.e. each frame is ``ceil(n_rows / 8)`` bytes, bit 7 of
+byte 0 = row 0. Frame-major so that chunks append and frame ranges slice without unpacking
+the rest. Probabilities (:func:`encode_probability`) are frame-major uint8, ``round(p * 255)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.ndimage
+import scipy.optimize
+
+from .spectrogram import SpecConfig, frame_offset_s, row_freqs
+
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity: steep FM sweeps touch only diagonally
+
+
+# ---- stitching ---------------------------------------------------------------------------------
+def kept_columns(tile_index: int, valid_frames: int, cfg: SpecConfig) -> slice:
+    """The columns of a tile that go into the stitched recording (possibly empty for a last
+    tile lying wholly inside its predecessor's overlap)."""
+    ov = cfg.tile_overlap
+    lo = 0 if tile_index == 0 else ov // 2
+    hi = min(cfg.tile_frames - (ov - ov // 2), valid_frames)
+    return slice(lo, max(lo, hi))
+
+
+# ---- encodings ---------------------------------------------------------------------------------
+def encode_mask(mask: np.ndarray) -> bytes:
+    """``(rows, frames)`` mask -> frame-major packed bits (see the module docstring)."""
+    return np.packbits(np.asarray(mask, bool).T, axis=1).tobytes()
+
+
+def decode_mask(data: bytes, n_rows: int, n_frames: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """uint8 ``(n_rows, stop - start)`` mask of frames ``start..stop`` of an encoded mask."""
+    stop = n_frames if stop is None else stop
+    packed = np.frombuffer(data, np.uint8).reshape(n_frames, -1)[start:stop]
+    return np.ascontiguousarray(np.unpackbits(packed, axis=1, count=n_rows).T)
+
+
+def encode_probability(prob: np.ndarray) -> bytes:
+    """``(rows, frames)`` probabilities in [0, 1] (or uint8 0..255) -> frame-major uint8 bytes."""
+    q = prob if prob.dtype == np.uint8 else np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(q.T).tobytes()
+
+
+def decode_probability(data: bytes, n_rows: int, n_frames: int) -> np.ndarray:
+    """float32 ``(n_rows, n_frames)`` probabilities (steps of 1/255)."""
+    return np.frombuffer(data, np.uint8).reshape(n_frames, n_rows).T.astype(np.float32) / 255.0
+
+
+# ---- segments ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    segment_id: int
+    start_s: float
+    end_s: float
+    low_hz: float
+    high_hz: float
+    score: float        # mean bird probability over the region's pixels
+    first_frame: int    # pixel extent (inclusive), rows as in the spectrogram
+    last_frame: int
+    low_row: int
+    high_row: int
+    n_pixels: int
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return self.start_s, self.end_s, self.low_hz, self.high_hz
+
+
+def segment_rows(cfg: SpecConfig) -> slice:
+    """Rows that form segments: all, or the non-negative frequencies of a two-sided config."""
+    if not cfg.two_sided:
+        return slice(0, cfg.n_rows)
+    keep = np.flatnonzero(row_freqs(cfg) >= 0)
+    return slice(int(keep[0]), int(keep[-1]) + 1)
+
+
+def box_of(first_frame: int, last_frame: int, low_row: int, high_row: int, cfg: SpecConfig,
+           duration_s: float) -> tuple[float, float, float, float]:
+    """(start_s, end_s, low_hz, high_hz) of a pixel rectangle (edges half a pixel outside)."""
+    t0, t1 = frame_offset_s(cfg) + np.array([first_frame, last_frame]) * cfg.frame_s
+    f = np.abs(row_freqs(cfg)[low_row:high_row + 1])
+    half_t, half_f = cfg.frame_s / 2, cfg.bin_hz / 2
+    return (max(0.0, float(t0) - half_t), min(duration_s, float(t1) + half_t),
+            max(0.0, float(f.min()) - half_f), min(cfg.sample_rate / 2, float(f.max()) + half_f))
+
+
+class Segmenter:
+    """Streaming stitcher: feed the stitched probability columns in time order with
+    :meth:`add`, then :meth:`finish` for the segments. Keeps the packed mask (and, with
+    ``keep_probability``, the uint8 probabilities) for the masks table."""
+
+    def __init__(self, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
+                 min_pixels: int = 0, keep_probability: bool = False):
+        self.cfg, self.threshold = cfg, threshold
+        self.min_duration_s, self.min_pixels = min_duration_s, min_pixels
+        self.rows = segment_rows(cfg)
+        self.n_frames = 0
+        self._parent: list[int] = []
+        self._stats: list[list] = []   # per region: t0, t1, r0, r1, pixels, probability sum
+        self._open: set[int] = set()   # roots of regions not yet closed
+        self._edge: Optional[np.ndarray] = None  # region ids of the last column so far (-1: none)
+        self._closed: list[list] = []
+        self._mask: list[bytes] = []
+        self._prob: Optional[list[bytes]] = [] if keep_probability else None
+
+    # union-find over region ids
+    def _find(self, i: int) -> int:
+        root = i
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[i] != root:
+            self._parent[i], i = root, self._parent[i]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        a, b = self._find(a), self._find(b)
+        if a == b:
+            return
+        if b < a:
+            a, b = b, a
+        self._parent[b] = a
+        sa, sb = self._stats[a], self._stats[b]
+        sa[:] = [min(sa[0], sb[0]), max(sa[1], sb[1]), min(sa[2], sb[2]), max(sa[3], sb[3]),
+                 sa[4] + sb[4], sa[5] + sb[5]]
+        self._open.discard(b)
+
+    def add(self, prob: np.ndarray, first_frame: Optional[int] = None) -> None:
+        """Append the next columns ``(rows, n)`` (float in [0, 1] or uint8 0..255)."""
+        if first_frame is not None and first_frame != self.n_frames:
+            raise ValueError(f"columns must be contiguous: got frame {first_frame}, expected {self.n_frames}")
+        if prob.shape[1] == 0:
+            return
+        p = prob.astype(np.float32) / 255.0 if prob.dtype == np.uint8 else np.asarray(prob, np.float32)
+        mask = p >= self.threshold
+        self._mask.append(encode_mask(mask))
+        if self._prob is not None:
+            self._prob.append(encode_probability(prob))
+        self._label(mask[self.rows], p[self.rows])
+        self.n_frames += prob.shape[1]
+
+    def _label(self, mask: np.ndarray, p: np.ndarray) -> None:
+        lab, n = scipy.ndimage.label(mask, structure=_EIGHT)
+        base = len(self._parent)
+        if n:
+            flat = lab.ravel()
+            pixels = np.bincount(flat, minlength=n + 1)[1:]
+            psum = np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:]
+            for k, (rs, cs) in enumerate(scipy.ndimage.find_objects(lab)):
+                self._parent.append(base + k)
+                self._stats.append([self.n_frames + cs.start, self.n_frames + cs.stop - 1, rs.start, rs.stop - 1,
+                                    int(pixels[k]), float(psum[k])])
+                self._open.add(base + k)
+        ids = np.where(lab > 0, lab - 1 + base, -1)
+        if self._edge is not None:  # merge regions touching across the border (8-connected)
+            prev, cur, R = self._edge, ids[:, 0], len(ids)
+            for d in (-1, 0, 1):
+                a, b = prev[max(0, -d):R - max(0, d)], cur[max(0, d):R - max(0, -d)]
+                both = (a >= 0) & (b >= 0)
+                for i, j in set(zip(a[both].tolist(), b[both].tolist())):
+                    self._union(i, j)
+        self._edge = ids[:, -1]
+        touching = {self._find(i) for i in np.unique(self._edge[self._edge >= 0]).tolist()}
+        for root in self._open - touching:
+            self._closed.append(self._stats[root])
+        self._open &= touching
+
+    def finish(self, duration_s: Optional[float] = None) -> list[Segment]:
+        """Close the remaining regions; segments (filtered, in time order, ids 0..)."""
+        self._closed += [self._stats[r] for r in self._open]
+        self._open = set()
+        duration_s = self.n_frames * self.cfg.frame_s if duration_s is None else duration_s
+        off = self.rows.start
+        out = []
+        for t0, t1, r0, r1, n, psum in self._closed:
+            box = box_of(t0, t1, r0 + off, r1 + off, self.cfg, duration_s)
+            if box[1] - box[0] + 1e-9 < self.min_duration_s or n < self.min_pixels:
+                continue
+            out.append((box, psum / n, t0, t1, r0 + off, r1 + off, n))
+        out.sort(key=lambda s: (s[0][0], s[0][2], s[0][1], s[0][3]))
+        return [Segment(i, *box, float(score), t0, t1, r0, r1, n)
+                for i, (box, score, t0, t1, r0, r1, n) in enumerate(out)]
+
+    def mask_bytes(self) -> bytes:
+        return b"".join(self._mask)
+
+    def probability_bytes(self) -> Optional[bytes]:
+        return None if self._prob is None else b"".join(self._prob)
+
+
+def segments_of(prob: np.ndarray, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
+                min_pixels: int = 0, duration_s: Optional[float] = None) -> list[Segment]:
+    """Segments of a whole probability map ``(rows, frames)`` (a single chunk)."""
+    seg = Segmenter(cfg, threshold, min_duration_s, min_pixels)
+    seg.add(prob)
+    return seg.finish(duration_s)
+
+
+def covered_seconds(segments: Sequence[Segment]) -> float:
+    """Length of the union of the segments' time spans."""
+    total, end = 0.0, -np.inf
+    for s in sorted(segments, key=lambda s: s.start_s):
+        if s.end_s > end:
+            total += s.end_s - max(s.start_s, end)
+            end = s.end_s
+    return total
+
+
+# ---- event matching ----------------------------------------------------------------------------
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Time-frequency IoU of boxes ``(N, 4)`` x ``(M, 4)``: (start, end, low, high)."""
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    dt = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    df = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 2], b[None, :, 2])
+    inter = np.clip(dt, 0, None) * np.clip(df, 0, None)
+    area = lambda x: (x[:, 1] - x[:, 0]) * (x[:, 3] - x[:, 2])  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match_events(pred_boxes, ref_boxes, iou: float = 0.5) -> dict:
+    """One-to-one matching of predicted and reference boxes (start_s, end_s, low_hz, high_hz)
+    maximising the total IoU (Hungarian), pairs below ``iou`` discarded. Returns tp, fp, fn,
+    precision, recall, f1 and the matched index pairs."""
+    p, r = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(ref_boxes, float).reshape(-1, 4)
+    pairs = []
+    if len(p) and len(r):
+        m = box_iou(p, r)
+        rows, cols = scipy.optimize.linear_sum_assignment(m, maximize=True)
+        pairs = [(int(i), int(j)) for i, j in zip(rows, cols) if m[i, j] >= iou]
+    tp = len(pairs)
+    precision = tp / len(p) if len(p) else 1.0
+    recall = tp / len(r) if len(r) else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return dict(tp=tp, fp=len(p) - tp, fn=len(r) - tp, precision=precision, recall=recall, f1=f1, pairs=pairs)

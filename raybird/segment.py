@@ -1,0 +1,668 @@
+"""Bulk segmentation: recordings -> masks, segments, summary and errors tables (+ Raven
+selection tables and denoised audio on request), with Ray Data.
+
+**Data flow** (one Ray Data pipeline per wave of input units)::
+
+    from_items(units)
+      -> map_batches(decode_units)       CPU tasks: streaming decode -> iter_tiles, one row per
+                                         tile (uint8 spectrogram, the checkpoint's SpecConfig),
+                                         then an "end" row per channel with the decoded length,
+                                         or an "error" row (also after tiles, if decoding fails late)
+      -> map_batches(Predictor, compute=ActorPoolStrategy(min_size=1, max_size=N))
+                                         actors load the checkpoint once and run it on large
+                                         batches (one GPU each with --gpu); a tile leaves with only
+                                         the columns it contributes to the stitched recording
+                                         (:func:`raybird.postprocess.kept_columns`), as uint8
+      -> groupby("recording_id").map_groups(finish_group)
+                                         per recording: tiles in order through the streaming
+                                         Segmenter, then the recording's files are written
+
+*Why group after inference.* A recording's tiles are spread over blocks and actors, and a call
+crossing a tile border becomes one segment only where all of its tiles meet. Grouping ships per
+tile just its kept probability columns (about the size of its spectrogram tile), and each group
+is consumed as a stream: the labeller holds one tile, the open regions and the bit-packed mask.
+A 2-hour recording at the default preset (2770 tiles) is a 303 MB group of uint8 probabilities;
+stitching it adds about 45 MB (38 MB packed mask), never a 1.3 GB int32 label image or a float
+map; its decode task peaks at about 230 MB RSS (measured). The shuffle is a barrier: a wave's
+probabilities wait in the object store (spilled to disk if need be) until its last tile is
+inferred, and nothing is written before. Hence the waves: units go through ``wave_size`` at a
+time, which bounds that volume and the work an interruption loses. An archive is one unit: its
+recordings are spread over :data:`ARCHIVE_PARTITIONS` partitions and all of it is inferred before
+any of it is written.
+
+*Why write from map_groups with pyarrow, not Dataset.write_parquet.* write_parquet writes one
+file per block; blocks mix recordings in an order that changes between runs, so file names
+cannot follow recording ids, and a re-run could neither skip nor replace a recording's rows (a
+custom filename_provider only sees the block). The finishing task writes
+``<table>/<recording_id>.parquet`` itself: deterministic names, so a re-run overwrites and never
+duplicates. Every file lands atomically: locally it is written under a hidden temporary name
+(``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on S3 a PUT (or a
+completed multipart upload) is atomic. Per recording, ``masks/`` (or ``errors/``) is written
+last and marks it complete: a re-run lists those two folders and skips what they hold.
+
+Output tables (one Parquet file per recording in each): ``segments/`` (:data:`SEGMENT_SCHEMA`,
+the DESIGN.md contract), ``masks/`` (:data:`MASK_SCHEMA`; decode with :func:`read_mask`),
+``summary/`` (:data:`SUMMARY_SCHEMA`), ``errors/`` (ingest's error schema); optionally
+``raven/<stem>.Table.1.selections.txt`` and ``denoised/<stem>.wav``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import audio, denoise, labels, postprocess, storage
+from .ingest import ERROR_SCHEMA
+from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, n_frames_for, row_freqs, to_uint8
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.pt"  # the repo's models/
+
+SEGMENT_SCHEMA = pa.schema([
+    ("recording_id", pa.string()),
+    ("source", pa.string()),
+    ("channel", pa.int16()),
+    ("segment_id", pa.int32()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("low_hz", pa.float32()),
+    ("high_hz", pa.float32()),
+    ("score", pa.float32()),
+    ("model_id", pa.string()),
+])
+MASK_SCHEMA = pa.schema([
+    ("recording_id", pa.string()),
+    ("source", pa.string()),
+    ("channel", pa.int16()),
+    ("n_rows", pa.int32()),
+    ("n_frames", pa.int64()),
+    ("frame0_s", pa.float64()),      # time of frame 0's centre; frame i at frame0_s + i * hop_s
+    ("hop_s", pa.float64()),
+    ("row0_hz", pa.float64()),       # frequency of row 0; row r at row0_hz + r * row_step_hz
+    ("row_step_hz", pa.float64()),
+    ("mask", pa.large_binary()),     # postprocess.encode_mask: frame-major np.packbits
+    ("probability", pa.large_binary()),  # frame-major uint8 round(p * 255), only with --probabilities
+    ("threshold", pa.float32()),
+    ("spec_config", pa.string()),
+    ("model_id", pa.string()),
+])
+SUMMARY_SCHEMA = pa.schema([
+    ("recording_id", pa.string()),
+    ("source", pa.string()),
+    ("channel", pa.int16()),
+    ("duration_s", pa.float64()),
+    ("n_segments", pa.int32()),
+    ("bird_seconds", pa.float64()),  # union of the segments' time spans
+])
+# Rows between the stages, by kind: "tile", "end" (per channel, with the decoded length),
+# "error" (stage, reason), "skip" (a unit with nothing to do). Decoded "tile" rows carry the
+# spectrogram (uint8, rows x tile_frames, row-major) with the tile's first_frame / valid_frames;
+# after prediction they carry ``prob`` (frame-major uint8) of the kept columns, first_frame /
+# n_frames then describe those columns.
+_COMMON = [("recording_id", pa.string()), ("source", pa.string()), ("channel", pa.int16()),
+           ("kind", pa.string()), ("tile_index", pa.int32()), ("first_frame", pa.int64())]
+_TAIL = [("n_samples", pa.int64()), ("stage", pa.string()), ("reason", pa.string())]
+TILE_SCHEMA = pa.schema(_COMMON + [("valid_frames", pa.int32()), ("spec", pa.binary())] + _TAIL)
+PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary())] + _TAIL)
+STATUS_SCHEMA = pa.schema([("recording_id", pa.string()), ("source", pa.string()), ("status", pa.string()),
+                           ("n_segments", pa.int32())])
+ARCHIVE_PARTITIONS = 16
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    threshold: float = 0.5
+    min_duration_s: float = 0.02
+    min_pixels: int = 10
+    channels: str = "mix"            # "mix" (mono) or "split" (one mask per channel)
+    raven: bool = False
+    denoise: bool = False
+    probabilities: bool = False
+
+
+# ---- the checkpoint ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Checkpoint:
+    data: bytes       # the file, shipped to the actors (a driver path may not exist on workers)
+    cfg: SpecConfig
+    model_id: str
+
+
+def read_checkpoint(model: Optional[str] = None) -> Checkpoint:
+    """Read a checkpoint (local path, directory or ``s3://``; default: the shipped model)."""
+    import torch
+    from .engine import CHECKPOINT_FILE
+
+    path = str(model) if model else str(DEFAULT_MODEL)
+    if not path.startswith("s3://") and os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_FILE)
+    if not path.startswith("s3://") and not os.path.isfile(path):
+        hint = " (the default model is not shipped yet: pass --model CKPT)" if not model else ""
+        raise FileNotFoundError(f"model checkpoint not found: {path}{hint}")
+    data = storage.read_bytes(path)
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not payload.get("spec_config"):
+        raise ValueError(f"{path}: checkpoint has no spec_config, cannot compute its spectrograms")
+    mc = json.loads(payload["model_config"])
+    model_id = f"{mc['arch']}-w{mc['width']}-{hashlib.sha256(data).hexdigest()[:12]}"
+    return Checkpoint(data, SpecConfig.from_json(payload["spec_config"]), model_id)
+
+
+# ---- stage 1: decode -----------------------------------------------------------------------------
+def _row(schema: pa.Schema, **values) -> dict:
+    return {name: values.get(name) for name in schema.names}
+
+
+def _error_rows(source: str, stage: str, reason: str) -> pa.Table:
+    return pa.Table.from_pylist([_row(TILE_SCHEMA, recording_id=storage.recording_id(source), source=source,
+                                      channel=0, kind="error", stage=stage, reason=reason)], schema=TILE_SCHEMA)
+
+
+def iter_sources(unit: storage.Unit, done: frozenset = frozenset()) -> Iterator[tuple[str, object, Optional[tuple]]]:
+    """``(source, src, error)`` for every recording of a unit not in ``done``: ``src`` a path or
+    bytes for the decoder, or ``error`` = (stage, reason). Same rules as ingest."""
+    if unit.kind == "file":
+        if storage.recording_id(unit.uri) in done:
+            return
+        try:
+            if unit.uri.startswith("s3://"):
+                yield unit.uri, storage.read_bytes(unit.uri), None
+                return
+            if not os.path.isfile(unit.uri) or not os.access(unit.uri, os.R_OK):
+                raise PermissionError(f"cannot read {unit.uri!r} (not a readable regular file)")
+            if os.path.getsize(unit.uri) == 0:
+                yield unit.uri, None, ("decode", "empty file (0 bytes)")
+                return
+        except OSError as e:
+            yield unit.uri, None, ("read", f"{type(e).__name__}: {e}")
+            return
+        yield unit.uri, unit.uri, None
+        return
+    try:
+        for name, data in storage.iter_archive(unit.uri):
+            source = f"{unit.uri}{storage.MEMBER_SEP}{name}"
+            if storage.is_hidden(name) or storage.is_side_file(name) or storage.recording_id(source) in done:
+                continue
+            if storage.unsafe_member_name(name):
+                yield source, None, ("read", "unsafe archive member name (absolute or '..')")
+            elif isinstance(data, Exception):
+                yield source, None, ("read", f"{type(data).__name__}: {data}")
+            elif len(data) == 0:
+                yield source, None, ("decode", "empty file (0 bytes)")
+            else:
+                yield source, data, None
+    except Exception as e:  # a corrupt archive: the archive itself is one error row
+        yield unit.uri, None, ("read", f"corrupt or unreadable archive: {type(e).__name__}: {e}")
+
+
+def recording_tiles(source: str, src, cfg: SpecConfig, channels: str = "mix",
+                    rows_per_table: int = 16) -> Iterator[pa.Table]:
+    """Stream one recording as :data:`TILE_SCHEMA` tables: its tiles, then one end row per
+    channel; an error row instead of the end rows if decoding fails."""
+    rec_id = storage.recording_id(source)
+    n_samples, rows, n_channels = 0, [], 1
+
+    def counted(blocks):
+        nonlocal n_samples
+        for b in blocks:
+            n_samples += b.shape[1]
+            yield b
+
+    try:
+        for tile in iter_tiles(counted(audio.iter_blocks(src, cfg.sample_rate, channels)), cfg):
+            n_channels = tile.spec.shape[0]
+            rows += [_row(TILE_SCHEMA, recording_id=rec_id, source=source, channel=ch, kind="tile",
+                          tile_index=tile.index, first_frame=tile.first_frame, valid_frames=tile.valid_frames,
+                          spec=to_uint8(spec).tobytes()) for ch, spec in enumerate(tile.spec)]
+            if len(rows) >= rows_per_table:
+                yield pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
+                rows = []
+    except audio.AudioError as e:
+        yield _error_rows(source, "decode", str(e))
+        return
+    except (OSError, EOFError, MemoryError) as e:
+        yield _error_rows(source, "read", f"{type(e).__name__}: {e}")
+        return
+    rows += [_row(TILE_SCHEMA, recording_id=rec_id, source=source, channel=ch, kind="end", n_samples=n_samples)
+             for ch in range(n_channels)]
+    yield pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
+
+
+def unit_tiles(unit: storage.Unit, cfg: SpecConfig, channels: str = "mix",
+               done: frozenset = frozenset()) -> Iterator[pa.Table]:
+    for source, src, error in iter_sources(unit, done):
+        if error is not None:
+            yield _error_rows(source, *error)
+        else:
+            yield from recording_tiles(source, src, cfg, channels)
+
+
+def decode_units(batch: dict, cfg_json: str, channels: str, done: frozenset) -> Iterator[pa.Table]:
+    """Ray Data UDF (CPU tasks): a batch of units -> tile rows. A unit with nothing left to do
+    (an archive whose members are all done) yields one "skip" row: the shuffle of a wave
+    without any row would have no schema to sort by."""
+    cfg = SpecConfig.from_json(cfg_json)
+    for uri, kind in zip(batch["uri"], batch["kind"]):
+        empty = True
+        for table in unit_tiles(storage.Unit(str(uri), str(kind)), cfg, channels, done):
+            empty = False
+            yield table
+        if empty:
+            yield pa.Table.from_pylist([_row(TILE_SCHEMA, recording_id=storage.recording_id(str(uri)), source=str(uri),
+                                             channel=0, kind="skip")], schema=TILE_SCHEMA)
+
+
+# ---- stage 2: predict ----------------------------------------------------------------------------
+def _buffers(column: pa.ChunkedArray, indices) -> list:
+    """Zero-copy views of binary values."""
+    return [column[int(i)].as_buffer() for i in indices]
+
+
+class Predictor:
+    """Ray Data actor: loads the checkpoint once; tile rows -> kept probability columns."""
+
+    def __init__(self, checkpoint: bytes, device: str = "cpu", threads: int = 1, batch_size: int = 8):
+        import torch
+        from . import engine
+
+        torch.set_num_threads(max(1, threads))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "checkpoint.pt"
+            path.write_bytes(checkpoint)
+            model, payload = engine.load_checkpoint(path, map_location=device)
+        self.settings = engine.pick_device(device)
+        self.model = self.settings.prepare_model(model)
+        self.cfg = SpecConfig.from_json(payload["spec_config"])
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return predict_rows(batch, self.model, self.settings, self.cfg, self.batch_size)
+
+
+def predict_rows(table: pa.Table, model, settings, cfg: SpecConfig, batch_size: int) -> pa.Table:
+    """:data:`TILE_SCHEMA` rows -> :data:`PROB_SCHEMA` rows (end and error rows pass through)."""
+    from .engine import predict_proba
+
+    kinds = table.column("kind").to_pylist()
+    tiles = [i for i, k in enumerate(kinds) if k == "tile"]
+    shape = (cfg.n_rows, cfg.tile_frames)
+    probs = []
+    if tiles:
+        spec = np.stack([np.frombuffer(b, np.uint8).reshape(shape) for b in _buffers(table.column("spec"), tiles)])
+        for i in range(0, len(spec), batch_size):
+            probs.append(to_uint8(predict_proba(model, spec[i:i + batch_size], settings).numpy()))
+        probs = np.concatenate(probs)
+    cols = {name: table.column(name).to_pylist() for name in ("tile_index", "first_frame", "valid_frames")}
+    first, n_frames, prob = [None] * len(kinds), [None] * len(kinds), [None] * len(kinds)
+    for j, i in enumerate(tiles):
+        keep = postprocess.kept_columns(cols["tile_index"][i], cols["valid_frames"][i], cfg)
+        first[i] = cols["first_frame"][i] + keep.start
+        n_frames[i] = keep.stop - keep.start
+        prob[i] = postprocess.encode_probability(probs[j][:, keep])
+    out = {name: table.column(name) for name in PROB_SCHEMA.names if name in table.column_names}
+    out.update(first_frame=pa.array(first, pa.int64()), n_frames=pa.array(n_frames, pa.int32()),
+               prob=pa.array(prob, pa.binary()))
+    return pa.table({name: out[name] for name in PROB_SCHEMA.names}, schema=PROB_SCHEMA)
+
+
+# ---- stage 3: stitch, segment, write ---------------------------------------------------------------
+def _stage(out: str, rel: str) -> str:
+    """A local path to write ``rel`` to before :func:`_publish`."""
+    if out.startswith("s3://"):
+        fd, path = tempfile.mkstemp(suffix=".tmp")
+        os.close(fd)
+        return path
+    final = os.path.join(out, rel)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    return os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _publish(staged: str, out: str, rel: str) -> None:
+    if out.startswith("s3://"):
+        fs, root = storage.filesystem(out)
+        try:
+            fs.put_file(staged, f"{root.rstrip('/')}/{rel}")
+        finally:
+            os.remove(staged)
+    else:
+        os.replace(staged, os.path.join(out, rel))
+
+
+def write_file(out: str, rel: str, writer: Callable[[str], object]) -> None:
+    """Write ``out/rel`` atomically: ``writer(local_path)`` fills a staging file."""
+    staged = _stage(out, rel)
+    try:
+        writer(staged)
+    except BaseException:
+        if os.path.exists(staged):
+            os.remove(staged)
+        raise
+    _publish(staged, out, rel)
+
+
+def _write_table(out: str, table_name: str, rec_id: str, table: pa.Table) -> None:
+    write_file(out, f"{table_name}/{rec_id}.parquet", lambda p: pq.write_table(table, p, compression="zstd"))
+
+
+def source_bytes(source: str):
+    """The audio of a source again (path, or bytes for S3 objects and archive members)."""
+    if storage.MEMBER_SEP in source:
+        archive, member = source.split(storage.MEMBER_SEP, 1)
+        for name, data in storage.iter_archive(archive):
+            if name == member:
+                if isinstance(data, Exception):
+                    raise data
+                return data
+        raise FileNotFoundError(f"{member!r} not found in {archive}")
+    return storage.read_bytes(source) if source.startswith("s3://") else source
+
+
+def stem_of(source: str) -> str:
+    name = source.split(storage.MEMBER_SEP, 1)[-1]
+    return PurePosixPath(name.replace("\\", "/")).stem
+
+
+@dataclass
+class ChannelResult:
+    channel: int
+    segments: list
+    mask: bytes
+    probability: Optional[bytes]
+    n_frames: int
+
+
+class StitchError(ValueError):
+    """A recording that cannot be finished; ``stage`` and the message go to the errors table."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+
+
+def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> tuple[float, list[ChannelResult]]:
+    """All :data:`PROB_SCHEMA` rows of one recording -> ``(duration_s, per-channel results)``.
+    Raises :class:`StitchError` for a recording that failed upstream or has tiles missing."""
+    kind = np.asarray(rows.column("kind").to_pylist())
+    errors, ends = np.flatnonzero(kind == "error"), np.flatnonzero(kind == "end")
+    if len(errors):
+        i = int(errors[0])
+        raise StitchError(rows.column("stage")[i].as_py(), rows.column("reason")[i].as_py())
+    if not len(ends):
+        raise StitchError("stitch", "no end-of-recording row")
+    channel = rows.column("channel").to_numpy()
+    tile_index, firsts, counts = (pc.fill_null(rows.column(c), 0).to_numpy()
+                                  for c in ("tile_index", "first_frame", "n_frames"))
+    n_samples = int(rows.column("n_samples")[int(ends[0])].as_py())
+    expected = n_frames_for(n_samples, cfg)
+    results = []
+    for ch in sorted(set(channel[ends].tolist())):
+        idx = np.flatnonzero((kind == "tile") & (channel == ch))
+        idx = idx[np.argsort(tile_index[idx], kind="stable")]
+        seg = postprocess.Segmenter(cfg, opts.threshold, opts.min_duration_s, opts.min_pixels,
+                                    keep_probability=opts.probabilities)
+        try:
+            for i, buf in zip(idx, _buffers(rows.column("prob"), idx)):
+                seg.add(np.frombuffer(buf, np.uint8).reshape(int(counts[i]), cfg.n_rows).T, int(firsts[i]))
+        except ValueError as e:
+            raise StitchError("stitch", str(e)) from None
+        if seg.n_frames != expected:
+            raise StitchError("stitch", f"tiles cover {seg.n_frames} of {expected} frames")
+        results.append(ChannelResult(int(ch), seg.finish(n_samples / cfg.sample_rate), seg.mask_bytes(),
+                                     seg.probability_bytes(), seg.n_frames))
+    return n_samples / cfg.sample_rate, results
+
+
+def finish_recording(rows: pa.Table, out: str, cfg: SpecConfig, model_id: str, opts: SegmentOptions) -> dict:
+    """All :data:`PROB_SCHEMA` rows of one recording -> its output files; returns a status row."""
+    rec_id, source = rows.column("recording_id")[0].as_py(), rows.column("source")[0].as_py()
+    try:
+        duration, results = stitch_recording(rows, cfg, opts)
+    except StitchError as e:
+        _write_error(out, rec_id, source, e.stage, str(e))
+        return dict(recording_id=rec_id, source=source, status="error", n_segments=0)
+    write_outputs(out, rec_id, source, duration, results, cfg, model_id, opts)
+    return dict(recording_id=rec_id, source=source, status="ok", n_segments=sum(len(r.segments) for r in results))
+
+
+def predict_recording(source: str, ckpt: Checkpoint, opts: SegmentOptions = SegmentOptions(),
+                      device: Optional[str] = None) -> tuple[float, list[ChannelResult]]:
+    """One recording in this process (no Ray, nothing written): ``(duration_s, results)``."""
+    predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
+    parts = [predictor(t) for t in recording_tiles(source, source_bytes(source), ckpt.cfg, opts.channels)]
+    return stitch_recording(pa.concat_tables(parts), ckpt.cfg, opts)
+
+
+def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:
+    _write_table(out, "errors", rec_id, pa.Table.from_pylist(
+        [dict(recording_id=rec_id, source=source, stage=stage, reason=reason)], schema=ERROR_SCHEMA))
+
+
+def write_outputs(out: str, rec_id: str, source: str, duration: float, results: list[ChannelResult],
+                  cfg: SpecConfig, model_id: str, opts: SegmentOptions) -> None:
+    """Segments, summary, Raven and denoised audio, then (last: the completion mark) masks."""
+    seg_rows = [dict(recording_id=rec_id, source=source, channel=r.channel, segment_id=s.segment_id,
+                     start_s=s.start_s, end_s=s.end_s, low_hz=s.low_hz, high_hz=s.high_hz, score=s.score,
+                     model_id=model_id) for r in results for s in r.segments]
+    _write_table(out, "segments", rec_id, pa.Table.from_pylist(seg_rows, schema=SEGMENT_SCHEMA))
+    _write_table(out, "summary", rec_id, pa.Table.from_pylist(
+        [dict(recording_id=rec_id, source=source, channel=r.channel, duration_s=duration,
+              n_segments=len(r.segments), bird_seconds=postprocess.covered_seconds(r.segments))
+         for r in results], schema=SUMMARY_SCHEMA))
+    stem = stem_of(source)
+    if opts.raven:
+        f32 = lambda x: float(np.float32(x))  # noqa: E731  the values the segments table holds
+        boxes = [labels.Box(s.start_s, s.end_s, f32(s.low_hz), f32(s.high_hz), "bird", r.channel)
+                 for r in results for s in r.segments]
+        write_file(out, f"raven/{stem}.Table.1.selections.txt", lambda p: labels.write_raven(p, boxes))
+    if opts.denoise:
+        def frames(g0: int, g1: int) -> np.ndarray:
+            return np.stack([_mask_frames(r.mask, cfg.n_rows, r.n_frames, g0, g1) for r in results])
+
+        blocks = audio.iter_blocks(source_bytes(source), cfg.sample_rate, opts.channels)
+        write_file(out, f"denoised/{stem}.wav",
+                   lambda p: denoise.write_denoised(p, blocks, frames, cfg, len(results)))
+    freqs = row_freqs(cfg)
+    step = float(freqs[1] - freqs[0]) if len(freqs) > 1 else cfg.bin_hz
+    _write_table(out, "masks", rec_id, pa.Table.from_pylist(
+        [dict(recording_id=rec_id, source=source, channel=r.channel, n_rows=cfg.n_rows, n_frames=r.n_frames,
+              frame0_s=frame_offset_s(cfg), hop_s=cfg.frame_s,
+              row0_hz=float(freqs[0]), row_step_hz=step, mask=r.mask, probability=r.probability,
+              threshold=opts.threshold, spec_config=cfg.to_json(), model_id=model_id) for r in results],
+        schema=MASK_SCHEMA))
+
+
+def _mask_frames(packed: bytes, n_rows: int, n_frames: int, g0: int, g1: int) -> np.ndarray:
+    out = np.zeros((n_rows, g1 - g0), np.uint8)
+    stop = min(g1, n_frames)
+    if stop > g0:
+        out[:, :stop - g0] = postprocess.decode_mask(packed, n_rows, n_frames, g0, stop)
+    return out
+
+
+def finish_group(group: pa.Table, out: str, cfg_json: str, model_id: str, options: dict) -> pa.Table:
+    """Ray Data map_groups UDF: one recording's rows -> its files + a status row."""
+    if pc.all(pc.equal(group.column("kind"), "skip")).as_py():
+        return STATUS_SCHEMA.empty_table()
+    status = finish_recording(group, out, SpecConfig.from_json(cfg_json), model_id, SegmentOptions(**options))
+    return pa.Table.from_pylist([status], schema=STATUS_SCHEMA)
+
+
+# ---- reading the outputs -------------------------------------------------------------------------
+def completed_ids(out: str) -> set[str]:
+    """Recordings with a masks or errors file: complete, skipped by a re-run."""
+    fs, root = storage.filesystem(out)
+    ids = set()
+    for table in ("masks", "errors"):
+        folder = f"{root.rstrip('/')}/{table}"
+        fs.invalidate_cache(folder)
+        if not fs.isdir(folder):
+            continue
+        for path in fs.ls(folder, detail=False):
+            name = PurePosixPath(path).name
+            if name.endswith(".parquet") and not name.startswith((".", "_")):
+                ids.add(name[:-len(".parquet")])
+    return ids
+
+
+def read_outputs(out: str, table: str, recording_id: Optional[str] = None) -> pa.Table:
+    """One output table (``segments``, ``masks``, ``summary``, ``errors``), optionally only one
+    recording's rows; empty with its schema when nothing was written yet."""
+    import pyarrow.dataset as pads
+    schema = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, summary=SUMMARY_SCHEMA, errors=ERROR_SCHEMA)[table]
+    fs, root = storage.arrow_filesystem(out)
+    folder = storage.join(root, table)
+    if fs.get_file_info(folder).type.name == "NotFound":
+        return schema.empty_table()
+    ds = pads.dataset(folder, filesystem=fs, format="parquet", schema=schema)
+    return ds.to_table(filter=None if recording_id is None else pc.field("recording_id") == recording_id)
+
+
+def read_mask(row: dict) -> np.ndarray:
+    """The uint8 mask ``(n_rows, n_frames)`` of one masks-table row."""
+    return postprocess.decode_mask(row["mask"], row["n_rows"], row["n_frames"])
+
+
+def read_probability(row: dict) -> Optional[np.ndarray]:
+    if row.get("probability") is None:
+        return None
+    return postprocess.decode_probability(row["probability"], row["n_rows"], row["n_frames"])
+
+
+# ---- running -------------------------------------------------------------------------------------
+@dataclass
+class SegmentSummary:
+    inputs: int
+    recordings: int   # finished in this run
+    errors: int       # error rows written in this run
+    segments: int
+    skipped: int      # input files already complete in OUT
+    out: str
+
+    def __str__(self) -> str:
+        return (f"segment: {self.inputs} inputs -> {self.recordings} recordings ({self.segments} segments) "
+                f"+ {self.errors} errors in {self.out}; {self.skipped} already complete, skipped")
+
+
+def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset, int]:
+    units = storage.discover(inputs)
+    if not units:
+        raise ValueError(f"no input files found in {inputs}")
+    done = frozenset(completed_ids(out))
+    pending = [u for u in units if u.kind == "archive" or storage.recording_id(u.uri) not in done]
+    return pending, done, len(units)
+
+
+def _summary(statuses: list[dict], n_inputs: int, skipped: int, out: str) -> SegmentSummary:
+    ok = [s for s in statuses if s["status"] == "ok"]
+    return SegmentSummary(n_inputs, len(ok), len(statuses) - len(ok), sum(s["n_segments"] for s in ok),
+                          skipped, out)
+
+
+def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
+        options: SegmentOptions = SegmentOptions(), gpu: bool = False, batch_size: Optional[int] = None,
+        actors: Optional[int] = None, actor_cpus: int = 1, wave_size: int = 64) -> SegmentSummary:
+    """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
+    Data; recordings already complete in ``out`` are skipped."""
+    import ray
+
+    ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    pending, done, n_inputs = _pending(inputs, out)
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("GPU", 0))) if gpu else 1
+    batch_size = batch_size or (64 if gpu else 8)
+    actor_args = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus)
+    statuses = []
+    for w in range(0, len(pending), wave_size):
+        wave = pending[w:w + wave_size]
+        items = [dict(uri=u.uri, kind=u.kind) for u in wave]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        # memory= states what one decode task holds (a tile of audio, a block, buffered output
+        # rows); as a side effect the tasks differ from the actors' resources and are not fused
+        # into the actor pool, so decoding keeps running in parallel with inference.
+        ds = ds.map_batches(decode_units, fn_args=(ckpt.cfg.to_json(), options.channels, done),
+                            batch_size=1, batch_format="numpy", num_cpus=1, memory=256 * 2**20)
+        ds = ds.map_batches(Predictor, fn_constructor_args=(ckpt.data, "cuda" if gpu else "cpu",
+                                                            1 if gpu else actor_cpus, batch_size),
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+                            batch_size=batch_size, batch_format="pyarrow", **actor_args)
+        # A partition is finished as one block: about one recording per partition for files,
+        # and an archive's (unknown number of) recordings spread over ARCHIVE_PARTITIONS.
+        partitions = sum(ARCHIVE_PARTITIONS if u.kind == "archive" else 1 for u in wave)
+        ds = ds.groupby("recording_id", num_partitions=partitions).map_groups(
+            finish_group, fn_args=(out, ckpt.cfg.to_json(), ckpt.model_id, dataclasses.asdict(options)),
+            batch_format="pyarrow", num_cpus=1)
+        statuses += ds.take_all()
+    return _summary(statuses, n_inputs, n_inputs - len(pending), out)
+
+
+def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None,
+              options: SegmentOptions = SegmentOptions(), batch_size: int = 8, device: Optional[str] = None,
+              threads: Optional[int] = None) -> SegmentSummary:
+    """The same work in this process, one recording at a time (no Ray)."""
+    ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    pending, done, n_inputs = _pending(inputs, out)
+    predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size)
+    statuses = []
+    for unit in pending:
+        parts: list[pa.Table] = []
+        for table in unit_tiles(unit, ckpt.cfg, options.channels, done):
+            parts.append(predictor(table))
+            if pc.any(pc.is_in(parts[-1].column("kind"), pa.array(["end", "error"]))).as_py():
+                statuses.append(finish_recording(pa.concat_tables(parts), out, ckpt.cfg, ckpt.model_id, options))
+                parts = []
+    return _summary(statuses, n_inputs, n_inputs - len(pending), out)
+
+
+# ---- command line --------------------------------------------------------------------------------
+def add_segment_parser(sub) -> None:
+    p = sub.add_parser("segment", help="recordings -> bird masks and segments (+ Raven tables, denoised audio)")
+    p.add_argument("inputs", nargs="+", help="folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix (re-running resumes)")
+    p.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL})")
+    p.add_argument("--threshold", type=float, default=0.5, help="bird probability threshold")
+    p.add_argument("--min-duration", type=float, default=0.02, help="shortest segment kept (s)")
+    p.add_argument("--min-pixels", type=int, default=10, help="smallest segment kept (pixels)")
+    p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
+    p.add_argument("--raven", action="store_true", help="also write raven/<stem>.Table.1.selections.txt")
+    p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.wav (mask applied to the STFT)")
+    p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
+    p.add_argument("--gpu", action="store_true", help="one GPU per model actor")
+    p.add_argument("--batch-size", type=int, help="tiles per model call (default 64 with --gpu, else 8)")
+    p.add_argument("--actors", type=int, help="most model actors (default: the cluster's GPUs with --gpu, else 1)")
+    p.add_argument("--actor-cpus", type=int, help="CPUs (torch threads) per CPU model actor (default 1; "
+                                                  "with --local: the threads of this process, default all)")
+    p.add_argument("--wave-size", type=int, default=64, help="input units per pipeline run (the resume granularity)")
+    p.add_argument("--local", action="store_true", help="run in this process without Ray")
+    p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any recording failed")
+    p.set_defaults(func=cmd_segment)
+
+
+def cmd_segment(a) -> int:
+    options = SegmentOptions(a.threshold, a.min_duration, a.min_pixels, a.channels, a.raven, a.denoise,
+                             a.probabilities)
+    try:
+        ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
+        if a.local:
+            summary = run_local(a.inputs, a.out, ckpt, options, a.batch_size or 8, "cuda" if a.gpu else None,
+                                a.actor_cpus)
+        else:
+            from .runtime import init_ray
+            init_ray()
+            summary = run(a.inputs, a.out, ckpt, options, a.gpu, a.batch_size, a.actors, a.actor_cpus or 1,
+                          a.wave_size)
+    except FileNotFoundError as e:
+        print(f"raybird segment: {e}")
+        return 2
+    print(summary)
+    return 1 if a.fail_on_error and summary.errors else 0
