@@ -125,6 +125,17 @@ class ThresholdSegmenter(nn.Module):
         return torch.stack([torch.zeros_like(d), d], dim=1)
 
 
+def write_checkpoint(path, spec_config=None, **params):
+    """A checkpoint of the baseline (``params`` override :data:`DEFAULTS`) for the spectrogram
+    preset/config ``spec_config`` (default preset if None): ``raybird segment --model PATH``
+    runs it like a trained network. Returns the checkpoint file's path."""
+    from .engine import save_checkpoint
+    from .spectrogram import get_config
+
+    return save_checkpoint(path, ThresholdSegmenter(**params), spec_config_json=get_config(spec_config).to_json(),
+                           extra={"baseline_params": {**DEFAULTS, **params}})
+
+
 def build(cfg) -> ThresholdSegmenter:
     """Builder for the model registry (``ModelConfig(arch="threshold")``); width, depth and
     dropout do not apply, the parameters come from the checkpoint's state dict."""

@@ -153,10 +153,10 @@ class Segmenter:
 
     def add(self, prob: np.ndarray, first_frame: Optional[int] = None) -> None:
         """Append the next columns ``(rows, n)`` (float in [0, 1] or uint8 0..255)."""
+        if prob.shape[1] == 0:  # a last tile whose new columns were all in the overlap
+            return
         if first_frame is not None and first_frame != self.n_frames:
             raise ValueError(f"columns must be contiguous: got frame {first_frame}, expected {self.n_frames}")
-        if prob.shape[1] == 0:
-            return
         p = prob.astype(np.float32) / 255.0 if prob.dtype == np.uint8 else np.asarray(prob, np.float32)
         mask = p >= self.threshold
         self._mask.append(encode_mask(mask))

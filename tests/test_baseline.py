@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from raybird import engine, labels, segment
-from raybird.baseline import DEFAULTS, ThresholdSegmenter, contrast, detect
+from raybird.baseline import DEFAULTS, ThresholdSegmenter, contrast, detect, write_checkpoint
 from raybird.evaluate import evaluate_run, match_events
 from raybird.model import ModelConfig
 from raybird.spectrogram import PRESETS
@@ -74,8 +74,9 @@ def test_registry_and_checkpoint_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def baseline_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "threshold.pt"
-    engine.save_checkpoint(path, ThresholdSegmenter(), spec_config_json=CFG.to_json())
+    path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "threshold.pt")
+    model, payload = engine.load_checkpoint(path)
+    assert model.params() == DEFAULTS and payload["spec_config"] == CFG.to_json()
     return str(path)
 
 
@@ -102,7 +103,8 @@ def test_segment_job_finds_calls_at_high_snr_and_nothing_in_noise(tmp_path, base
     found, single = 0, 0
     for row in by_call.rows:
         calls = labels.read_raven(row["source"].rsplit(".", 1)[0] + ".Table.1.selections.txt")
-        pairs = match_events(seg_box[seg_source == row["source"]], [[b.begin_s, b.end_s, b.low_hz, b.high_hz] for b in calls])["pairs"]
+        ref = [[b.begin_s, b.end_s, b.low_hz, b.high_hz] for b in calls]
+        pairs = match_events(seg_box[seg_source == row["source"]], ref)["pairs"]
         matched = {j for _, j in pairs}
         kinds = [b.label.split("-")[1] for b in calls]
         single += sum(k not in ("stack", "buzz") for k in kinds)

@@ -72,6 +72,17 @@ def test_call_across_tile_boundary_is_one_segment_with_exact_box():
     np.testing.assert_array_equal(pp.decode_mask(seg.mask_bytes(), rows, frames), blob)
 
 
+def test_last_tile_inside_the_previous_overlap_adds_nothing():
+    frames = 6 * CFG.tile_step + 10                      # tile 6 holds 10 frames, all in tile 5's overlap
+    assert pp.kept_columns(6, 10, CFG) == slice(CFG.tile_overlap // 2, CFG.tile_overlap // 2)
+    prob = np.zeros((CFG.n_rows, frames), np.float32)
+    prob[30:33, frames - 40:] = 0.9                      # a call running to the very end
+    seg = stitch(prob, CFG)
+    assert seg.n_frames == frames
+    (s,) = seg.finish()
+    assert (s.first_frame, s.last_frame) == (frames - 40, frames - 1)
+
+
 def test_streaming_labelling_equals_whole_map_labelling():
     rng = np.random.default_rng(3)
     prob = scipy.ndimage.uniform_filter(rng.random((64, 900)), 3)  # blobs of every shape, many cross chunks

@@ -1,0 +1,337 @@
+"""The segmentation job end to end: a tiny U-Net trained here in seconds on synthetic calls,
+run through Ray Data (and without Ray) over local folders, archives and S3."""
+import argparse
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from raybird import audio, engine, labels, postprocess, segment, storage, synth
+from raybird.model import build_model
+from raybird.plot import add_plot_parser
+from raybird.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
+
+# A small grid keeps training and inference fast: 16 kHz, 8 ms hop, 128 rows, 128-frame tiles.
+CFG = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, tile_frames=128, tile_overlap=32)
+OPTIONS = segment.SegmentOptions(raven=True, denoise=True, probabilities=True)
+
+
+def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> synth.Call:
+    p = dict(contour="lin", fa=fa, fb=fb, dev=0.0, fm=0.0, phi=0.0, drift=0.0, bend=0.0, shape=1.0, note_rate=0.0,
+             note_duty=0.0, am_rate=0.0, am_depth=0.0, env="tukey", env_p=0.3, decay=1.0, harm=(1.0,),
+             harm_phase=(0.0,))
+    return synth.Call("sweep", start, dur, amp, p, min(fa, fb), max(fa, fb), (1.0,), 0, "bird")
+
+
+def recording(rng, duration: float, calls=None, noise: float = 0.01):
+    """White noise plus pure FM sweeps (one connected region each); returns the audio at
+    CFG's rate, the truth mask (pixels within 20 dB of each call's peak) and one truth box per
+    call with edges on pixel edges."""
+    sr = CFG.sample_rate
+    n = int(duration * sr)
+    x = (noise * rng.standard_normal(n)).astype(np.float32)
+    if calls is None:
+        calls, t = [], rng.uniform(0.1, 0.5)
+        while t < duration - 0.6:
+            dur = rng.uniform(0.08, 0.5)
+            fa = rng.uniform(1500, 6500)
+            calls.append(sweep(t, dur, fa, float(np.clip(fa * 2 ** rng.uniform(-0.7, 0.7), 1200, 7500)),
+                               rng.uniform(0.1, 0.3)))
+            t += dur + rng.uniform(0.2, 1.0)
+    nf = n_frames_for(n, CFG)
+    mask = np.zeros((CFG.n_rows, nf), np.uint8)
+    boxes = []
+    for c in calls:
+        y = synth.render_call(c, sr)
+        a, b = c.span(sr)
+        x[a:b] += y
+        m, first = synth.call_mask(y, a, CFG, nf)
+        mask[:, first:first + m.shape[1]] |= m
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0)) + first
+        boxes.append(postprocess.box_of(cols[0], cols[-1], rows[0], rows[-1], CFG, n / sr))
+    return x, mask, boxes
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> str:
+    """A width-4, depth-3 U-Net trained for 100 steps (a few seconds) on 12 six-second recordings."""
+    rng = np.random.default_rng(0)
+    spec, target, valid = [], [], []
+    for _ in range(12):
+        x, mask, _ = recording(rng, 6.0)
+        for tile in iter_tiles([x[None]], CFG):
+            m = np.zeros((CFG.n_rows, CFG.tile_frames), np.uint8)
+            got = mask[:, tile.first_frame:tile.first_frame + tile.valid_frames]
+            m[:, :got.shape[1]] = got
+            spec.append(tile.spec[0]), target.append(m), valid.append(tile.valid_frames)
+    spec, target, valid = np.stack(spec), np.stack(target), np.array(valid)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = build_model("unet", width=4, depth=3, dropout=0.0)
+    settings = engine.pick_device("cpu")
+    settings.prepare_model(model)
+    opt, loss = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
+    pick = np.random.default_rng(1)
+    for _ in range(100):
+        i = pick.choice(len(spec), 8, replace=False)
+        engine.train_step(model, {"spec": spec[i], "mask": target[i], "valid_frames": valid[i]}, opt, loss, settings)
+    torch.set_num_threads(threads)
+    return str(engine.save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", model,
+                                      spec_config_json=CFG.to_json()))
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> dict:
+    """Six recordings (WAV and FLAC, one with a call across a tile border), two broken files
+    and a tar holding one more recording and a broken member."""
+    root = tmp_path_factory.mktemp("archive")
+    rng = np.random.default_rng(7)
+    truth = {}
+    for i in range(6):
+        calls = [sweep(0.72, 0.3, 3000.0, 4500.0, 0.2)] if i == 0 else None  # crosses frames 96..128
+        x, mask, boxes = recording(rng, 6.0 if i else 2.0, calls)
+        path = root / f"rec{i}.{'flac' if i % 2 else 'wav'}"
+        sf.write(path, x, CFG.sample_rate, subtype="PCM_16")
+        truth[str(path)] = dict(boxes=boxes, mask=mask, n=len(x))
+    (root / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    (root / "empty.flac").write_bytes(b"")
+    x, mask, boxes = recording(rng, 4.0)
+    member = root / "member.wav"
+    sf.write(member, x, CFG.sample_rate, subtype="PCM_16")
+    (root / "broken.wav").write_bytes(b"not audio at all")
+    tar_dir = tmp_path_factory.mktemp("tar")
+    with tarfile.open(tar_dir / "more.tar", "w") as tf:
+        tf.add(member, "site/member.wav")
+        tf.add(root / "broken.wav", "site/broken.wav")
+    member.unlink()
+    (root / "broken.wav").unlink()
+    truth[f"{tar_dir / 'more.tar'}::site/member.wav"] = dict(boxes=boxes, mask=mask, n=len(x))
+    return dict(folder=str(root), tar=str(tar_dir / "more.tar"), truth=truth,
+                broken=[str(root / "corrupt.wav"), str(root / "empty.flac"),
+                        f"{tar_dir / 'more.tar'}::site/broken.wav"])
+
+
+@pytest.fixture(scope="module")
+def full_run(ray_session, model_path, archive, tmp_path_factory) -> dict:
+    out = str(tmp_path_factory.mktemp("out"))
+    summary = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS, actors=2)
+    return dict(out=out, summary=summary)
+
+
+def tables(out: str) -> dict:
+    sort = dict(segments=["recording_id", "channel", "segment_id"], masks=["recording_id", "channel"],
+                summary=["recording_id", "channel"], errors=["recording_id"])
+    return {name: segment.read_outputs(out, name).sort_by([(k, "ascending") for k in keys])
+            for name, keys in sort.items()}
+
+
+# ---- end to end ---------------------------------------------------------------------------------------
+@pytest.mark.ray
+def test_segments_match_truth_and_tables_follow_the_contract(full_run, archive, model_path):
+    t = tables(full_run["out"])
+    assert pq.read_schema(next(Path(full_run["out"], "segments").glob("*.parquet"))) == segment.SEGMENT_SCHEMA
+    assert t["segments"].schema == segment.SEGMENT_SCHEMA
+    segs = t["segments"].to_pylist()
+    tp = n_pred = n_ref = 0
+    for source, truth in archive["truth"].items():
+        pred = [(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs if s["source"] == source]
+        m = postprocess.match_events(pred, truth["boxes"])
+        tp, n_pred, n_ref = tp + m["tp"], n_pred + len(pred), n_ref + len(truth["boxes"])
+    precision, recall = tp / n_pred, tp / n_ref
+    assert n_ref >= 35 and 2 * precision * recall / (precision + recall) >= 0.9, (tp, n_pred, n_ref)
+
+    # the call crossing the tile border is one segment, its box within a pixel of the truth
+    first = [s for s in segs if s["source"].endswith("rec0.wav")]
+    assert len(first) == 1
+    box = np.array([first[0][k] for k in ("start_s", "end_s", "low_hz", "high_hz")])
+    want = np.array(archive["truth"][archive["folder"] + "/rec0.wav"]["boxes"][0])
+    np.testing.assert_allclose(box[:2], want[:2], atol=CFG.frame_s + 1e-9)
+    np.testing.assert_allclose(box[2:], want[2:], atol=CFG.bin_hz + 1e-3)
+
+    for rec in {s["recording_id"] for s in segs}:
+        mine = [s for s in segs if s["recording_id"] == rec]
+        assert [s["segment_id"] for s in mine] == list(range(len(mine)))
+        assert [s["start_s"] for s in mine] == sorted(s["start_s"] for s in mine)
+    assert {s["model_id"] for s in segs} == {segment.read_checkpoint(model_path).model_id}
+
+
+@pytest.mark.ray
+def test_every_recording_lands_in_masks_or_errors(full_run, archive):
+    t = tables(full_run["out"])
+    masks, errors, summary = t["masks"].to_pylist(), t["errors"].to_pylist(), t["summary"].to_pylist()
+    assert len(masks) + len(errors) == len(archive["truth"]) + len(archive["broken"])
+    assert sorted(m["source"] for m in masks) == sorted(archive["truth"])
+    assert sorted(e["source"] for e in errors) == sorted(archive["broken"])
+    assert {e["stage"] for e in errors} == {"decode"} and all(e["reason"] for e in errors)
+    assert sorted(s["recording_id"] for s in summary) == sorted(m["recording_id"] for m in masks)
+    assert full_run["summary"].recordings == len(masks) and full_run["summary"].errors == len(errors)
+    n_segments = {}
+    for s in t["segments"].to_pylist():
+        n_segments[s["recording_id"]] = n_segments.get(s["recording_id"], 0) + 1
+    for row, m in zip(summary, masks):
+        truth = archive["truth"][m["source"]]
+        assert m["n_frames"] == n_frames_for(truth["n"], CFG) and m["n_rows"] == CFG.n_rows
+        assert row["duration_s"] == truth["n"] / CFG.sample_rate
+        assert row["n_segments"] == n_segments.get(row["recording_id"], 0)
+        assert 0 < row["bird_seconds"] < row["duration_s"]
+        mask, prob = segment.read_mask(m), segment.read_probability(m)
+        np.testing.assert_array_equal(mask, prob >= 0.5)
+        pixel_iou = (mask & truth["mask"]).sum() / (mask | truth["mask"]).sum()
+        assert pixel_iou > 0.5
+        assert SpecConfig.from_json(m["spec_config"]) == CFG and m["hop_s"] == CFG.frame_s
+        assert m["row0_hz"] + (CFG.n_rows - 1) * m["row_step_hz"] == CFG.sample_rate / 2
+
+
+@pytest.mark.ray
+def test_raven_tables_read_back_as_the_segments(full_run, archive):
+    segs = tables(full_run["out"])["segments"].to_pylist()
+    for source in archive["truth"]:
+        stem = segment.stem_of(source)
+        boxes = labels.read_raven(Path(full_run["out"], "raven", f"{stem}.Table.1.selections.txt"))
+        mine = [s for s in segs if s["source"] == source]
+        assert len(boxes) == len(mine) > 0
+        for b, s in zip(boxes, mine):
+            assert (b.begin_s, b.end_s, b.low_hz, b.high_hz, b.channel) == (
+                s["start_s"], s["end_s"], s["low_hz"], s["high_hz"], s["channel"])
+
+
+@pytest.mark.ray
+def test_denoised_audio_keeps_the_calls_and_drops_the_noise(full_run, archive):
+    masks = {m["source"]: m for m in tables(full_run["out"])["masks"].to_pylist()}
+    for source, truth in archive["truth"].items():
+        y, sr = sf.read(Path(full_run["out"], "denoised", segment.stem_of(source) + ".wav"), dtype="float32")
+        assert sr == CFG.sample_rate and y.shape == (truth["n"],)
+        x = audio.decode(segment.source_bytes(source), CFG.sample_rate)[0]
+        mask = segment.read_mask(masks[source]).astype(bool)
+        e_in, e_out = magnitude(x, CFG) ** 2, magnitude(y, CFG) ** 2
+        assert e_out[~mask].sum() < 0.05 * e_in[~mask].sum()
+        assert e_out[mask].sum() > 0.5 * e_in[mask].sum()
+
+
+@pytest.mark.ray
+def test_interrupted_run_resumes_to_the_same_tables(full_run, archive, model_path, tmp_path):
+    out = str(tmp_path / "out")
+    first = sorted(archive["truth"])[:2] + archive["broken"][:1]      # the "interrupted" run got this far
+    s1 = segment.run_local(first, out, model_path, OPTIONS, threads=1)  # writes the same files as Ray (see below)
+    assert (s1.recordings, s1.errors) == (2, 1)
+    # a half-written file from a killed task, and a recording whose completion mark was lost
+    Path(out, "masks", ".abc.parquet.1234.tmp").write_bytes(b"PAR1 half")
+    victim = storage.recording_id(first[0])
+    Path(out, "masks", f"{victim}.parquet").unlink()
+    s2 = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS, wave_size=4)
+    assert s2.skipped == 2 and s2.recordings == len(archive["truth"]) - 1
+    want, got = tables(full_run["out"]), tables(out)
+    for name in want:
+        assert got[name].equals(want[name]), name
+    s3 = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS)
+    assert (s3.recordings, s3.errors, s3.skipped) == (0, 0, 8)   # files skipped; the tar is re-read, all members done
+    assert tables(out)["segments"].equals(want["segments"])
+
+
+@pytest.mark.ray
+def test_local_run_writes_the_same_tables_as_ray(full_run, archive, model_path, tmp_path, capsys):
+    out = str(tmp_path / "local")
+    # one torch thread, as the actors: the same arithmetic, so the same bits
+    a = parser().parse_args(["segment", archive["folder"], archive["tar"], "--out", out, "--model", model_path,
+                             "--local", "--actor-cpus", "1", "--raven", "--denoise", "--probabilities"])
+    assert a.func(a) == 0
+    assert "7 recordings" in capsys.readouterr().out
+    want, got = tables(full_run["out"]), tables(out)
+    for name in want:
+        assert got[name].equals(want[name]), name
+    assert sorted(os.listdir(Path(out, "raven"))) == sorted(os.listdir(Path(full_run["out"], "raven")))
+
+
+@pytest.mark.ray
+def test_thirty_minute_recording_streams_and_the_border_call_is_one_segment(ray_session, model_path, tmp_path):
+    rng = np.random.default_rng(11)
+    seam = 1500 * CFG.tile_step + CFG.tile_overlap // 2        # first frame taken from tile 1500
+    t_seam = seam * CFG.frame_s
+    calls = [sweep(95.0, 0.3, 2500.0, 3500.0, 0.2), sweep(t_seam - 0.2, 0.4, 5000.0, 4000.0, 0.2),
+             sweep(1700.0, 0.25, 2000.0, 2600.0, 0.2)]
+    x, mask, boxes = recording(rng, 1800.0, calls)
+    path = tmp_path / "long.flac"
+    sf.write(path, x, CFG.sample_rate, subtype="PCM_16")
+    del x, mask
+    out = str(tmp_path / "out")
+    summary = segment.run([str(path)], out, model_path, segment.SegmentOptions(), actors=2, batch_size=32)
+    assert summary.recordings == 1
+    segs = segment.read_outputs(out, "segments").to_pylist()
+    across = [s for s in segs if s["start_s"] < t_seam < s["end_s"]]
+    assert len(across) == 1
+    m = postprocess.match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs], boxes)
+    assert m["tp"] == 3 and (segs.index(across[0]), 1) in m["pairs"]
+    assert len(segs) <= 4   # at most one false alarm in 30 minutes of noise
+    masks = segment.read_outputs(out, "masks").to_pylist()
+    assert masks[0]["n_frames"] == n_frames_for(1800 * CFG.sample_rate, CFG)
+
+
+@pytest.mark.ray
+def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
+    fs, _ = storage.filesystem("s3://")
+    sources = sorted(archive["truth"])[:2] + archive["broken"][:1]
+    for p in sources:
+        fs.put_file(p, f"{s3_bucket}/in/{os.path.basename(p)}")
+    out = f"s3://{s3_bucket}/out"
+    opts = segment.SegmentOptions(raven=True, denoise=True)
+    summary = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
+    assert (summary.recordings, summary.errors) == (2, 1)
+    segs = segment.read_outputs(out, "segments").to_pylist()
+    assert {s["source"] for s in segs} == {f"s3://{s3_bucket}/in/{os.path.basename(p)}" for p in sources[:2]}
+    local = segment.run_local(sources, str(tmp_path), model_path, opts, threads=1)
+    assert local.segments == summary.segments == len(segs)
+    assert fs.exists(f"{s3_bucket}/out/raven/rec0.Table.1.selections.txt")
+    y, sr = sf.read(fs.open(f"{s3_bucket}/out/denoised/rec1.wav", "rb"))
+    assert len(y) == archive["truth"][sources[1]]["n"]
+    again = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
+    assert (again.recordings, again.errors, again.skipped) == (0, 0, 3)
+    assert len(segment.read_outputs(out, "segments")) == len(segs)
+
+
+# ---- command line -------------------------------------------------------------------------------------
+def parser():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command", required=True)
+    segment.add_segment_parser(sub)
+    add_plot_parser(sub)
+    return p
+
+
+def test_cli_reports_a_missing_model(tmp_path, capsys):
+    a = parser().parse_args(["segment", str(tmp_path), "--out", str(tmp_path / "o"),
+                             "--model", str(tmp_path / "no.pt")])
+    assert a.func(a) == 2
+    assert "model checkpoint not found" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_cli_plot_draws_prediction_and_reference(full_run, archive, tmp_path):
+    source = archive["folder"] + "/rec1.flac"
+    truth = tmp_path / "rec1.Table.1.selections.txt"
+    labels.write_raven(truth, [labels.Box(*b) for b in archive["truth"][source]["boxes"]])
+    png = tmp_path / "rec1.png"
+    a = parser().parse_args(["plot", source, "--out", str(png), "--segments", full_run["out"], "--ref", str(truth)])
+    assert a.func(a) == 0
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert img.shape == (640, 1200, 3)
+    red = (img[..., 0] > 200) & (img[..., 1] < 90) & (img[..., 2] < 90)
+    cyan = (img[..., 0] < 60) & (img[..., 1] > 180) & (img[..., 2] > 200)
+    assert red[:320].sum() > 200 and red[320:].sum() == 0
+    assert cyan[320:].sum() > 200 and cyan[:320].sum() == 0
+
+
+def test_cli_plot_predicts_when_no_segments_are_given(model_path, archive, tmp_path):
+    png = tmp_path / "rec3.png"
+    a = parser().parse_args(["plot", archive["folder"] + "/rec3.flac", "--out", str(png), "--model", model_path,
+                             "--start", "1.0", "--end", "3.0"])
+    assert a.func(a) == 0
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert img.shape == (320, 1200, 3)
+    assert ((img[..., 0] > 200) & (img[..., 1] < 90) & (img[..., 2] < 90)).sum() > 100
