@@ -167,13 +167,14 @@ def run(data: str, out: str, params: dict, name: str = "sweep", asha: bool = Fal
         _write_json(storage.join(exp_path, "sweep.json"), spec)
         per_cpu = max(c["workers"] * c["cpus_per_worker"] for c in combos) + TRIAL_DRIVER_CPU
         per_gpu = max(c["workers"] if c["gpu"] else 0 for c in combos)
+        concurrent = max_concurrent or max_concurrent_trials(per_cpu, per_gpu)
         scheduler = (ASHAScheduler(time_attr="epochs_done", max_t=max(c["epochs"] for c in combos),
                                    grace_period=grace_period) if asha else None)
         tuner = ray.tune.Tuner(
             trainable,
             param_space={**space, **{k: ray.tune.grid_search(v) for k, v in grid.items()}},
             tune_config=ray.tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler,
-                                            max_concurrent_trials=max_concurrent or max_concurrent_trials(per_cpu, per_gpu),
+                                            max_concurrent_trials=concurrent,
                                             trial_dirname_creator=_trial_dirname),
             run_config=ray.tune.RunConfig(name=name, storage_path=root, storage_filesystem=fs, verbose=verbose),
         )
@@ -274,9 +275,10 @@ def format_table(table: pa.Table, grid_keys: list[str]) -> str:
     head = ["#", "trial", *grid_keys, "val IoU", "Dice", "pix acc", "best ep", "epochs", "status"]
     lines = []
     for i, r in enumerate(table.to_pylist(), 1):
-        m = ["-" if r[k] is None else f"{r[k]:.3f}" for k in REPORTED]
-        lines.append([str(i), r["trial_id"], *(f"{r[k]:g}" if isinstance(r[k], float) else str(r[k]) for k in grid_keys),
-                      *m, "-" if r["best_epoch"] is None else str(r["best_epoch"] + 1), str(r["epochs_run"]), r["status"]])
+        params = [f"{r[k]:g}" if isinstance(r[k], float) else str(r[k]) for k in grid_keys]
+        metrics = ["-" if r[k] is None else f"{r[k]:.3f}" for k in REPORTED]
+        best = "-" if r["best_epoch"] is None else str(r["best_epoch"] + 1)
+        lines.append([str(i), r["trial_id"], *params, *metrics, best, str(r["epochs_run"]), r["status"]])
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     return "\n".join("  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in [head, *lines])
 
