@@ -217,7 +217,9 @@ def run(inputs: list[str], out: str, preset: str | SpecConfig | None = None, cha
     fs, root = storage.arrow_filesystem(out)
     tiles.write_parquet(storage.join(root, "shards"), filesystem=fs, mode=SaveMode.OVERWRITE,
                         min_rows_per_file=64)  # ~16 MB files, not one per recording
-    errors.repartition(1).write_parquet(storage.join(root, "errors"), filesystem=fs, mode=SaveMode.OVERWRITE)
+    # Errors are few: one file written here (Ray's write of an empty dataset fails on S3).
+    _write_single(fs, storage.join(root, "errors"),
+                  pa.Table.from_pylist(errors.take_all(), schema=ERROR_SCHEMA))
     return _summary(read_table(out, "shards"), read_table(out, "errors"), len(units), out)
 
 
@@ -232,11 +234,15 @@ def run_local(inputs: list[str], out: str, preset: str | SpecConfig | None = Non
             (tiles if t is not None else errors).append(t if t is not None else e)
     fs, root = storage.arrow_filesystem(out)
     for name, tables, schema in (("shards", tiles, SHARD_SCHEMA), ("errors", errors, ERROR_SCHEMA)):
-        folder = storage.join(root, name)
-        fs.create_dir(folder, recursive=True)
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
-        pq.write_table(table, storage.join(folder, "part-0.parquet"), filesystem=fs)
+        _write_single(fs, storage.join(root, name), pa.concat_tables(tables) if tables else schema.empty_table())
     return _summary(read_table(out, "shards"), read_table(out, "errors"), len(units), out)
+
+
+def _write_single(fs, folder: str, table: pa.Table) -> None:
+    """Replace a table folder's contents by one Parquet file."""
+    fs.create_dir(folder, recursive=True)
+    fs.delete_dir_contents(folder, missing_dir_ok=True)
+    pq.write_table(table, storage.join(folder, "part-0.parquet"), filesystem=fs)
 
 
 def read_table(out: str, name: str, columns: Optional[list[str]] = None) -> pa.Table:

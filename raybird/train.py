@@ -194,6 +194,7 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     history: list
+    resumes: list  # epochs at which a restarted worker group or a re-run continued
 
 
 def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[str] = None,
@@ -231,7 +232,8 @@ def export(tc: TrainConfig, result) -> TrainResult:
     with result.checkpoint.as_directory() as d:
         import torch
         from .engine import CHECKPOINT_FILE
-        history = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)["extra"]["history"]
+        extra = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)["extra"]
+    history = extra["history"]
     with best_ckpt.as_directory() as d:
         best_local = os.path.join(d, "checkpoint.pt")
         best_path = storage.join(run_dir, "best", "checkpoint.pt")
@@ -247,7 +249,7 @@ def export(tc: TrainConfig, result) -> TrainResult:
     with fs.open(png_path, "wb") as f:
         f.write(plot_curves(history, title=tc.name))
     return TrainResult(run_dir, best_path, float(best_metrics["val_iou"]), int(best_metrics["epoch"]),
-                       len(history), history)
+                       len(history), history, extra["resumes"])
 
 
 def plot_curves(history: list[dict], title: str = "") -> bytes:
