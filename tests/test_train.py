@@ -93,6 +93,7 @@ def test_killed_worker_resumes_from_last_checkpoint(shards):
     root, datasets, spec_json = shards
     tc = _config(root, "killed", epochs=5, max_failures=2)
     out = {}
+    stale = set(_train_worker_pids())  # workers of earlier runs may still be exiting
     t = threading.Thread(target=lambda: out.setdefault("r", fit(tc, datasets, spec_json)))
     t.start()
     run = root / "runs" / "killed"
@@ -101,7 +102,7 @@ def test_killed_worker_resumes_from_last_checkpoint(shards):
     while len(_checkpoints(run)) < 2 and time.time() < deadline:
         time.sleep(0.2)
     assert len(_checkpoints(run)) >= 2, "no checkpoint appeared"
-    workers = _train_worker_pids()
+    workers = [p for p in _train_worker_pids() if p not in stale]
     assert workers, "no training worker found"
     os.kill(workers[0], signal.SIGKILL)
     t.join(600)
