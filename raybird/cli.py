@@ -49,7 +49,7 @@ def cmd_synth(a) -> int:
 
 
 def _add_train(sub):
-    from .train import TrainConfig
+    from .train import FLAG_HELP, TrainConfig
     p = sub.add_parser("train", help="train the U-Net on ingest shards with Ray Train (DDP)")
     p.add_argument("data", help="ingest output folder or s3:// prefix (holding shards/)")
     d = TrainConfig()
@@ -57,10 +57,11 @@ def _add_train(sub):
         if field == "data":
             continue
         flag = "--" + field.replace("_", "-")
+        text = f"{FLAG_HELP[field]} (default: %(default)s)"
         if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", default=default)
+            p.add_argument(flag, action="store_true", default=default, help=text)
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            p.add_argument(flag, type=type(default), default=default, help=text)
     p.set_defaults(func=cmd_train)
 
 

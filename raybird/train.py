@@ -62,6 +62,28 @@ class TrainConfig:
         return ModelConfig(arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout)
 
 
+FLAG_HELP = {
+    "storage_path": "where run folders go (local path or s3://)",
+    "name": "run name; re-running the same name resumes it",
+    "arch": "unet, unet-se, segnet or deeplabv3",
+    "width": "channels of the first block (doubling per level)",
+    "depth": "encoder/decoder levels",
+    "dropout": "dropout in the bottleneck and decoder",
+    "loss": "ce (the report's) or ce+dice",
+    "lr": "Adam learning rate",
+    "lr_schedule": "exponential, step, cosine or none",
+    "lr_gamma": "decay factor per epoch (exponential/step)",
+    "batch_size": "global batch, split over the workers",
+    "epochs": "maximum epochs",
+    "patience": "stop after this many epochs without a better val IoU",
+    "augment": "augmentation strength in [0, 1]; 0 = off",
+    "workers": "Ray Train workers (DDP processes)",
+    "gpu": "one GPU per worker (bf16 autocast, channels_last)",
+    "cpus_per_worker": "logical CPUs per worker; fractional leaves room for Ray Data",
+    "max_failures": "worker-group restarts from the last checkpoint before giving up",
+    "seed": "seed for initialisation, shuffling and augmentation",
+}
+
 # ---- data --------------------------------------------------------------------------------------
 def decode_batch(t: pa.Table) -> dict:
     """Shard rows -> ``spec`` uint8 (N, H, W), ``mask`` uint8 (N, H, W), ``valid_frames`` (N,)."""
@@ -147,17 +169,20 @@ def train_loop_per_worker(config: dict) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
+    # batch_size is the global batch (the report's 8), split over the workers
+    worker_batch = max(1, -(-tc.batch_size // ctx.get_world_size()))
     for epoch in range(start, tc.epochs):
         meter, loss_sum, steps = PixelMetrics(), 0.0, 0
         lr = optimizer.param_groups[0]["lr"]
-        for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=4 * tc.batch_size,
+        # a buffer of many batches mixes tiles of different recordings into each batch
+        for batch in train_shard.iter_torch_batches(batch_size=worker_batch, local_shuffle_buffer_size=32 * worker_batch,
                                                    local_shuffle_seed=tc.seed + epoch):
             loss_sum += engine.train_step(model, batch, optimizer, loss_fn, settings, augment=augment,
                                           generator=gen, meter=meter)
             steps += 1
         scheduler.step()
         val_meter = PixelMetrics()
-        val = engine.evaluate(model, val_shard.iter_torch_batches(batch_size=4 * tc.batch_size), loss_fn, settings,
+        val = engine.evaluate(model, val_shard.iter_torch_batches(batch_size=4 * worker_batch), loss_fn, settings,
                               meter=val_meter)
         # every worker saw its own shard: sum counts and losses so all agree on the metrics
         summed = _allreduce(np.concatenate([meter.counts, val_meter.counts,
