@@ -7,6 +7,8 @@ recordings are read as a stream of blocks so that memory does not grow with dura
 from __future__ import annotations
 
 import io
+import os
+import re
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -14,7 +16,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .storage import local_path
+
 CHANNEL_MODES = ("mix", "split")
+MIN_SAMPLE_RATE = 1000  # Hz; below it a header is corrupt, not a recording
 
 
 class AudioError(ValueError):
@@ -33,17 +38,40 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+# libsndfile's log line for a WAV/AIFF data chunk longer than the file: "data : 88200 (should be 44078)".
+# (A cut FLAC fails to decode; OGG and MP3 lengths come from the stream itself, so a cut one
+# cannot be told from a whole one.) Sizes from 0x7FFF0000 up are the "length unknown"
+# placeholders of WAVs written to a pipe (ffmpeg, sox), complete files, not cut ones.
+_SHORT_DATA = re.compile(r"^\s*(?:data|SSND) : (\d+) \(should be (\d+)\)", re.M)
+_UNKNOWN_SIZE = 0x7FFF0000
+
+
+def _libsndfile_reason(e: Exception) -> str:
+    text = (getattr(e, "error_string", None) or str(e)).removeprefix("Error : ")
+    if "is not a regular file" in text:  # what libsndfile says of content it cannot parse
+        return "unrecognised or corrupt content"
+    return text
+
+
 def _open(src: bytes | str | BinaryIO) -> sf.SoundFile:
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise AudioError("empty file (0 bytes)")
         src = io.BytesIO(src)
+    elif isinstance(src, str):
+        src = os.fsencode(local_path(src))  # bytes: soundfile cannot encode non-UTF-8 names
     try:
-        return sf.SoundFile(src)
+        f = sf.SoundFile(src)
     except sf.LibsndfileError as e:  # wrong format, truncated header, ...
-        raise AudioError(f"not a readable audio file: {e.error_string or e}") from None
+        raise AudioError(f"not a readable audio file: {_libsndfile_reason(e)}") from None
     except (RuntimeError, TypeError) as e:
         raise AudioError(f"not a readable audio file: {e}") from None
+    short = _SHORT_DATA.search(f.extra_info)
+    if short and int(short.group(1)) < _UNKNOWN_SIZE:  # libsndfile would quietly read the part there is
+        f.close()
+        raise AudioError(f"truncated: the data chunk declares {short.group(1)} bytes, "
+                         f"the file holds {short.group(2)}")
+    return f
 
 
 def info(src: bytes | str | BinaryIO) -> AudioInfo:
@@ -67,6 +95,8 @@ def iter_blocks(src: bytes | str | BinaryIO, sample_rate: int, channels: str = "
     with _open(src) as f:
         if f.samplerate <= 0 or f.channels <= 0:
             raise AudioError(f"invalid header: {f.samplerate} Hz, {f.channels} channels")
+        if f.samplerate < MIN_SAMPLE_RATE:  # a few bytes declaring 1 Hz would resample into days of audio
+            raise AudioError(f"implausible sample rate: {f.samplerate} Hz (below {MIN_SAMPLE_RATE} Hz)")
         n_out = f.channels if channels == "split" else 1
         stream = None if f.samplerate == sample_rate else soxr.ResampleStream(
             f.samplerate, sample_rate, n_out, dtype="float32", quality="HQ")
@@ -76,11 +106,13 @@ def iter_blocks(src: bytes | str | BinaryIO, sample_rate: int, channels: str = "
             try:
                 x = f.read(block, dtype="float32", always_2d=True)
             except sf.LibsndfileError as e:
-                raise AudioError(f"decoding failed after {got} samples: {e.error_string or e}") from None
+                raise AudioError(f"decoding failed after {got} samples: {_libsndfile_reason(e)}") from None
             last = len(x) < block
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            if len(bad):
+                kind = "NaN" if np.isnan(x[bad[0]]).any() else "infinite"
+                raise AudioError(f"audio contains {kind} samples (first at sample {got + int(bad[0])})")
             got += len(x)
-            if not np.isfinite(x).all():
-                raise AudioError("audio contains NaN or infinite samples")
             y = _channels(x, channels)
             if stream is not None:
                 y = stream.resample_chunk(np.ascontiguousarray(y.T), last=last).T
@@ -89,7 +121,7 @@ def iter_blocks(src: bytes | str | BinaryIO, sample_rate: int, channels: str = "
             if last:
                 break
         if got == 0:
-            raise AudioError("no audio samples")
+            raise AudioError("no audio samples (0 frames)")
 
 
 def decode(src: bytes | str | BinaryIO, sample_rate: int, channels: str = "mix") -> np.ndarray:

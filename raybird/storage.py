@@ -6,9 +6,12 @@ inside an archive is written ``archive.tar::member.wav``.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
+import re
+import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -24,6 +27,75 @@ SIDE_SUFFIXES = (".txt", ".csv", ".json", ".xml", ".npz", ".png", ".jpg", ".jpeg
                  ".pdf", ".parquet", ".yaml", ".yml", ".log", ".html")
 MEMBER_SEP = "::"
 MAX_MEMBER_BYTES = 4 * 1024**3  # a member declaring more than this is refused, not read
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# File names that are not valid UTF-8: os.fsdecode turns each bad byte into a lone surrogate
+# (U+DC80..U+DCFF), which Arrow strings cannot hold. URIs carry U+EF80..U+EFFF instead (the
+# OPTU-8 convention), so every table can store them; local_path() gives back the bytes on disk.
+_TO_TEXT = {0xDC00 + b: 0xEF00 + b for b in range(0x80, 0x100)}
+_TO_PATH = {v: k for k, v in _TO_TEXT.items()}
+
+
+def as_text(name: str) -> str:
+    """A file name as it appears in URIs and tables (valid UTF-8 whatever the bytes on disk)."""
+    return name.translate(_TO_TEXT)
+
+
+def local_path(uri: str) -> str:
+    """The path on disk of a local URI made by :func:`as_text`."""
+    return uri.translate(_TO_PATH)
+
+
+# ---- keeping credentials out of errors and logs ----------------------------------------------------
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID")
+_SECRET_PATTERNS = (
+    (re.compile(r"(?<=://)[^\s/@'\"]+@"), "***@"),                               # user:password@ in URLs
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),                      # AWS access key ids
+    (re.compile(r"(?i)\b((?:x-amz-)?(?:signature|credential|security-token|awsaccesskeyid)=)[^&\s'\"]+"),
+     r"\1***"),                                                                  # presigned URLs
+)
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: the values of the AWS credential variables of this
+    process (8 characters or more: shorter ones are placeholders, not secrets), access key ids,
+    ``user:password@`` in URLs and the signature parts of presigned URLs. Applied to every
+    error row, since reasons quote paths, URLs and library messages."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name, "")
+        if len(value) >= 8:
+            text = text.replace(value, "***")
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def describe(e: BaseException) -> str:
+    """The errors-table reason for a failed read: specific for the usual cases, redacted."""
+    if isinstance(e, FileNotFoundError):
+        reason = "not found (deleted or moved after it was listed?)"
+    elif isinstance(e, PermissionError):
+        reason = "permission denied"
+    elif isinstance(e, OSError) and e.errno == errno.ELOOP:
+        reason = "symbolic link loop"
+    else:
+        reason = f"{type(e).__name__}: {e}"
+    return redact(reason)
+
+
+def local_problem(uri: str) -> tuple[str, str] | None:
+    """``(stage, reason)`` when a local input cannot be read as a recording, else None. Opens
+    the file rather than asking os.access, which says yes to root and ignores ACLs."""
+    path = local_path(uri)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # FIFOs and devices would block or never end
+            return "read", "not a regular file"
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return "read", "broken symbolic link" if os.path.islink(path) else "not found"
+    except OSError as e:
+        return "read", describe(e)
+    return ("decode", "empty file (0 bytes)") if size == 0 else None
 
 
 @dataclass
@@ -44,9 +116,14 @@ def storage_options() -> dict:
 def filesystem(uri: str):
     """``(fsspec filesystem, path)`` for a URI or local path."""
     if uri.startswith("s3://"):
+        if "@" in uri.split("/", 3)[2]:
+            raise ValueError("credentials in the URL are refused: give them through the environment")
         fs = fsspec.filesystem("s3", **storage_options())
         return fs, uri[len("s3://"):]
-    return fsspec.filesystem("file"), os.path.abspath(uri)
+    scheme = URL_SCHEME.match(uri)
+    if scheme and scheme.group(1).lower() != "file":
+        raise ValueError(f"unsupported URL scheme {scheme.group(1)!r} (local paths and s3:// only)")
+    return fsspec.filesystem("file"), os.path.abspath(local_path(uri[7:] if scheme else uri))
 
 
 def join(base: str, *parts: str) -> str:
@@ -95,20 +172,37 @@ def _expand(uri: str) -> list[str]:
     if any(c in uri for c in "*?["):
         if scheme:
             return sorted(scheme + p for p in fs.glob(path) if fs.isfile(p))
-        return sorted(os.path.abspath(p) for p in glob.glob(uri, recursive=True) if os.path.isfile(p))
+        return sorted(as_text(os.path.abspath(p)) for p in glob.glob(local_path(uri), recursive=True)
+                      if os.path.isfile(p))
     if scheme:
         if fs.isfile(path):
             return [uri]
         return sorted(scheme + p for p in fs.find(path))
     if os.path.isdir(path):
         out = []
-        for root, dirs, files in os.walk(path, followlinks=False):  # no symlink loops
+        # Symbolic links to folders are not followed (no loops, nothing listed twice); links to
+        # files are listed, and one that loops or dangles becomes an error row when read.
+        for root, dirs, files in os.walk(path, followlinks=False):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            out += [os.path.join(root, f) for f in sorted(files)]
+            out += [as_text(os.path.join(root, f)) for f in sorted(files)]
         return out
     if os.path.lexists(path):
-        return [path]
-    raise FileNotFoundError(f"input not found: {uri}")
+        return [as_text(path)]
+    raise FileNotFoundError(f"input not found: {redact(uri)}")
+
+
+def _expand_entry(entry: str) -> list[str]:
+    """A manifest line: folders, prefixes (ending in ``/``) and globs are expanded; anything
+    else is taken as a file as it stands, without asking the store (a listing of millions of
+    files costs no request per line), and one that is missing, gone or refused becomes an
+    error row when it is read."""
+    if entry.endswith("/") or any(c in entry for c in "*?[") or (
+            not URL_SCHEME.match(entry) and os.path.isdir(local_path(entry))):
+        try:
+            return _expand(entry)
+        except (OSError, ValueError):
+            return [entry]
+    return [entry]
 
 
 def read_manifest(uri: str) -> list[str]:
@@ -117,11 +211,11 @@ def read_manifest(uri: str) -> list[str]:
     fs, path = filesystem(uri)
     base = uri.rsplit("/", 1)[0] if uri.startswith("s3://") else os.path.dirname(path)
     out = []
-    with fs.open(path, "rt") as f:
+    with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            line = line.strip()
+            line = as_text(line.strip())
             if line and not line.startswith("#"):
-                out.append(line if line.startswith("s3://") or os.path.isabs(line) else join(base, line))
+                out.append(line if URL_SCHEME.match(line) or os.path.isabs(line) else join(base, line))
     return out
 
 
@@ -133,7 +227,7 @@ def discover(inputs: list[str]) -> list[Unit]:
     for item in inputs:
         if suffix(item) in MANIFEST_SUFFIXES:
             for entry in read_manifest(item):
-                files += _expand(entry)
+                files += _expand_entry(entry)
         else:
             files += _expand(item)
     seen, units = set(), []
@@ -161,15 +255,34 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
+class ArchiveMemberError(ValueError):
+    """An archive member refused without reading it; the message is the reason."""
+
+
+def member_problem(name: str, data: bytes | Exception) -> tuple[str, str] | None:
+    """``(stage, reason)`` when an archive member cannot be used as a recording, else None."""
+    if unsafe_member_name(name):
+        return "read", "unsafe archive member name (absolute or '..')"
+    if isinstance(data, ArchiveMemberError):
+        return "read", str(data)
+    if isinstance(data, Exception):
+        return "read", describe(data)
+    if len(data) == 0:
+        return "decode", "empty file (0 bytes)"
+    return None
+
+
 def unsafe_member_name(name: str) -> bool:
     p = PurePosixPath(name.replace("\\", "/"))
     return p.is_absolute() or ".." in p.parts
 
 
 def iter_archive(uri: str) -> Iterator[tuple[str, bytes | Exception]]:
-    """Yield ``(member name, bytes)`` for every regular member of a tar or zip archive, read one
-    at a time from the stream (nothing is extracted to disk). A member that cannot be read
-    yields ``(name, exception)`` instead, so the caller can record it and go on."""
+    """Yield ``(member name, bytes)`` for every file member of a tar or zip archive, read one
+    at a time from the stream into memory (nothing is ever extracted to disk, so no member name
+    can place a file anywhere). A member that cannot or must not be read (links, devices, a
+    declared size over :data:`MAX_MEMBER_BYTES`, a damaged member) yields ``(name, exception)``
+    instead, so the caller can record it and go on. Names are :func:`as_text`."""
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as raw:
         if suffix(uri) == ".zip":
@@ -178,22 +291,29 @@ def iter_archive(uri: str) -> Iterator[tuple[str, bytes | Exception]]:
                     if zi.is_dir():
                         continue
                     if zi.file_size > MAX_MEMBER_BYTES:
-                        yield zi.filename, ValueError(
+                        yield zi.filename, ArchiveMemberError(
                             f"archive member declares {zi.file_size} bytes (limit {MAX_MEMBER_BYTES})")
                         continue
                     try:
-                        yield zi.filename, zf.read(zi)
-                    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                        yield zi.filename, e
+                        data = zf.read(zi)
+                    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+                        data = e
+                    yield zi.filename, data
             return
         with tarfile.open(fileobj=raw, mode="r|*") as tf:  # streaming mode: one pass, no seeks
             for ti in tf:
+                name = as_text(ti.name)
+                if ti.isdir():
+                    continue
                 if not ti.isreg():
+                    yield name, ArchiveMemberError("archive member is a link or special file, not read")
                     continue
                 if ti.size > MAX_MEMBER_BYTES:
-                    yield ti.name, ValueError(f"archive member declares {ti.size} bytes (limit {MAX_MEMBER_BYTES})")
+                    yield name, ArchiveMemberError(
+                        f"archive member declares {ti.size} bytes (limit {MAX_MEMBER_BYTES})")
                     continue
                 try:
-                    yield ti.name, tf.extractfile(ti).read()
+                    data = tf.extractfile(ti).read()
                 except (tarfile.TarError, OSError, EOFError) as e:
-                    yield ti.name, e
+                    data = e
+                yield name, data
