@@ -29,6 +29,14 @@ as misses).
 ``detected`` counts the reference events that some prediction overlaps at all: a lenient
 recall for coarse labels (one box per song) that IoU matching cannot credit.
 
+**Coverage** (:func:`coverage`), for coarse labels: a reference event is *covered* when the
+predictions overlapping it in frequency cover at least ``min_cover`` (default half) of its time
+span, and a prediction is *covered* when the reference events overlapping it in frequency cover
+that much of its span (time-only references: time alone). ``covered / n_ref`` is a recall that a
+whole-song box earns from the song's syllables, and ``pred_covered / n_pred`` the matching
+precision: a prediction mostly outside every labelled box is a false alarm. Not one-to-one, so
+for tight per-call labels the IoU and onset matching above remain the measure.
+
 **Pooling.** Per recording and channel, and pooled: confusion counts summed (micro average),
 TP/FP/FN summed. "Nothing there, nothing found" scores 1 (as in :mod:`raybird.metrics`).
 The report is a JSON file (settings, pooled scores, per-recording rows and the lists above) and
@@ -61,6 +69,7 @@ REPORT_SCHEMA = pa.schema([
     ("channel", pa.int16()), ("event_mode", pa.string()),
     ("n_pred", pa.int32()), ("n_ref", pa.int32()), ("tp", pa.int32()), ("fp", pa.int32()), ("fn", pa.int32()),
     ("precision", pa.float64()), ("recall", pa.float64()), ("f1", pa.float64()), ("detected", pa.int32()),
+    ("covered", pa.int32()), ("pred_covered", pa.int32()),
     ("px_tp", pa.int64()), ("px_fp", pa.int64()), ("px_fn", pa.int64()), ("px_tn", pa.int64()),
     ("iou", pa.float64()), ("miou", pa.float64()), ("dice", pa.float64()), ("pixel_acc", pa.float64()),
     ("model_id", pa.string()),
@@ -140,6 +149,28 @@ def count_detected(pred, ref, time_only: bool) -> int:
     return int(hit.any(axis=0).sum())
 
 
+def covered_fraction(boxes, others, time_only: bool = False) -> np.ndarray:
+    """For each box ``(start_s, end_s, low_hz, high_hz)``, the fraction of its time span covered by
+    the union of the spans of ``others`` that overlap it in frequency (any of them if ``time_only``)."""
+    a, o = np.asarray(boxes, float).reshape(-1, 4), np.asarray(others, float).reshape(-1, 4)
+    out = np.zeros(len(a))
+    for i, (t0, t1, f0, f1) in enumerate(a):
+        near = (o[:, 0] < t1) & (t0 < o[:, 1])
+        if not time_only:
+            near &= (o[:, 2] < f1) & (f0 < o[:, 3])
+        spans = merge_intervals(np.clip(o[near, :2], t0, t1))
+        out[i] = (spans[:, 1] - spans[:, 0]).sum() / (t1 - t0) if t1 > t0 else float(near.any())
+    return out
+
+
+def coverage(pred, ref, min_cover: float = 0.5, time_only: bool = False) -> tuple[int, int]:
+    """``(covered, pred_covered)``: reference events whose time span the predictions cover by at
+    least ``min_cover``, and predictions the reference events cover by as much (see the module
+    docstring)."""
+    return (int((covered_fraction(ref, pred, time_only) >= min_cover - 1e-9).sum()),
+            int((covered_fraction(pred, ref, time_only) >= min_cover - 1e-9).sum()))
+
+
 def mask_events(grid: GridMask, min_duration_s: float = 0.02, min_pixels: int = 10) -> list[Box]:
     """The 8-connected regions of a reference mask as boxes, by the segment job's rules (its box
     convention and, by default, its default minimum duration and size): a perfect mask makes
@@ -155,7 +186,7 @@ def _box_array(boxes: Sequence[Box]) -> np.ndarray:
 
 def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg: SpecConfig,
                        channel: Optional[int] = None, iou: float = 0.5, tolerance_s: float = 0.05,
-                       offsets: bool = True) -> dict:
+                       offsets: bool = True, min_cover: float = 0.5) -> dict:
     """Pixel and event metrics of one recording (channel): ``pred_mask`` ``(rows, frames)`` on
     ``cfg``'s grid from frame 0, ``pred_boxes`` ``(K, 4)`` (start_s, end_s, low_hz, high_hz).
     ``channel`` None: the prediction is of the mixed-down recording, every label applies."""
@@ -167,12 +198,13 @@ def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg:
     if time_only:
         t = merge_intervals(pred[:, :2])
         m = match_onsets(t, r, tolerance_s, offsets)
-        n_pred, detected = len(t), count_detected(np.c_[t, np.zeros((len(t), 2))], r, True)
+        pred = np.c_[t, np.zeros((len(t), 2))]
     else:
         m = match_events(pred, r, iou)
-        n_pred, detected = len(pred), count_detected(pred, r, False)
-    return dict(event_mode="onset" if time_only else "box", n_pred=n_pred, n_ref=len(r),
-                **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}, detected=detected,
+    covered, pred_covered = coverage(pred, r, min_cover, time_only)
+    return dict(event_mode="onset" if time_only else "box", n_pred=len(pred), n_ref=len(r),
+                **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")},
+                detected=count_detected(pred, r, time_only), covered=covered, pred_covered=pred_covered,
                 **evaluate_masks(pred_mask, ref_mask))
 
 
@@ -368,11 +400,15 @@ def pool(rows: Sequence[dict]) -> dict:
     """Pooled scores of per-recording rows: summed confusion counts and summed TP/FP/FN."""
     px = [sum(r[k] for r in rows) for k in ("px_tp", "px_fp", "px_fn", "px_tn")]
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-    n_ref = sum(r["n_ref"] for r in rows)
+    n_ref, n_pred = sum(r["n_ref"] for r in rows), sum(r["n_pred"] for r in rows)
+    covered, pred_covered = sum(r["covered"] for r in rows), sum(r["pred_covered"] for r in rows)
     return dict(recordings=len({r["recording_id"] for r in rows}), rows=len(rows),
-                n_pred=sum(r["n_pred"] for r in rows), n_ref=n_ref, tp=tp, fp=fp, fn=fn, **event_scores(tp, fp, fn),
+                n_pred=n_pred, n_ref=n_ref, tp=tp, fp=fp, fn=fn, **event_scores(tp, fp, fn),
                 detected=sum(r["detected"] for r in rows),
                 detected_frac=sum(r["detected"] for r in rows) / n_ref if n_ref else 1.0,
+                covered=covered, pred_covered=pred_covered,
+                cover_recall=covered / n_ref if n_ref else 1.0,
+                cover_precision=pred_covered / n_pred if n_pred else 1.0,
                 **dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), px)), **scores(px))
 
 
@@ -396,13 +432,14 @@ class Report:
 
     def format(self, max_rows: int = 40) -> str:
         head = f"{'recording':<28} {'ch':>2} {'mode':<5} {'ref':>4} {'pred':>4} {'P':>5} {'R':>5} {'F1':>5} " \
-               f"{'det':>5} {'IoU':>5} {'mIoU':>5} {'Dice':>5} {'acc':>5}"
+               f"{'det':>5} {'cP':>5} {'cR':>5} {'IoU':>5} {'mIoU':>5} {'Dice':>5} {'acc':>5}"
 
         def line(name, ch, r):
-            det = r["detected"] / r["n_ref"] if r["n_ref"] else 1.0
+            det, c_r = (r[k] / r["n_ref"] if r["n_ref"] else 1.0 for k in ("detected", "covered"))
+            c_p = r["pred_covered"] / r["n_pred"] if r["n_pred"] else 1.0
             return (f"{name[-28:]:<28} {ch:>2} {r.get('event_mode', ''):<5} {r['n_ref']:>4} {r['n_pred']:>4} "
-                    f"{r['precision']:5.3f} {r['recall']:5.3f} {r['f1']:5.3f} {det:5.3f} {r['iou']:5.3f} "
-                    f"{r['miou']:5.3f} {r['dice']:5.3f} {r['pixel_acc']:5.3f}")
+                    f"{r['precision']:5.3f} {r['recall']:5.3f} {r['f1']:5.3f} {det:5.3f} {c_p:5.3f} {c_r:5.3f} "
+                    f"{r['iou']:5.3f} {r['miou']:5.3f} {r['dice']:5.3f} {r['pixel_acc']:5.3f}")
 
         rows = sorted(self.rows, key=lambda r: (r["source"], r["channel"]))
         out = [head] + [line(_stem(r["source"]), r["channel"], r) for r in rows[:max_rows]]
@@ -416,7 +453,8 @@ class Report:
 
 
 def evaluate_run(pred_dir: str, refs: Union[Sequence[str], Sequence[Reference]], iou: float = 0.5,
-                 tolerance_s: float = 0.05, offsets: bool = True, events_from: str = "labels") -> Report:
+                 tolerance_s: float = 0.05, offsets: bool = True, events_from: str = "labels",
+                 min_cover: float = 0.5) -> Report:
     """Evaluate a segment run's output folder against references (label inputs as for
     ``--ref``, read with :func:`load_references`, or :class:`Reference` objects)."""
     problems: list[dict] = []
@@ -435,13 +473,14 @@ def evaluate_run(pred_dir: str, refs: Union[Sequence[str], Sequence[Reference]],
             continue
         used.add(id(ref))
         ch = p["channel"] if p["split"] else None
-        m = evaluate_recording(p["mask"], p["boxes"], ref, p["cfg"], ch, iou, tolerance_s, offsets)
+        m = evaluate_recording(p["mask"], p["boxes"], ref, p["cfg"], ch, iou, tolerance_s, offsets, min_cover)
         rows.append(dict(recording_id=p["recording_id"], source=p["source"], reference=ref.source,
                          channel=p["channel"], **m, model_id=p["model_id"]))
     errors = [e for e in failed if assigned[e["source"]][0] is not None]  # the others are not evaluated
     used |= {id(assigned[e["source"]][0]) for e in errors}
     missing = sorted(r.source for r in index.refs if id(r) not in used)
-    settings = dict(pred=str(pred_dir), iou=iou, tolerance_s=tolerance_s, offsets=offsets, events_from=events_from)
+    settings = dict(pred=str(pred_dir), iou=iou, tolerance_s=tolerance_s, offsets=offsets, events_from=events_from,
+                    min_cover=min_cover)
     return Report(rows, pool(rows), settings, unmatched, missing, errors, problems)
 
 
@@ -473,12 +512,14 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--onsets-only", action="store_true", help="time-only labels: do not require matching offsets")
     p.add_argument("--ref-events", choices=("labels", "mask"), default="labels",
                    help="events of a pixel-mask reference: the box table beside it, or the mask's regions")
+    p.add_argument("--min-cover", type=float, default=0.5,
+                   help="coverage scores (cP, cR): fraction of an event's time span the other side must cover")
     p.add_argument("--max-rows", type=int, default=40, help="recordings printed in the table")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(a) -> int:
-    report = evaluate_run(a.pred, a.ref, a.iou, a.tolerance, not a.onsets_only, a.ref_events)
+    report = evaluate_run(a.pred, a.ref, a.iou, a.tolerance, not a.onsets_only, a.ref_events, a.min_cover)
     json_path, parquet_path = write_report(report, a.out or storage.join(a.pred, "evaluation"))
     print(report.format(a.max_rows))
     print(f"evaluate: report in {json_path} and {parquet_path}")

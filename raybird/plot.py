@@ -29,15 +29,17 @@ def _rows_ascending(cfg: SpecConfig) -> tuple[np.ndarray, bool]:
 
 def plot_recording(path: str | Path, spec: np.ndarray, cfg: SpecConfig, mask: Optional[np.ndarray] = None,
                    boxes: Boxes = (), ref: Optional[labels.Labels] = None, first_frame: int = 0,
-                   title: str = "", width_in: float = 12.0) -> None:
+                   title: str = "", width_in: float = 12.0, ref_boxes: Optional[Sequence[labels.Box]] = None,
+                   panel_in: float = 3.2, dpi: int = 100) -> None:
     """Write a PNG: ``spec`` ``(rows, frames)`` in [0, 1] starting at ``first_frame``, the
     predicted ``mask`` (same shape) shaded and ``boxes`` outlined in red; with ``ref`` (a list
-    of :class:`labels.Box` or a :class:`labels.GridMask`) a second panel shows the reference."""
+    of :class:`labels.Box` or a :class:`labels.GridMask`) a second panel shows the reference,
+    a mask shaded and boxes (or ``ref_boxes``, e.g. the events of a mask) outlined in cyan."""
     freqs, flip = _rows_ascending(cfg)
     n = spec.shape[1]
     t0 = frame_offset_s(cfg) + (first_frame - 0.5) * cfg.frame_s
     extent = (t0, t0 + n * cfg.frame_s, freqs[0] - cfg.bin_hz / 2, freqs[-1] + cfg.bin_hz / 2)
-    fig = Figure(figsize=(width_in, 3.2 * (2 if ref is not None else 1)), dpi=100)
+    fig = Figure(figsize=(width_in, panel_in * (2 if ref is not None else 1)), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2 if ref is not None else 1, 1, sharex=True, squeeze=False)[:, 0]
 
@@ -60,17 +62,17 @@ def plot_recording(path: str | Path, spec: np.ndarray, cfg: SpecConfig, mask: Op
     outline(axes[0], boxes, PRED_COLOUR)
     axes[0].set_title(title or f"prediction: {len(boxes)} segments", fontsize=9)
     if ref is not None:
-        if isinstance(ref, labels.GridMask):
-            show(axes[1], labels.label_mask(ref, cfg, first_frame, n), REF_COLOUR)
-            axes[1].set_title("reference mask", fontsize=9)
-        else:
-            show(axes[1], None, REF_COLOUR)
-            outline(axes[1], [(b.begin_s, b.end_s, extent[2] if b.low_hz is None else b.low_hz,
-                               extent[3] if b.high_hz is None else b.high_hz) for b in ref], REF_COLOUR)
-            axes[1].set_title(f"reference: {len(ref)} labels", fontsize=9)
+        is_mask = isinstance(ref, labels.GridMask)
+        show(axes[1], labels.label_mask(ref, cfg, first_frame, n) if is_mask else None, REF_COLOUR)
+        shown = [b for b in (ref_boxes if ref_boxes is not None else [] if is_mask else ref)
+                 if b.end_s >= extent[0] and b.begin_s <= extent[1]]  # those in the window shown
+        outline(axes[1], [(b.begin_s, b.end_s, extent[2] if b.low_hz is None else b.low_hz,
+                           extent[3] if b.high_hz is None else b.high_hz) for b in shown], REF_COLOUR)
+        what = f"reference mask, {len(shown)} events" if is_mask else f"reference: {len(shown)} labels"
+        axes[1].set_title(what, fontsize=9)
     axes[-1].set_xlabel("s")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", dpi=dpi)
 
 
 def stitched_spectrogram(src, cfg: SpecConfig, channel: int = 0, channels: str = "mix",
@@ -90,17 +92,14 @@ def stitched_spectrogram(src, cfg: SpecConfig, channel: int = 0, channels: str =
     return np.concatenate(parts, axis=1) if parts else np.zeros((cfg.n_rows, 0), np.float32)
 
 
-_REF_READERS = ((".npz", labels.read_truth), (".selections.txt", labels.read_raven), (".txt", labels.read_audacity),
-                (".xml", labels.read_sonic_visualiser), (".svl", labels.read_sonic_visualiser))
-
-
-def read_reference(path: str) -> labels.Labels:
-    """Labels from a file, by its name: truth ``.npz``, Raven ``*.selections.txt``, Audacity
-    ``.txt``, Sonic Visualiser ``.xml``/``.svl``."""
-    for suffix, reader in _REF_READERS:
-        if path.lower().endswith(suffix):
-            return reader(path, storage.read_bytes(path))
-    raise ValueError(f"{path}: unknown label format (known: {[s for s, _ in _REF_READERS]})")
+def read_reference(path: str) -> tuple[labels.Labels, list[labels.Box]]:
+    """A label file named by the conventions ingest and evaluate use (truth ``.npz``, Raven
+    table, Audacity ``.txt``, Sonic Visualiser ``.xml``, pykanto ``JSON/<stem>.JSON``,
+    BirdSoundsDenoising ``Masks/<stem>.png``): its pixels (boxes or a mask) and its events (the
+    boxes, or for a mask the Raven table beside it or the mask's regions)."""
+    from .evaluate import label_file_reference
+    ref = label_file_reference(path)
+    return ref.pixels, ref.events
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -111,7 +110,8 @@ def add_plot_parser(sub) -> None:
     p.add_argument("--segments", help="output folder of `raybird segment` holding this recording "
                                       "(default: predict now with --model)")
     p.add_argument("--model", help="checkpoint used without --segments (default: the shipped model)")
-    p.add_argument("--ref", help="reference labels: truth .npz, Raven table, Audacity labels, Sonic Visualiser")
+    p.add_argument("--ref", help="reference labels: truth .npz, Raven table, Audacity labels, Sonic Visualiser, "
+                                 "pykanto JSON/<stem>.JSON, BirdSoundsDenoising Masks/<stem>.png")
     p.add_argument("--channels", choices=("mix", "split"), default="mix", help="as given to segment")
     p.add_argument("--channel", type=int, default=0, help="channel shown (with --channels split)")
     p.add_argument("--start", type=float, default=0.0, help="first second shown")
@@ -147,7 +147,8 @@ def cmd_plot(a) -> int:
     stop = mask.shape[1] if a.end is None else min(mask.shape[1], int(round(a.end / cfg.frame_s)) + 1)
     spec = stitched_spectrogram(segment.source_bytes(source), cfg, a.channel, a.channels, start, stop)
     shown = [b for b in boxes if b[1] >= a.start and (a.end is None or b[0] <= a.end)]
-    plot_recording(a.out, spec, cfg, mask[:, start:stop], shown,
-                   read_reference(a.ref) if a.ref else None, start, title=os.path.basename(source))
+    ref, ref_boxes = read_reference(a.ref) if a.ref else (None, None)
+    plot_recording(a.out, spec, cfg, mask[:, start:stop], shown, ref, start, title=os.path.basename(source),
+                   ref_boxes=ref_boxes)
     print(f"plot: {a.out}")
     return 0

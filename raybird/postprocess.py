@@ -20,6 +20,19 @@ Regions shorter than ``min_duration_s`` (box duration) or smaller than ``min_pix
 dropped from the segments; the mask keeps every thresholded pixel. For two-sided
 spectrograms only the rows of non-negative frequency form segments (the others mirror them).
 
+**Grouping** (:func:`group_boxes`). The harmonics of one call are separate regions (silent
+bands lie between them), so the surviving regions are then grouped: two regions whose time
+spans overlap by at least ``group_overlap`` of the shorter span and whose frequency ranges are
+at most ``group_gap_hz`` apart become one segment (transitively), its box the union, its score
+the pixel-weighted mean. Regions that follow each other in time are never grouped: a silent
+gap separates syllables (10-30 ms in Bengalese finch song). Defaults (:data:`GROUP_OVERLAP`,
+:data:`GROUP_GAP_HZ`) were chosen on the regions of exact synthetic truth masks (seed 4242,
+30 recordings) against their per-call boxes: event F1 0.27 ungrouped, 0.48 grouped (the same
+for overlaps 0.7-1.0; 0.47 at 0.5 and 0.38 with a 1.5 kHz gap); what still misses is trills
+(notes apart in time) and calls of different singers that overlap and touch in the mask.
+Being transitive, grouping can chain the overlapping calls of a dense chorus into one wide box.
+``group_overlap=None`` turns grouping off.
+
 **Mask encoding** (:func:`encode_mask` / :func:`decode_mask`): frame-major bit packing,
 ``np.packbits(mask.T, axis=1)``, i.e. each frame is ``ceil(n_rows / 8)`` bytes, bit 7 of
 byte 0 = row 0. Frame-major so that chunks append and frame ranges slice without unpacking
@@ -32,11 +45,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 import scipy.ndimage
-import scipy.optimize
 
 from .spectrogram import SpecConfig, frame_offset_s, row_freqs
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: steep FM sweeps touch only diagonally
+GROUP_OVERLAP = 0.7     # see "Grouping" in the module docstring
+GROUP_GAP_HZ = 3000.0
 
 
 # ---- stitching ---------------------------------------------------------------------------------
@@ -117,9 +131,11 @@ class Segmenter:
     ``keep_probability``, the uint8 probabilities) for the masks table."""
 
     def __init__(self, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
-                 min_pixels: int = 0, keep_probability: bool = False):
+                 min_pixels: int = 0, keep_probability: bool = False,
+                 group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ):
         self.cfg, self.threshold = cfg, threshold
         self.min_duration_s, self.min_pixels = min_duration_s, min_pixels
+        self.group_overlap, self.group_gap_hz = group_overlap, group_gap_hz
         self.rows = segment_rows(cfg)
         self.n_frames = 0
         self._parent: list[int] = []
@@ -197,12 +213,21 @@ class Segmenter:
         self._open = set()
         duration_s = self.n_frames * self.cfg.frame_s if duration_s is None else duration_s
         off = self.rows.start
-        out = []
+        kept = []
         for t0, t1, r0, r1, n, psum in self._closed:
             box = box_of(t0, t1, r0 + off, r1 + off, self.cfg, duration_s)
             if box[1] - box[0] + 1e-9 < self.min_duration_s or n < self.min_pixels:
                 continue
-            out.append((box, psum / n, t0, t1, r0 + off, r1 + off, n))
+            kept.append((box, (t0, t1, r0 + off, r1 + off, n, psum)))
+        groups = [[k] for k in range(len(kept))] if self.group_overlap is None else \
+            group_boxes([b for b, _ in kept], self.group_overlap, self.group_gap_hz)
+        out = []
+        for g in groups:
+            boxes, stats = np.array([kept[k][0] for k in g]), np.array([kept[k][1] for k in g])
+            box = (boxes[:, 0].min(), boxes[:, 1].max(), boxes[:, 2].min(), boxes[:, 3].max())
+            n, psum = int(stats[:, 4].sum()), stats[:, 5].sum()
+            out.append((tuple(map(float, box)), psum / n, int(stats[:, 0].min()), int(stats[:, 1].max()),
+                        int(stats[:, 2].min()), int(stats[:, 3].max()), n))
         out.sort(key=lambda s: (s[0][0], s[0][2], s[0][1], s[0][3]))
         return [Segment(i, *box, float(score), t0, t1, r0, r1, n)
                 for i, (box, score, t0, t1, r0, r1, n) in enumerate(out)]
@@ -215,11 +240,45 @@ class Segmenter:
 
 
 def segments_of(prob: np.ndarray, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
-                min_pixels: int = 0, duration_s: Optional[float] = None) -> list[Segment]:
+                min_pixels: int = 0, duration_s: Optional[float] = None,
+                group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ) -> list[Segment]:
     """Segments of a whole probability map ``(rows, frames)`` (a single chunk)."""
-    seg = Segmenter(cfg, threshold, min_duration_s, min_pixels)
+    seg = Segmenter(cfg, threshold, min_duration_s, min_pixels, group_overlap=group_overlap, group_gap_hz=group_gap_hz)
     seg.add(prob)
     return seg.finish(duration_s)
+
+
+def group_boxes(boxes, overlap: float = GROUP_OVERLAP, gap_hz: float = GROUP_GAP_HZ) -> list[list[int]]:
+    """Groups (lists of indices, each sorted; groups in order of their first index) of boxes
+    ``(start_s, end_s, low_hz, high_hz)`` linked, transitively, when their time spans overlap by
+    at least ``overlap`` of the shorter span and their frequency ranges are at most ``gap_hz``
+    apart. A sweep over start times compares only boxes that overlap in time."""
+    b = np.asarray(boxes, float).reshape(-1, 4)
+    parent = list(range(len(b)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    order = np.argsort(b[:, 0], kind="stable")
+    active: list[int] = []  # boxes whose span may still overlap a later start
+    for i in order.tolist():
+        active = [j for j in active if b[j, 1] > b[i, 0]]
+        for j in active:
+            shared = min(b[i, 1], b[j, 1]) - b[i, 0]
+            shorter = min(b[i, 1] - b[i, 0], b[j, 1] - b[j, 0])
+            gap = max(b[i, 2], b[j, 2]) - min(b[i, 3], b[j, 3])
+            if shared >= overlap * shorter - 1e-12 and gap <= gap_hz:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+        active.append(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(b)):
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
 
 
 def covered_seconds(segments: Sequence[Segment]) -> float:
@@ -232,7 +291,7 @@ def covered_seconds(segments: Sequence[Segment]) -> float:
     return total
 
 
-# ---- event matching ----------------------------------------------------------------------------
+# ---- box geometry ------------------------------------------------------------------------------
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Time-frequency IoU of boxes ``(N, 4)`` x ``(M, 4)``: (start, end, low, high)."""
     a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
@@ -242,20 +301,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area = lambda x: (x[:, 1] - x[:, 0]) * (x[:, 3] - x[:, 2])  # noqa: E731
     union = area(a)[:, None] + area(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def match_events(pred_boxes, ref_boxes, iou: float = 0.5) -> dict:
-    """One-to-one matching of predicted and reference boxes (start_s, end_s, low_hz, high_hz)
-    maximising the total IoU (Hungarian), pairs below ``iou`` discarded. Returns tp, fp, fn,
-    precision, recall, f1 and the matched index pairs."""
-    p, r = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(ref_boxes, float).reshape(-1, 4)
-    pairs = []
-    if len(p) and len(r):
-        m = box_iou(p, r)
-        rows, cols = scipy.optimize.linear_sum_assignment(m, maximize=True)
-        pairs = [(int(i), int(j)) for i, j in zip(rows, cols) if m[i, j] >= iou]
-    tp = len(pairs)
-    precision = tp / len(p) if len(p) else 1.0
-    recall = tp / len(r) if len(r) else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return dict(tp=tp, fp=len(p) - tp, fn=len(r) - tp, precision=precision, recall=recall, f1=f1, pairs=pairs)

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from raybird import labels, postprocess, segment, storage
-from raybird.evaluate import (Reference, ReferenceIndex, add_evaluate_parser, evaluate_masks, evaluate_run,
-                              event_scores, load_references, match_events, match_onsets, merge_intervals,
-                              write_report)
+from raybird.evaluate import (Reference, ReferenceIndex, add_evaluate_parser, coverage, covered_fraction,
+                              evaluate_masks, evaluate_run, event_scores, load_references, match_events,
+                              match_onsets, merge_intervals, write_report)
 from raybird.metrics import pixel_metrics
 from raybird.spectrogram import PRESETS, n_frames_for
 from raybird.synth import generate_archive
@@ -71,6 +71,19 @@ def test_onset_tolerance():
     # exactly at the tolerance counts; two candidates for one reference: one TP, one FP
     m = match_onsets([[0.95, 1.2], [1.0, 1.21]], ref)
     assert (m["tp"], m["fp"], m["fn"], m["pairs"]) == (1, 1, 1, [(1, 0)])
+
+
+def test_coverage_of_coarse_boxes():
+    ref = [B(0, 1), B(2, 4)]
+    pred = [B(0, 0.3), B(0.5, 0.8), B(2, 2.5), B(10, 11), B(0.2, 0.9, 5000, 6000)]
+    # ref 0: two syllables cover 0.6 of it (the 5-6 kHz one is above its band); ref 1: 0.25
+    np.testing.assert_allclose(covered_fraction(ref, pred), [0.6, 0.25])
+    np.testing.assert_allclose(covered_fraction(ref, pred, time_only=True), [0.9, 0.25])
+    np.testing.assert_allclose(covered_fraction(pred, ref), [1, 1, 1, 0, 0])
+    assert coverage(pred, ref) == (1, 3)
+    assert coverage(pred, ref, time_only=True) == (1, 4)
+    assert coverage(pred, ref, min_cover=0.25) == (2, 3)
+    assert coverage([], ref) == (0, 0) and coverage(pred, []) == (0, 0)
 
 
 def test_event_scores_and_merge():
@@ -159,6 +172,9 @@ def test_shifted_prediction_gives_hand_computed_numbers(shifted):
     # box IoU 15/25 = 0.6 (a match) and 5/15 (not): 1 TP, 1 FP, 1 FN
     assert (row["tp"], row["fp"], row["fn"], row["f1"]) == (1, 1, 1, 0.5)
     assert row["detected"] == 2 and row["event_mode"] == "box"
+    # coverage: 15 of box 1's 20 frames, 5 of box 2's 10 (exactly the default half) -- both ways
+    assert (row["covered"], row["pred_covered"]) == (2, 2)
+    assert report.pooled["cover_recall"] == report.pooled["cover_precision"] == 1.0
 
 
 def test_reference_by_label_file_stem_and_bookkeeping(shifted, capsys):
@@ -249,7 +265,7 @@ def test_references_in_every_format(real_data, tmp_path):
     assert all(b.low_hz is None for b in finch.events)
     for src in (str(named[4]), str(bsd / "Raw_audios" / "XC41136.wav")):  # BSD mask: named, or beside its audio
         assert isinstance(by[src].pixels, labels.GridMask) and by[src].pixels.time_shift_s == pytest.approx(0.011)
-        assert len(by[src].events) == 12                           # the mask's regions
+        assert len(by[src].events) == 8        # the mask's 12 regions, harmonics grouped as segment does
     member = by[f"{tar}::{Path(records[0]['audio']).name}"]        # inside an archive
     assert isinstance(member.pixels, labels.GridMask)
     assert len(member.events) == records[0]["n_calls"]             # the Raven table beside the truth

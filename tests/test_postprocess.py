@@ -1,4 +1,4 @@
-"""Stitching, segments, mask encoding, event matching and denoising on synthetic arrays (no Ray)."""
+"""Stitching, segments, grouping, mask encoding and denoising on synthetic arrays (no Ray)."""
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -86,14 +86,16 @@ def test_last_tile_inside_the_previous_overlap_adds_nothing():
 def test_streaming_labelling_equals_whole_map_labelling():
     rng = np.random.default_rng(3)
     prob = scipy.ndimage.uniform_filter(rng.random((64, 900)), 3)  # blobs of every shape, many cross chunks
-    whole = pp.segments_of(prob, CFG, threshold=0.55)
+    whole = pp.segments_of(prob, CFG, threshold=0.55, group_overlap=None)
     _, n_regions = scipy.ndimage.label(prob >= 0.55, structure=np.ones((3, 3)))
     assert len(whole) == n_regions > 50
-    seg = pp.Segmenter(CFG, threshold=0.55)
     edges = np.unique(np.r_[0, rng.integers(1, 900, 40), 900])
-    for a, b in zip(edges[:-1], edges[1:]):
-        seg.add(prob[:, a:b], first_frame=a)
-    assert seg.finish() == whole
+    for group_overlap in (None, pp.GROUP_OVERLAP):
+        seg = pp.Segmenter(CFG, threshold=0.55, group_overlap=group_overlap)
+        for a, b in zip(edges[:-1], edges[1:]):
+            seg.add(prob[:, a:b], first_frame=a)
+        assert seg.finish() == pp.segments_of(prob, CFG, threshold=0.55, group_overlap=group_overlap)
+    assert len(seg.finish()) < len(whole)  # blobs stacked in time were grouped
     with pytest.raises(ValueError, match="contiguous"):
         seg.add(prob[:, :5], first_frame=3)
 
@@ -162,15 +164,49 @@ def test_covered_seconds_is_the_union_of_spans():
     assert pp.covered_seconds([]) == 0.0
 
 
-def test_match_events_is_one_to_one_by_iou():
-    ref = [(0.0, 1.0, 1000.0, 2000.0), (2.0, 3.0, 1000.0, 2000.0)]
-    assert pp.match_events(ref, ref)["f1"] == 1.0
-    pred = [(0.0, 1.0, 1000.0, 2000.0), (0.1, 1.0, 1000.0, 2000.0), (2.6, 3.6, 1000.0, 2000.0)]
-    r = pp.match_events(pred, ref)   # the duplicate gets no second match; IoU 0.4/1.6 is too low
-    assert (r["tp"], r["fp"], r["fn"]) == (1, 2, 1)
-    assert r["pairs"] == [(0, 0)] and r["f1"] == pytest.approx(0.4)
-    assert pp.match_events([], ref)["recall"] == 0.0
+def rows_at(*hz):
+    """The spectrogram rows nearest to frequencies (Hz) of CFG."""
+    return [int(np.argmin(np.abs(row_freqs(CFG) - f))) for f in hz]
+
+
+def test_harmonics_of_one_call_are_one_segment():
+    prob = np.zeros((CFG.n_rows, 300), np.float32)
+    r1, r2, r3, far = rows_at(1500, 3000, 4500, 7900)
+    prob[r1:r1 + 3, 20:80] = 0.9     # a stack: fundamental and two harmonics, silent bands between
+    prob[r2:r2 + 3, 22:80] = 0.7
+    prob[r3:r3 + 2, 30:70] = 0.6     # a faint upper harmonic, shorter: 40 of its frames all inside
+    prob[r1:r1 + 3, 90:130] = 0.9    # the next syllable follows after a gap: never grouped
+    prob[far:far + 3, 95:130] = 0.8  # overlaps it in time, but 7.9 - 1.6 kHz apart in frequency
+    assert len(pp.segments_of(prob, CFG, group_overlap=None)) == 5
+    segs = pp.segments_of(prob, CFG)
+    assert [(s.first_frame, s.last_frame) for s in segs] == [(20, 79), (90, 129), (95, 129)]
+    stack = segs[0]
+    assert (stack.low_row, stack.high_row) == (r1, r3 + 1)
+    assert stack.low_hz == pytest.approx(row_freqs(CFG)[r1] - CFG.bin_hz / 2)
+    assert stack.high_hz == pytest.approx(row_freqs(CFG)[r3 + 1] + CFG.bin_hz / 2)
+    assert stack.n_pixels == 180 + 174 + 80
+    assert stack.score == pytest.approx((180 * 0.9 + 174 * 0.7 + 80 * 0.6) / 434, rel=1e-6)
+    # a wider gap allowance joins the far band; a stricter overlap keeps the short harmonic apart
+    assert len(pp.segments_of(prob, CFG, group_gap_hz=7000)) == 2
+    prob[r3:r3 + 2, 30:70] = 0.0
+    prob[r3:r3 + 2, 60:100] = 0.6    # now only 20 of its 40 frames overlap the stack
+    assert len(pp.segments_of(prob, CFG)) == 4
+
+
+def test_group_boxes_rule_at_its_boundaries():
+    # time overlap as a fraction of the shorter span, frequency gap in Hz; groups are transitive
+    boxes = [(0.0, 1.0, 1000, 2000), (0.3, 1.0, 2500, 3000),   # 0.7 of the shorter: grouped
+             (0.0, 1.0, 6000, 7000),                           # 3000 Hz above box 1: grouped (<=)
+             (2.0, 3.0, 1000, 2000), (2.31, 3.31, 1000, 2000),  # 0.69 of each: apart
+             (5.0, 6.0, 1000, 2000), (5.0, 6.0, 5001, 6000)]    # 3001 Hz apart: apart
+    assert pp.group_boxes(boxes, 0.7, 3000) == [[0, 1, 2], [3], [4], [5], [6]]
+    assert pp.group_boxes(boxes, 0.6, 3001) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert pp.group_boxes([]) == []
+
+
+def test_box_iou():
     assert pp.box_iou([(0, 2, 0, 2)], [(1, 3, 0, 2)])[0, 0] == pytest.approx(1 / 3)
+    assert pp.box_iou([(0, 1, 0, 1)], [(1, 2, 0, 1), (0, 1, 0, 1)]).tolist() == [[0.0, 1.0]]
 
 
 # ---- denoising ----------------------------------------------------------------------------------

@@ -1,0 +1,312 @@
+"""Accuracy table (issue 6): every model, and the threshold baseline, on a held-out synthetic test
+set broken down by SNR, and on the shared real recordings.
+
+    python benchmarks/accuracy.py                                  # models/default.pt + baseline
+    python benchmarks/accuracy.py --model U-Net=runs/unet/best/checkpoint.pt --model SegNet=...
+    python benchmarks/accuracy.py --train-epochs 35 --train-data ingest/   # trains missing archs
+
+**Models.** ``--model NAME=CKPT`` (repeatable) loads checkpoints; ``--train-epochs N`` with
+``--train-data INGEST`` trains each of ``--archs`` not given by ``--model`` with raybird's own
+Ray Train job (``raybird.train.fit``) into ``OUT/runs/<arch>``, or reuses the best checkpoint a
+previous run left there. With neither, the shipped default model. The threshold baseline
+(:mod:`raybird.baseline`) is always added.
+
+**Synthetic test set.** ``--test-dir`` (default ``OUT/test``): if it holds no audio, an archive of
+``--test-n`` recordings is generated there from ``--test-seed`` (default 9001, a seed no training,
+tuning or baseline search here uses: they use 0-12, 101 and 2026), SNR uniform over -5..20 dB, and
+each recording's SNR is kept in ``records.json``. An existing archive without that file is
+scored as a whole only. Rows are pooled per SNR band (<= 0, 0-10, >= 10 dB) and overall
+(recordings without birds count in the overall column only): foreground IoU, Dice and pixel
+accuracy from summed confusion counts, event F1 of segments matched one-to-one to the per-call
+boxes at box IoU >= 0.5 (:func:`raybird.evaluate.evaluate_run`).
+
+**Real recordings** (``--real``, the shared folder): segmented with the same settings and scored
+per data set. The labels differ in kind, so each gets the measure it can support:
+
+* storm-petrel (Sonic Visualiser boxes, one per song) and great tit (pykanto JSON, one box per
+  song clip, its band): coarse boxes. A box is *found* when predicted segments overlapping its
+  band cover at least ``--min-cover`` (half) of its time span; a segment is *correct* when
+  labelled boxes cover that much of its own span (:func:`raybird.evaluate.coverage`). Recall and
+  precision are counted from these.
+* BirdSoundsDenoising XC41136 (a pixel mask): pixel IoU/Dice against the mask on the model's
+  grid, and the same coverage over the mask's regions (boxed and grouped like segments).
+* Bengalese finch (Audacity, time-only syllables): onset/offset F1 (both within 50 ms, the
+  segments first merged on the time axis) and coverage in time.
+
+Strict event F1 (box IoU >= 0.5, or onset/offset) is reported for every set; against one box
+per song it is near zero by construction. Outputs: ``OUT/accuracy.json`` (everything),
+``OUT/accuracy.parquet`` (one row per model and synthetic band or real data set) and the
+markdown tables, printed and in ``OUT/accuracy.md``. Predictions are cached per checkpoint hash
+under ``OUT/pred``, so a re-run scores only new models.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from raybird import baseline, segment  # noqa: E402
+from raybird.evaluate import (evaluate_run, event_scores, load_references, mask_events, match_events,  # noqa: E402
+                              pool)
+from benchmarks.common import table  # noqa: E402
+
+ARCH_NAMES = {"unet": "U-Net", "segnet": "SegNet", "deeplabv3": "DeepLabV3", "unet-se": "U-Net-SE"}
+BASELINE = "threshold baseline"
+BANDS = ("≤0 dB", "0–10 dB", "≥10 dB")
+ALL = "all"
+TEST_SEED = 9001
+REAL_DEFAULT = Path(os.environ.get("RAYBIRD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"))
+# The report's Table 2 (foreground IoU %, on BirdSoundsDenoising's test set, not ours) and its
+# own U-Net (IoU 63.23 %, pixel accuracy 89.45 %, Dice 0.72); see DESIGN.md.
+PUBLISHED = {"U-Net": dict(iou=0.629), "SegNet": dict(iou=0.653), "DeepLabV3": dict(iou=0.723),
+             "ViT (Kumar et al.)": dict(iou=0.800), "U-Net (the report's own)": dict(iou=0.6323, dice=0.72,
+                                                                                      pixel_acc=0.8945)}
+
+
+@dataclass(frozen=True)
+class RealSet:
+    name: str
+    inputs: tuple[str, ...]   # audio to segment, relative to the real-data folder
+    refs: tuple[str, ...]     # where evaluate finds the labels
+    labels: str
+    pixels: bool              # a pixel-mask reference: pixel IoU means something
+
+
+REAL_SETS = (
+    RealSet("storm-petrel", ("pykanto/storm_petrel",), ("pykanto/storm_petrel",),
+            "Sonic Visualiser boxes, one per song", False),
+    RealSet("great tit", ("pykanto/great_tit/WAV",), ("pykanto/great_tit",), "pykanto JSON, one box per song", False),
+    RealSet("BSD XC41136", ("bsd_sample/Test/Raw_audios",), ("bsd_sample",), "pixel mask (events: its regions)",
+            True),
+    RealSet("Bengalese finch", ("bengalese_finch",), ("bengalese_finch",), "Audacity, time-only syllables", False),
+)
+
+
+# ---- models ---------------------------------------------------------------------------------------
+def parse_models(specs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for s in specs:
+        name, sep, path = s.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--model takes NAME=CKPT, got {s!r}")
+        out.append((name, path))
+    return out
+
+
+def train_missing(archs: list[str], given: set[str], data: str, epochs: int, width: int, workers: int,
+                  out: Path) -> list[tuple[str, str]]:
+    """A best checkpoint per arch not in ``given``: an earlier run's under ``out/runs``, or a new run."""
+    from raybird.runtime import init_ray
+    from raybird.train import TrainConfig, fit
+
+    models = []
+    for arch in archs:
+        name = ARCH_NAMES.get(arch, arch)
+        if name in given:
+            continue
+        best = out / "runs" / arch / "best" / "checkpoint.pt"
+        if not best.exists():
+            init_ray()
+            tc = TrainConfig(data=data, storage_path=str((out / "runs").resolve()), name=arch, arch=arch,
+                             width=width, epochs=epochs, workers=workers)
+            result = fit(tc)
+            print(f"trained {name}: best val IoU {result.best_val_iou:.3f} at epoch {result.best_epoch + 1}")
+            best = Path(result.best_checkpoint)
+        models.append((name, str(best)))
+    return models
+
+
+# ---- the synthetic test set -----------------------------------------------------------------------
+def synthetic_test_set(folder: Path, n: int, seed: int, duration: tuple[float, float]) -> dict[str, Optional[float]]:
+    """``{audio file name: SNR dB or None (no bird)}`` of the test archive, generating it if
+    absent; ``{}`` for an archive of unknown SNRs."""
+    records = folder / "records.json"
+    if not records.exists():
+        if folder.exists() and any(p.suffix in (".wav", ".flac") for p in folder.iterdir()):
+            print(f"{folder}: no records.json, the SNR of its recordings is unknown: scored as a whole only")
+            return {}
+        from raybird.synth import generate_archive
+        recs = generate_archive(folder, n, seed=seed, duration_s=duration, snr_db=(-5.0, 20.0))
+        keep = [dict(audio=Path(r["audio"]).name, snr_db=r["snr_db"], n_calls=r["n_calls"]) for r in recs]
+        records.write_text(json.dumps(keep, indent=1))
+    return {Path(r["audio"]).name: r["snr_db"] for r in json.loads(records.read_text())}
+
+
+def band_of(snr: Optional[float]) -> Optional[str]:
+    if snr is None:
+        return None
+    return BANDS[0] if snr <= 0 else BANDS[1] if snr < 10 else BANDS[2]
+
+
+# ---- scoring ----------------------------------------------------------------------------------------
+def predict(ckpt: segment.Checkpoint, inputs: list[str], out: Path, options: segment.SegmentOptions,
+            threads: Optional[int]) -> str:
+    """Segment ``inputs`` into a folder named by the checkpoint, the inputs and the options
+    (a re-run resumes there; delete ``OUT/pred`` after changing the post-processing code)."""
+    key = hashlib.sha1(json.dumps([inputs, dataclasses.asdict(options)]).encode()).hexdigest()[:10]
+    pred_dir = str(out / "pred" / ckpt.model_id / f"{Path(inputs[0]).name}-{key}")
+    segment.run_local(inputs, pred_dir, ckpt, options, threads=threads)
+    return pred_dir
+
+
+def score_synthetic(ckpt, test_dir: Path, snr: dict, out: Path, options, threads) -> dict:
+    report = evaluate_run(predict(ckpt, [str(test_dir)], out, options, threads), [str(test_dir)])
+    groups: dict[str, list[dict]] = {ALL: report.rows}
+    for row in report.rows:
+        band = band_of(snr.get(Path(row["source"]).name))
+        if band is not None:
+            groups.setdefault(band, []).append(row)
+    return {band: pool(rows) for band, rows in groups.items()}
+
+
+def score_real(ckpt, real: Path, out: Path, options, threads, min_cover: float) -> dict:
+    result = {}
+    for rs in REAL_SETS:
+        pred = predict(ckpt, [str(real / i) for i in rs.inputs], out, options, threads)
+        report = evaluate_run(pred, [str(real / r) for r in rs.refs], min_cover=min_cover)
+        result[rs.name] = dict(report.pooled, event_mode=report.rows[0]["event_mode"] if report.rows else "",
+                               missing=report.missing, errors=[e["source"] for e in report.errors])
+    return result
+
+
+# ---- tables -------------------------------------------------------------------------------------------
+METRICS = (("iou", "IoU"), ("dice", "Dice"), ("pixel_acc", "acc"), ("f1", "F1"))
+
+
+def _f(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def synthetic_table(results: dict[str, dict]) -> str:
+    """Rows: models; columns: IoU, Dice, pixel accuracy and event F1 for each SNR band, then all."""
+    bands = [*BANDS, ALL]
+    headers = ["model"] + [f"{label} {b}" for b in bands for _, label in METRICS]
+    rows = [[name] + [_f(by_band[b][k]) if b in by_band else "—" for b in bands for k, _ in METRICS]
+            for name, by_band in results.items()]
+    return table(headers, rows)
+
+
+def real_table(results: dict[str, dict]) -> str:
+    headers = ["data set", "labels", "model", "recordings", "labelled", "segments", "precision (coverage)",
+               "recall (coverage)", "strict P", "strict R", "strict F1", "pixel IoU"]
+    rows = []
+    for rs in REAL_SETS:
+        for name, by_set in results.items():
+            r = by_set[rs.name]
+            rows.append([rs.name, rs.labels, name, r["recordings"], r["n_ref"], r["n_pred"], _f(r["cover_precision"]),
+                         _f(r["cover_recall"]), _f(r["precision"]), _f(r["recall"]), _f(r["f1"]),
+                         _f(r["iou"]) if rs.pixels else "—"])
+    return table(headers, rows, "lll" + "r" * 9)
+
+
+def published_table() -> str:
+    return table(["model (BirdSoundsDenoising test set, as published)", "IoU", "Dice", "pixel acc"],
+                 [[name, _f(m.get("iou")), _f(m.get("dice")), _f(m.get("pixel_acc"))] for name, m in PUBLISHED.items()])
+
+
+def event_ceiling(test_dir: Path) -> dict:
+    """Event scores of the exact truth masks themselves: the most a perfect pixel segmenter can
+    get against per-call boxes (touching calls make one region, trill notes several)."""
+    refs, _ = load_references([str(test_dir)])
+    tp = n_pred = n_ref = 0
+    for ref in refs:
+        boxes = lambda bs: [(b.begin_s, b.end_s, b.low_hz, b.high_hz) for b in bs]  # noqa: E731
+        pred = boxes(mask_events(ref.pixels))
+        m = match_events(pred, boxes(ref.events))
+        tp, n_pred, n_ref = tp + m["tp"], n_pred + len(pred), n_ref + len(ref.events)
+    return dict(tp=tp, n_pred=n_pred, n_ref=n_ref, **event_scores(tp, n_pred - tp, n_ref - tp))
+
+
+def long_table(synthetic: dict, real: dict) -> pa.Table:
+    rows = []
+    for name, by_band in synthetic.items():
+        for band, m in by_band.items():
+            rows.append(dict(model=name, data="synthetic", subset=band, **{k: m[k] for k in _COLUMNS}))
+    for name, by_set in real.items():
+        for subset, m in by_set.items():
+            rows.append(dict(model=name, data="real", subset=subset, **{k: m[k] for k in _COLUMNS}))
+    schema = pa.schema([("model", pa.string()), ("data", pa.string()), ("subset", pa.string())]
+                       + [(k, pa.int64() if k in _INTS else pa.float64()) for k in _COLUMNS])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+_INTS = ("recordings", "n_pred", "n_ref", "tp", "fp", "fn", "covered", "pred_covered")
+_COLUMNS = _INTS + ("iou", "miou", "dice", "pixel_acc", "precision", "recall", "f1", "cover_precision",
+                    "cover_recall")
+
+
+# ---- main -------------------------------------------------------------------------------------------
+def main(argv: Optional[list[str]] = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT", help="a checkpoint to score")
+    ap.add_argument("--train-epochs", type=int, help="train the --archs not given by --model (needs --train-data)")
+    ap.add_argument("--train-data", help="ingest output to train on")
+    ap.add_argument("--archs", default="unet,segnet,deeplabv3,unet-se")
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="out/accuracy")
+    ap.add_argument("--test-dir", help="synthetic test archive (default OUT/test; generated if empty)")
+    ap.add_argument("--test-n", type=int, default=60)
+    ap.add_argument("--test-seed", type=int, default=TEST_SEED)
+    ap.add_argument("--test-duration", type=float, nargs=2, default=(4.0, 10.0), metavar=("MIN", "MAX"))
+    ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings ('' to skip)")
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--min-cover", type=float, default=0.5, help="coverage criterion for coarse labels")
+    ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    a = ap.parse_args(argv)
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = parse_models(a.model)
+    if a.train_epochs:
+        if not a.train_data:
+            raise SystemExit("--train-epochs needs --train-data INGEST")
+        models += train_missing(a.archs.split(","), {n for n, _ in models}, a.train_data, a.train_epochs,
+                                a.width, a.workers, out)
+    if not models:
+        models = [("U-Net (default model)", str(segment.DEFAULT_MODEL))]
+    models.append((BASELINE, str(baseline.write_checkpoint(out / "baseline.pt"))))
+
+    test_dir = Path(a.test_dir) if a.test_dir else out / "test"
+    snr = synthetic_test_set(test_dir, a.test_n, a.test_seed, tuple(a.test_duration))
+    options = segment.SegmentOptions(threshold=a.threshold)
+    synthetic, real = {}, {}
+    for name, path in models:
+        ckpt = segment.read_checkpoint(path)
+        synthetic[name] = score_synthetic(ckpt, test_dir, snr, out, options, a.threads)
+        if a.real:
+            real[name] = score_real(ckpt, Path(a.real), out, options, a.threads, a.min_cover)
+        print(f"scored {name} ({ckpt.model_id})", flush=True)
+
+    ceiling = event_ceiling(test_dir)
+    first = next(iter(synthetic.values()))
+    counts = {b: first[b]["recordings"] for b in [ALL, *BANDS] if b in first}
+    text = [f"Synthetic test set: {test_dir} (recordings: " + ", ".join(f"{b} {n}" for b, n in counts.items())
+            + f"), threshold {a.threshold:g}", "", synthetic_table(synthetic), "",
+            f"Event F1 against per-call boxes (box IoU >= 0.5). The exact truth masks themselves score "
+            f"F1 {ceiling['f1']:.3f} ({ceiling['n_pred']} regions for {ceiling['n_ref']} calls): the ceiling."]
+    if real:
+        text += ["", f"Real recordings ({a.real}), coverage criterion {a.min_cover:g}:", "", real_table(real)]
+    text += ["", published_table()]
+    print("\n" + "\n".join(text))
+    (out / "accuracy.md").write_text("\n".join(text) + "\n")
+    result = dict(settings=dict(vars(a), models=models), synthetic=synthetic, event_ceiling=ceiling, real=real,
+                  published=PUBLISHED)
+    (out / "accuracy.json").write_text(json.dumps(result, indent=1, default=str))
+    pq.write_table(long_table(synthetic, real), out / "accuracy.parquet")
+    print(f"\naccuracy: {out / 'accuracy.md'}, {out / 'accuracy.json'}, {out / 'accuracy.parquet'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

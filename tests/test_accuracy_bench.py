@@ -1,0 +1,89 @@
+"""The accuracy benchmark and the real-recording plots, end to end on a small scale: a 4-recording
+synthetic test set and one recording of each real data set, the shipped model and the baseline
+(no Ray, no training)."""
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from benchmarks import accuracy, real_plots
+from raybird import segment
+
+ONE_OF_EACH = ["pykanto/storm_petrel/XC46092.wav", "pykanto/storm_petrel/XC46092.xml",
+               "pykanto/great_tit/WAV/2021-B32-0415_05-15.wav", "pykanto/great_tit/JSON/2021-B32-0415_05-15.JSON",
+               "bsd_sample/Test/Raw_audios/XC41136.wav", "bsd_sample/Test/Masks/XC41136.png",
+               "bengalese_finch/gy6or6_baseline_230312_0808.138.wav",
+               "bengalese_finch/gy6or6_baseline_230312_0808.138.txt"]
+
+
+@pytest.fixture(scope="module")
+def small_real(real_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    for rel in ONE_OF_EACH:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real_data / rel, root / rel)
+    return root
+
+
+def test_snr_bands():
+    assert [accuracy.band_of(x) for x in (-5.0, 0.0, 0.01, 9.99, 10.0, 20.0, None)] == \
+        ["≤0 dB", "≤0 dB", "0–10 dB", "0–10 dB", "≥10 dB", "≥10 dB", None]
+    assert accuracy.parse_models(["a=b.pt", "U-Net=x=y.pt"]) == [("a", "b.pt"), ("U-Net", "x=y.pt")]
+    with pytest.raises(SystemExit):
+        accuracy.parse_models(["no-equals-sign"])
+
+
+def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
+    out = tmp_path / "acc"
+    result = accuracy.main(["--out", str(out), "--test-n", "4", "--test-duration", "3", "4",
+                            "--real", str(small_real), "--threads", "1"])
+    printed = capsys.readouterr().out
+    names = ["U-Net (default model)", accuracy.BASELINE]
+    assert list(result["synthetic"]) == list(result["real"]) == names
+    records = json.loads((out / "test" / "records.json").read_text())
+    assert len(records) == 4 and all(r["snr_db"] is None or -5 <= r["snr_db"] <= 20 for r in records)
+    birds = [r for r in records if r["snr_db"] is not None]
+    for name in names:
+        syn = result["synthetic"][name]
+        assert syn["all"]["recordings"] == 4
+        assert sum(syn[b]["recordings"] for b in accuracy.BANDS if b in syn) == len(birds)
+        for m in syn.values():
+            assert 0 <= m["iou"] <= m["dice"] <= 1 and 0.9 < m["pixel_acc"] <= 1
+        real = result["real"][name]
+        assert [real[s.name]["recordings"] for s in accuracy.REAL_SETS] == [1, 1, 1, 1]
+        assert [real[s.name]["n_ref"] for s in accuracy.REAL_SETS] == [6, 1, 8, 78]
+        assert real["Bengalese finch"]["event_mode"] == "onset" and real["storm-petrel"]["event_mode"] == "box"
+    # the measured numbers of the shipped model: it finds the finch syllables and covers the petrel
+    # songs; the baseline misses the faint petrel songs (coverage recall 0/6 when last measured)
+    unet, base = result["real"]["U-Net (default model)"], result["real"][accuracy.BASELINE]
+    assert unet["Bengalese finch"]["f1"] > 0.8 and unet["Bengalese finch"]["cover_recall"] > 0.9
+    assert unet["storm-petrel"]["cover_recall"] >= 0.8 > base["storm-petrel"]["cover_recall"]
+    ceiling = result["event_ceiling"]   # the truth masks' own regions against the per-call boxes
+    assert ceiling["n_ref"] == sum(r["n_calls"] for r in records) > 0 and 0 < ceiling["f1"] < 1
+    # outputs: tables printed and written, a long Parquet table, predictions cached per checkpoint
+    assert "| U-Net (default model) |" in printed and "U-Net (the report's own)" in printed
+    assert (out / "accuracy.md").read_text().strip() in printed
+    t = pq.read_table(out / "accuracy.parquet").to_pylist()
+    assert len(t) == sum(len(result["synthetic"][n]) + len(accuracy.REAL_SETS) for n in names)
+    row = next(r for r in t if r["model"] == accuracy.BASELINE and r["subset"] == "Bengalese finch")
+    assert row["f1"] == pytest.approx(base["Bengalese finch"]["f1"])
+    model_id = segment.read_checkpoint(None).model_id
+    assert (out / "pred" / model_id).is_dir()
+    again = accuracy.main(["--out", str(out), "--test-n", "4", "--real", str(small_real), "--threads", "1"])
+    assert again["synthetic"] == result["synthetic"] and again["real"] == result["real"]
+
+
+def test_real_plots(small_real, tmp_path):
+    ckpt = segment.read_checkpoint(None)
+    shown = real_plots.RECORDINGS[3]  # BSD: a reference mask with its regions
+    path, n = real_plots.render(shown, small_real, ckpt, tmp_path)
+    assert n > 0 and path.stat().st_size <= real_plots.MAX_BYTES
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    half = img.shape[0] // 2
+    red = (img[..., 0] > 200) & (img[..., 1] < 100) & (img[..., 2] < 100)
+    cyan = (img[..., 0] < 100) & (img[..., 1] > 170) & (img[..., 2] > 170)
+    assert red[:half].sum() > 200 and red[half:].sum() == 0
+    assert cyan[half:].sum() > 1000 and cyan[:half].sum() == 0
