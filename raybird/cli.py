@@ -112,6 +112,20 @@ def cmd_demo(a) -> int:
                  "--ref", str(first.with_name(first.stem + ".truth.npz"))])
 
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="copy a checkpoint without optimizer state, ready to ship or to --model")
+    p.add_argument("checkpoint", help="a checkpoint.pt (e.g. RUN/best/checkpoint.pt)")
+    p.add_argument("--out", required=True, help="where to write the inference checkpoint")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(a) -> int:
+    from .engine import export_for_inference
+    out = export_for_inference(a.checkpoint, a.out)
+    print(f"export: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import add_evaluate_parser
     from .plot import add_plot_parser
@@ -120,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raybird", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_ingest, _add_train, add_tune_parser, add_segment_parser,
-                add_evaluate_parser, add_plot_parser, _add_demo):
+                add_evaluate_parser, add_plot_parser, _add_export, _add_demo):
         add(sub)
     return parser
 

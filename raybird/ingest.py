@@ -136,15 +136,7 @@ def _one(source: str, src, cfg, channels, side_files, read) -> tuple[pa.Table | 
 def process_unit(unit: storage.Unit, cfg: SpecConfig, channels: str = "mix") -> Iterator[tuple]:
     """Yield ``(tiles, errors)`` pairs (one side None) for every recording of a unit."""
     if unit.kind == "file":
-        src, problem = unit.uri, None
-        try:
-            if storage.URL_SCHEME.match(unit.uri):
-                src = storage.read_bytes(unit.uri)
-                problem = ("decode", "empty file (0 bytes)") if len(src) == 0 else None
-            else:
-                problem = storage.local_problem(unit.uri)
-        except (OSError, ValueError) as e:  # gone since listing, refused, unsupported URL
-            problem = ("read", storage.describe(e))
+        src, problem = storage.open_listed_file(unit.uri)
         if problem:
             yield None, error_table(unit.uri, *problem)
         else:

@@ -317,3 +317,15 @@ def iter_archive(uri: str) -> Iterator[tuple[str, bytes | Exception]]:
                 except (tarfile.TarError, OSError, EOFError) as e:
                     data = e
                 yield name, data
+
+
+def open_listed_file(uri: str) -> tuple:
+    """``(src, problem)`` for a file unit: ``src`` is the path (local) or the bytes (remote) to
+    decode, ``problem`` None or ``(stage, reason)`` -- gone since listing, refused, empty."""
+    try:
+        if URL_SCHEME.match(uri):
+            src = read_bytes(uri)
+            return src, (("decode", "empty file (0 bytes)") if len(src) == 0 else None)
+        return uri, local_problem(uri)
+    except (OSError, ValueError) as e:  # gone since listing, refused, unsupported URL
+        return uri, ("read", describe(e))

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -5,8 +6,9 @@ import pytest
 import torch
 
 from raybird.augment import AugmentConfig, augment_batch
-from raybird.engine import (IGNORE_INDEX, EarlyStopping, evaluate, load_checkpoint, make_loss, make_optimizer,
-                            make_scheduler, pick_device, predict_proba, prepare_batch, save_checkpoint, train_step)
+from raybird.engine import (IGNORE_INDEX, EarlyStopping, evaluate, export_for_inference, fold_batchnorm, inference_settings, load_checkpoint,
+                            make_loss, make_optimizer, make_scheduler, native_bf16_cpu, pick_device, predict_proba,
+                            prepare_batch, save_checkpoint, train_step)
 from raybird.metrics import PixelMetrics
 from raybird.model import ModelConfig, build_model
 from raybird.spectrogram import PRESETS, SpecConfig
@@ -191,6 +193,15 @@ def test_checkpoint_round_trip(tmp_path, arch):
     with pytest.raises(TypeError):
         save_checkpoint(tmp_path / "bad.pt", model, metrics={"x": object()})
 
+    # the shipped form: same predictions and metadata, no optimizer state, a third of the size
+    shipped = export_for_inference(path, tmp_path / "ship" / "model.pt")
+    if arch == "unet":  # Adam keeps two tensors per weight
+        assert shipped.stat().st_size < 0.5 * path.stat().st_size
+    small, meta = load_checkpoint(shipped)
+    assert meta["optimizer_state"] is None and meta["epoch"] == 3 and meta["spec_config"] == spec_cfg.to_json()
+    with torch.inference_mode():
+        assert torch.equal(small(x), model(x))
+
 
 # ---- augmentation -----------------------------------------------------------------------------
 GEOMETRY_ONLY = dict(brightness=0.0, contrast=0.0, gain=0.0)
@@ -236,3 +247,26 @@ def test_flips_time_by_default_and_frequency_only_when_asked():
     assert 3 <= sum(flipped) <= 13
     s, m = augment_batch(spec, mask, AugmentConfig(strength=1.0, time_flip=0.0, freq_flip=1.0, **still))
     assert torch.equal(m, mask.flip(-2)) and (m[:, -1] == IGNORE_INDEX).all()
+
+
+def test_inference_settings_fold_and_quantize():
+    """The predictor's speed settings: folding BatchNorm is the same function, uint8 made on the
+    device equals quantizing the float probabilities on the host, bf16 only when asked or native."""
+    torch.manual_seed(0)
+    model = build_model("unet", width=4, depth=3)
+    spec, _ = synthetic_tiles(2, rows=32, frames=64)
+    train_step(model, (spec, np.zeros_like(spec, np.uint8)), make_optimizer(model), make_loss("ce"))  # BN stats move
+    exact = pick_device("cpu", amp=False)
+    before = predict_proba(model, spec, exact)
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2 * (2 * 3 + 1)
+    torch.testing.assert_close(predict_proba(folded, spec, exact), before, atol=1e-5, rtol=0)
+    q = predict_proba(folded, spec, exact, quantize=True)
+    assert q.dtype == torch.uint8
+    np.testing.assert_array_equal(q.numpy(), np.round(predict_proba(folded, spec, exact).numpy() * 255))
+    assert inference_settings("cpu", "fp32").amp_dtype is None
+    assert inference_settings("cpu", "bf16").amp_dtype == torch.bfloat16
+    assert (inference_settings("cpu", "auto").amp_dtype == torch.bfloat16) == native_bf16_cpu()
+    with pytest.raises(ValueError):
+        inference_settings("cpu", "fp16")
