@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The two commands of the README:
+# The commands of the README:
 #   ./dev.sh demo   synthetic archive -> ingest -> train -> segment -> evaluate, embedded local Ray
 #   ./dev.sh test   the test suite
-# Both create or refresh the virtual environment first (idempotent; re-runs skip the install).
+#   ./dev.sh bench  the benchmarks' tables (--quick: smoke run; see benchmarks/__main__.py)
+# Each creates or refreshes the virtual environment first (idempotent; re-runs skip the install).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
@@ -25,6 +26,6 @@ case "${1:-}" in
   install) install ;;
   demo) install; shift; exec "$VENV/bin/raybird" demo "$@" ;;
   test) install; shift; exec "$VENV/bin/python" -m pytest -q "$@" tests ;;
-  bench) install; shift; for b in benchmarks/*.py; do "$VENV/bin/python" "$b" "$@"; done ;;
+  bench) install; shift; exec "$VENV/bin/python" -m benchmarks "$@" ;;
   *) echo "usage: ./dev.sh {demo|test|bench|install} [args]" >&2; exit 2 ;;
 esac

@@ -13,6 +13,9 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if not os.environ.get("RAY_ADDRESS") and num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
+    if not os.environ.get("RAY_ADDRESS"):
+        # an embedded Ray serves one command: its dashboard would cost ~370 MB and 12 processes
+        kwargs["include_dashboard"] = False
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from raybird import audio, engine, labels, postprocess, segment, storage, synth
+from raybird.evaluate import match_events
 from raybird.model import build_model
 from raybird.plot import add_plot_parser
 from raybird.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
@@ -142,7 +143,7 @@ def test_segments_match_truth_and_tables_follow_the_contract(full_run, archive, 
     tp = n_pred = n_ref = 0
     for source, truth in archive["truth"].items():
         pred = [(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs if s["source"] == source]
-        m = postprocess.match_events(pred, truth["boxes"])
+        m = match_events(pred, truth["boxes"])
         tp, n_pred, n_ref = tp + m["tp"], n_pred + len(pred), n_ref + len(truth["boxes"])
     precision, recall = tp / n_pred, tp / n_ref
     assert n_ref >= 35 and 2 * precision * recall / (precision + recall) >= 0.9, (tp, n_pred, n_ref)
@@ -266,7 +267,7 @@ def test_thirty_minute_recording_streams_and_the_border_call_is_one_segment(ray_
     segs = segment.read_outputs(out, "segments").to_pylist()
     across = [s for s in segs if s["start_s"] < t_seam < s["end_s"]]
     assert len(across) == 1
-    m = postprocess.match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs], boxes)
+    m = match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs], boxes)
     assert m["tp"] == 3 and (segs.index(across[0]), 1) in m["pairs"]
     assert len(segs) <= 4   # at most one false alarm in 30 minutes of noise
     masks = segment.read_outputs(out, "masks").to_pylist()
