@@ -99,10 +99,12 @@ def test_killed_worker_resumes_from_last_checkpoint(shards):
     t.start()
     run = root / "runs" / "killed"
     deadline = time.time() + 240
-    # two checkpoint folders on disk: the first one is surely registered by the controller
-    while len(_checkpoints(run)) < 2 and time.time() < deadline:
+    # the controller writes this snapshot once it has registered a checkpoint; a folder on disk
+    # alone is not enough (a report still queued in the killed worker is lost with it)
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    while not snapshot.exists() and time.time() < deadline:
         time.sleep(0.2)
-    assert len(_checkpoints(run)) >= 2, "no checkpoint appeared"
+    assert snapshot.exists(), "no checkpoint registered"
     workers = [p for p in _train_worker_pids() if p not in stale]
     assert workers, "no training worker found"
     os.kill(workers[0], signal.SIGKILL)
