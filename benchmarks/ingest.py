@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: python benchmarks/ingest.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import soundfile as sf
 
+from benchmarks.common import machine, table
 from raybird import ingest
 from raybird.runtime import init_ray
 from raybird.synth import generate_archive
@@ -50,11 +55,10 @@ def main() -> None:
         assert (loop.recordings, loop.tiles) == (dist.recordings, dist.tiles)
 
         print(f"\ningest: {a.recordings} recordings, {secs:.0f} audio-s (44.1 kHz FLAC/WAV -> default preset), "
-              f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs")
-        print("| run | wall s | audio-s per wall-s | ratio |")
-        print("|---|---:|---:|---:|")
-        print(f"| single-process loop | {t_loop:.1f} | {secs / t_loop:.0f} | 1.00 |")
-        print(f"| Ray Data job | {t_ray:.1f} | {secs / t_ray:.0f} | {t_loop / t_ray:.2f} |")
+              f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs; {machine()}")
+        print(table(["run", "wall s", "audio-s per wall-s", "ratio"],
+                    [["single-process loop", f"{t_loop:.1f}", f"{secs / t_loop:.0f}", "1.00"],
+                     ["Ray Data job", f"{t_ray:.1f}", f"{secs / t_ray:.0f}", f"{t_loop / t_ray:.2f}"]]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

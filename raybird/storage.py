@@ -28,6 +28,7 @@ SIDE_SUFFIXES = (".txt", ".csv", ".json", ".xml", ".npz", ".png", ".jpg", ".jpeg
 MEMBER_SEP = "::"
 MAX_MEMBER_BYTES = 4 * 1024**3  # a member declaring more than this is refused, not read
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+EMPTY_FILE = ("decode", "empty file (0 bytes)")  # (stage, reason) of a zero-byte input
 # File names that are not valid UTF-8: os.fsdecode turns each bad byte into a lone surrogate
 # (U+DC80..U+DCFF), which Arrow strings cannot hold. URIs carry U+EF80..U+EFFF instead (the
 # OPTU-8 convention), so every table can store them; local_path() gives back the bytes on disk.
@@ -95,7 +96,7 @@ def local_problem(uri: str) -> tuple[str, str] | None:
         return "read", "broken symbolic link" if os.path.islink(path) else "not found"
     except OSError as e:
         return "read", describe(e)
-    return ("decode", "empty file (0 bytes)") if size == 0 else None
+    return EMPTY_FILE if size == 0 else None
 
 
 @dataclass
@@ -268,7 +269,7 @@ def member_problem(name: str, data: bytes | Exception) -> tuple[str, str] | None
     if isinstance(data, Exception):
         return "read", describe(data)
     if len(data) == 0:
-        return "decode", "empty file (0 bytes)"
+        return EMPTY_FILE
     return None
 
 
@@ -325,7 +326,7 @@ def open_listed_file(uri: str) -> tuple:
     try:
         if URL_SCHEME.match(uri):
             src = read_bytes(uri)
-            return src, (("decode", "empty file (0 bytes)") if len(src) == 0 else None)
+            return src, (EMPTY_FILE if len(src) == 0 else None)
         return uri, local_problem(uri)
     except (OSError, ValueError) as e:  # gone since listing, refused, unsupported URL
         return uri, ("read", describe(e))
