@@ -1,7 +1,7 @@
 """Ingest throughput: the Ray Data job on 2 CPUs against a single-process loop doing the same
 work (decode, resample, spectrogram tiles, masks, Parquet) on the same files.
 
-    python benchmarks/ingest.py [--recordings 48] [--duration 20]
+    python benchmarks/ingest.py [--recordings 96] [--duration 60]
 
 Prints audio-seconds ingested per wall-second and the ratio, measured in the same process.
 Ray's start-up is excluded (on a cluster it is already running); everything else is timed.
@@ -32,8 +32,8 @@ def audio_seconds(folder: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--recordings", type=int, default=48)
-    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--recordings", type=int, default=96)
+    ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--cpus", type=int, default=2)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raybird-bench-"))
