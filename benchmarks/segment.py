@@ -199,8 +199,8 @@ def end_to_end(ckpt: segment.Checkpoint, folder: Path, secs: float, work: Path, 
     return rows
 
 
-RAY_CONFIGS = [dict(name="raybird segment defaults"),
-               dict(name="2 model actors x 0.5 CPU", actors=2, actor_cpus=0.5)]
+RAY_CONFIGS = [dict(name="raybird segment defaults (an actor per CPU)"),
+               dict(name="4 actors x 0.5 CPU", actors=4, actor_cpus=0.5)]
 
 
 def main(argv=None) -> dict:

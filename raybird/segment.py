@@ -1,39 +1,31 @@
 """Bulk segmentation: recordings -> masks, segments, summary and errors tables (+ Raven
 selection tables and denoised audio on request), with Ray Data.
 
-**Data flow** (one Ray Data pipeline per wave of input units)::
+**Data flow** (one Ray Data pipeline)::
 
     from_items(units)
-      -> map_batches(decode_units)       CPU tasks: streaming decode -> iter_tiles, one row per
-                                         tile (uint8 spectrogram, the checkpoint's SpecConfig),
-                                         then an "end" row per channel with the decoded length,
-                                         or an "error" row (also after tiles, if decoding fails late)
-      -> map_batches(Predictor, compute=ActorPoolStrategy(min_size=1, max_size=N))
-                                         actors load the checkpoint once and run it on large
-                                         batches (one GPU each with --gpu); a tile leaves with only
-                                         the columns it contributes to the stitched recording
-                                         (:func:`raybird.postprocess.kept_columns`), as uint8
-      -> groupby("recording_id").map_groups(finish_group)
-                                         per recording: tiles in order through the streaming
-                                         Segmenter, then the recording's files are written
+      -> map_batches(SegmentWorker, compute=ActorPoolStrategy(size=N))
+            per unit (a file, or an archive's recordings in turn), inside one actor:
+            streaming decode -> iter_tiles -> the model on small batches -> the streaming
+            Segmenter -> the recording's files, written as soon as its last tile is stitched;
+            a status row per recording leaves the actor
 
-*Why group after inference.* A recording's tiles are spread over blocks and actors, and a call
-crossing a tile border becomes one segment only where all of its tiles meet. Grouping ships per
-tile just its kept probability columns (about the size of its spectrogram tile), and each group
-is consumed as a stream: the labeller holds one tile, the open regions and the bit-packed mask.
-A 2-hour recording at the default preset (2770 tiles) is a 303 MB group of uint8 probabilities;
-stitching it adds about 45 MB (38 MB packed mask), never a 1.3 GB int32 label image or a float
-map; its decode task peaks at about 230 MB RSS (measured). The shuffle is a barrier: a wave's
-probabilities wait in the object store (spilled to disk if need be) until its last tile is
-inferred, and nothing is written before. Hence the waves: units go through ``wave_size`` at a
-time, which bounds that volume and the work an interruption loses. An archive is one unit: its
-recordings are spread over :data:`ARCHIVE_PARTITIONS` partitions and all of it is inferred before
-any of it is written.
+*Why one actor does the whole recording.* The model is loaded once per actor; the tiles of a
+recording are produced, inferred and stitched in order by the same process, so nothing is
+shuffled and nothing waits for other recordings: the actor holds one tile, the open regions
+and the bit-packed mask (a 2-hour recording: 38 MB packed, plus 303 MB of uint8 probabilities
+only with ``--probabilities``). The previous design (decode tasks -> model actors ->
+``groupby(recording_id)``) shipped every tile's probabilities through a hash shuffle, a barrier
+that held a whole wave's probabilities in the object store and cost ~8 s per run on 2 cores;
+its Ray job ran at 42-62x real time against the single-process loop's 108x. Parallelism is
+over recordings (an archive is one unit): N actors keep N recordings in flight, so one long
+file uses one actor. On a GPU, decoding runs in a thread of the actor (:func:`prefetched`)
+beside inference.
 
-*Why write from map_groups with pyarrow, not Dataset.write_parquet.* write_parquet writes one
+*Why the actors write with pyarrow, not Dataset.write_parquet.* write_parquet writes one
 file per block; blocks mix recordings in an order that changes between runs, so file names
 cannot follow recording ids, and a re-run could neither skip nor replace a recording's rows (a
-custom filename_provider only sees the block). The finishing task writes
+custom filename_provider only sees the block). The actor writes
 ``<table>/<recording_id>.parquet`` itself: deterministic names, so a re-run overwrites and never
 duplicates. Every file lands atomically: locally it is written under a hidden temporary name
 (``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on S3 a PUT (or a
@@ -106,8 +98,8 @@ SUMMARY_SCHEMA = pa.schema([
     ("n_segments", pa.int32()),
     ("bird_seconds", pa.float64()),  # union of the segments' time spans
 ])
-# Rows between the stages, by kind: "tile", "end" (per channel, with the decoded length),
-# "error" (stage, reason), "skip" (a unit with nothing to do). Decoded "tile" rows carry the
+# Rows between decoding and stitching, by kind: "tile", "end" (per channel, with the decoded
+# length), "error" (stage, reason). Decoded "tile" rows carry the
 # spectrogram (uint8, rows x tile_frames, row-major) with the tile's first_frame / valid_frames;
 # after prediction they carry ``prob`` (frame-major uint8) of the kept columns, first_frame /
 # n_frames then describe those columns.
@@ -118,7 +110,6 @@ TILE_SCHEMA = pa.schema(_COMMON + [("valid_frames", pa.int32()), ("spec", pa.bin
 PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary())] + _TAIL)
 STATUS_SCHEMA = pa.schema([("recording_id", pa.string()), ("source", pa.string()), ("status", pa.string()),
                            ("n_segments", pa.int32())])
-ARCHIVE_PARTITIONS = 16
 CPU_BATCH = 4   # tiles per model call on CPU (see Predictor)
 GPU_BATCH = 64
 
@@ -240,21 +231,6 @@ def unit_tiles(unit: storage.Unit, cfg: SpecConfig, channels: str = "mix",
             yield _error_rows(source, *error)
         else:
             yield from recording_tiles(source, src, cfg, channels)
-
-
-def decode_units(batch: dict, cfg_json: str, channels: str, done: frozenset) -> Iterator[pa.Table]:
-    """Ray Data UDF (CPU tasks): a batch of units -> tile rows. A unit with nothing left to do
-    (an archive whose members are all done) yields one "skip" row: the shuffle of a wave
-    without any row would have no schema to sort by."""
-    cfg = SpecConfig.from_json(cfg_json)
-    for uri, kind in zip(batch["uri"], batch["kind"]):
-        empty = True
-        for table in unit_tiles(storage.Unit(str(uri), str(kind)), cfg, channels, done):
-            empty = False
-            yield table
-        if empty:
-            yield pa.Table.from_pylist([_row(TILE_SCHEMA, recording_id=storage.recording_id(str(uri)), source=str(uri),
-                                             channel=0, kind="skip")], schema=TILE_SCHEMA)
 
 
 # ---- stage 2: predict ----------------------------------------------------------------------------
@@ -405,58 +381,149 @@ class StitchError(ValueError):
         self.stage = stage
 
 
+class RecordingStitcher:
+    """One recording's :data:`PROB_SCHEMA` rows, fed in the order :func:`recording_tiles`
+    yields them (tiles in time order, channels interleaved), into one streaming
+    :class:`raybird.postprocess.Segmenter` per channel."""
+
+    def __init__(self, cfg: SpecConfig, opts: SegmentOptions):
+        self.cfg, self.opts = cfg, opts
+        self.segmenters: dict[int, postprocess.Segmenter] = {}
+        self.error: Optional[tuple[str, str]] = None
+        self.n_samples: Optional[int] = None
+        self.ended: set[int] = set()
+
+    def add(self, rows: pa.Table) -> None:
+        if self.error:
+            return
+        for i, (kind, ch) in enumerate(zip(rows.column("kind").to_pylist(), rows.column("channel").to_pylist())):
+            if kind == "error":
+                self.error = (rows.column("stage")[i].as_py(), rows.column("reason")[i].as_py())
+                return
+            if kind == "end":
+                self.n_samples = int(rows.column("n_samples")[i].as_py())
+                self.ended.add(int(ch))
+                continue
+            seg = self.segmenters.get(ch)
+            if seg is None:
+                o = self.opts
+                seg = self.segmenters[ch] = postprocess.Segmenter(
+                    self.cfg, o.threshold, o.min_duration_s, o.min_pixels, keep_probability=o.probabilities,
+                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz)
+            n = int(rows.column("n_frames")[i].as_py())
+            prob = np.frombuffer(rows.column("prob")[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
+            try:
+                seg.add(prob, int(rows.column("first_frame")[i].as_py()))
+            except ValueError as e:
+                self.error = ("stitch", str(e))
+                return
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or self.n_samples is not None
+
+    def finish(self) -> tuple[float, list[ChannelResult]]:
+        """``(duration_s, per-channel results)``; raises :class:`StitchError` for a recording
+        that failed upstream or has tiles missing."""
+        if self.error:
+            raise StitchError(*self.error)
+        if self.n_samples is None:
+            raise StitchError("stitch", "no end-of-recording row")
+        expected = n_frames_for(self.n_samples, self.cfg)
+        duration = self.n_samples / self.cfg.sample_rate
+        results = []
+        for ch in sorted(self.ended):
+            seg = self.segmenters.get(ch) or postprocess.Segmenter(self.cfg)
+            if seg.n_frames != expected:
+                raise StitchError("stitch", f"tiles cover {seg.n_frames} of {expected} frames")
+            results.append(ChannelResult(ch, seg.finish(duration), seg.mask_bytes(), seg.probability_bytes(),
+                                         seg.n_frames))
+        return duration, results
+
+
 def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> tuple[float, list[ChannelResult]]:
-    """All :data:`PROB_SCHEMA` rows of one recording -> ``(duration_s, per-channel results)``.
-    Raises :class:`StitchError` for a recording that failed upstream or has tiles missing."""
-    kind = np.asarray(rows.column("kind").to_pylist())
-    errors, ends = np.flatnonzero(kind == "error"), np.flatnonzero(kind == "end")
-    if len(errors):
-        i = int(errors[0])
-        raise StitchError(rows.column("stage")[i].as_py(), rows.column("reason")[i].as_py())
-    if not len(ends):
-        raise StitchError("stitch", "no end-of-recording row")
-    channel = rows.column("channel").to_numpy()
-    tile_index, firsts, counts = (pc.fill_null(rows.column(c), 0).to_numpy()
-                                  for c in ("tile_index", "first_frame", "n_frames"))
-    n_samples = int(rows.column("n_samples")[int(ends[0])].as_py())
-    expected = n_frames_for(n_samples, cfg)
-    results = []
-    for ch in sorted(set(channel[ends].tolist())):
-        idx = np.flatnonzero((kind == "tile") & (channel == ch))
-        idx = idx[np.argsort(tile_index[idx], kind="stable")]
-        seg = postprocess.Segmenter(cfg, opts.threshold, opts.min_duration_s, opts.min_pixels,
-                                    keep_probability=opts.probabilities, group_overlap=opts.group_overlap,
-                                    group_gap_hz=opts.group_gap_hz)
-        try:
-            for i, buf in zip(idx, _buffers(rows.column("prob"), idx)):
-                seg.add(np.frombuffer(buf, np.uint8).reshape(int(counts[i]), cfg.n_rows).T, int(firsts[i]))
-        except ValueError as e:
-            raise StitchError("stitch", str(e)) from None
-        if seg.n_frames != expected:
-            raise StitchError("stitch", f"tiles cover {seg.n_frames} of {expected} frames")
-        results.append(ChannelResult(int(ch), seg.finish(n_samples / cfg.sample_rate), seg.mask_bytes(),
-                                     seg.probability_bytes(), seg.n_frames))
-    return n_samples / cfg.sample_rate, results
+    """All :data:`PROB_SCHEMA` rows of one recording, in order -> ``(duration_s, results)``."""
+    stitcher = RecordingStitcher(cfg, opts)
+    stitcher.add(rows)
+    return stitcher.finish()
 
 
-def finish_recording(rows: pa.Table, out: str, cfg: SpecConfig, model_id: str, opts: SegmentOptions) -> dict:
-    """All :data:`PROB_SCHEMA` rows of one recording -> its output files; returns a status row."""
-    rec_id, source = rows.column("recording_id")[0].as_py(), rows.column("source")[0].as_py()
+def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str) -> dict:
+    """Write one stitched recording's files (or its error row); returns its status row."""
     try:
-        duration, results = stitch_recording(rows, cfg, opts)
+        duration, results = stitcher.finish()
     except StitchError as e:
         _write_error(out, rec_id, source, e.stage, str(e))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0)
-    write_outputs(out, rec_id, source, duration, results, cfg, model_id, opts)
+    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts)
     return dict(recording_id=rec_id, source=source, status="ok", n_segments=sum(len(r.segments) for r in results))
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """``items`` produced by a background thread, up to ``depth`` ahead: decoding (numpy, soxr,
+    FFT; they release the GIL) overlaps with inference on a GPU."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def produce():
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+        q.put(end)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def segment_unit(unit: storage.Unit, predictor: "Predictor", out: str, ckpt: Checkpoint, opts: SegmentOptions,
+                 done: frozenset = frozenset(), prefetch: int = 0) -> Iterator[dict]:
+    """Segment every recording of a unit not in ``done``: decode, infer and stitch as a stream,
+    write each recording's files when its last tile is in; yield a status row per recording."""
+    tables = unit_tiles(unit, ckpt.cfg, opts.channels, done)
+    stitcher, rec_id, source = None, None, None
+    for table in prefetched(tables, prefetch) if prefetch else tables:
+        rid = table.column("recording_id")[0].as_py()  # a table holds rows of one recording
+        if rid != rec_id:
+            stitcher, rec_id, source = RecordingStitcher(ckpt.cfg, opts), rid, table.column("source")[0].as_py()
+        stitcher.add(predictor(table))
+        if stitcher.done:
+            yield finish_recording(rec_id, source, stitcher, out, ckpt.model_id)
+            stitcher, rec_id = None, None
+
+
+class SegmentWorker:
+    """Ray Data actor: loads the checkpoint once, then segments whole units (see the module
+    docstring); returns a :data:`STATUS_SCHEMA` row per recording."""
+
+    def __init__(self, ckpt: Checkpoint, out: str, options: dict, done: frozenset, device: str = "cpu",
+                 threads: float = 1, batch_size: int = CPU_BATCH, precision: str = "auto"):
+        self.predictor = Predictor(ckpt.data, device, threads, batch_size, precision)
+        self.ckpt, self.out, self.opts, self.done = ckpt, out, SegmentOptions(**options), done
+        self.prefetch = 4 if device == "cuda" else 0  # on CPU the cores are the actors'
+
+    def __call__(self, batch: dict) -> pa.Table:
+        statuses = [s for uri, kind in zip(batch["uri"], batch["kind"])
+                    for s in segment_unit(storage.Unit(str(uri), str(kind)), self.predictor, self.out,
+                                          self.ckpt, self.opts, self.done, self.prefetch)]
+        return pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
 
 
 def predict_recording(source: str, ckpt: Checkpoint, opts: SegmentOptions = SegmentOptions(),
                       device: Optional[str] = None) -> tuple[float, list[ChannelResult]]:
     """One recording in this process (no Ray, nothing written): ``(duration_s, results)``."""
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
-    parts = [predictor(t) for t in recording_tiles(source, source_bytes(source), ckpt.cfg, opts.channels)]
-    return stitch_recording(pa.concat_tables(parts), ckpt.cfg, opts)
+    stitcher = RecordingStitcher(ckpt.cfg, opts)
+    for table in recording_tiles(source, source_bytes(source), ckpt.cfg, opts.channels):
+        stitcher.add(predictor(table))
+    return stitcher.finish()
 
 
 def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:
@@ -505,14 +572,6 @@ def _mask_frames(packed: bytes, n_rows: int, n_frames: int, g0: int, g1: int) ->
     if stop > g0:
         out[:, :stop - g0] = postprocess.decode_mask(packed, n_rows, n_frames, g0, stop)
     return out
-
-
-def finish_group(group: pa.Table, out: str, cfg_json: str, model_id: str, options: dict) -> pa.Table:
-    """Ray Data map_groups UDF: one recording's rows -> its files + a status row."""
-    if pc.all(pc.equal(group.column("kind"), "skip")).as_py():
-        return STATUS_SCHEMA.empty_table()
-    status = finish_recording(group, out, SpecConfig.from_json(cfg_json), model_id, SegmentOptions(**options))
-    return pa.Table.from_pylist([status], schema=STATUS_SCHEMA)
 
 
 # ---- reading the outputs -------------------------------------------------------------------------
@@ -588,40 +647,30 @@ def _summary(statuses: list[dict], n_inputs: int, skipped: int, out: str) -> Seg
 
 def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
         options: SegmentOptions = SegmentOptions(), gpu: bool = False, batch_size: Optional[int] = None,
-        actors: Optional[int] = None, actor_cpus: float = 1, wave_size: int = 64,
-        precision: str = "auto") -> SegmentSummary:
+        actors: Optional[int] = None, actor_cpus: float = 1, precision: str = "auto") -> SegmentSummary:
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
-    Data; recordings already complete in ``out`` are skipped. ``precision``: see
-    :func:`raybird.engine.inference_settings`."""
+    Data; recordings already complete in ``out`` are skipped. ``actors``: model actors (default:
+    one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs of the cluster). ``precision``:
+    see :func:`raybird.engine.inference_settings`."""
     import ray
 
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
     pending, done, n_inputs = _pending(inputs, out)
+    resources = ray.cluster_resources()
     if actors is None:
-        actors = max(1, int(ray.cluster_resources().get("GPU", 0))) if gpu else 1
-    batch_size = batch_size or (GPU_BATCH if gpu else CPU_BATCH)
-    actor_args = dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus)
+        actors = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // actor_cpus)
+    actors = max(1, min(actors, len(pending))) if pending else 0
     statuses = []
-    for w in range(0, len(pending), wave_size):
-        wave = pending[w:w + wave_size]
-        items = [dict(uri=u.uri, kind=u.kind) for u in wave]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        # memory= states what one decode task holds (a tile of audio, a block, buffered output
-        # rows); as a side effect the tasks differ from the actors' resources and are not fused
-        # into the actor pool, so decoding keeps running in parallel with inference.
-        ds = ds.map_batches(decode_units, fn_args=(ckpt.cfg.to_json(), options.channels, done),
-                            batch_size=1, batch_format="numpy", num_cpus=1, memory=256 * 2**20)
-        ds = ds.map_batches(Predictor, fn_constructor_args=(ckpt.data, "cuda" if gpu else "cpu",
-                                                            1 if gpu else actor_cpus, batch_size, precision),
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-                            batch_size=batch_size, batch_format="pyarrow", **actor_args)
-        # A partition is finished as one block: about one recording per partition for files,
-        # and an archive's (unknown number of) recordings spread over ARCHIVE_PARTITIONS.
-        partitions = sum(ARCHIVE_PARTITIONS if u.kind == "archive" else 1 for u in wave)
-        ds = ds.groupby("recording_id", num_partitions=partitions).map_groups(
-            finish_group, fn_args=(out, ckpt.cfg.to_json(), ckpt.model_id, dataclasses.asdict(options)),
-            batch_format="pyarrow", num_cpus=1)
-        statuses += ds.take_all()
+    if pending:
+        units = ray.data.from_items([dict(uri=u.uri, kind=u.kind) for u in pending],
+                                    override_num_blocks=len(pending))
+        units.context.op_resource_reservation_enabled = False  # one operator: see raybird.ingest.run
+        worker_args = (ckpt, out, dataclasses.asdict(options), done, "cuda" if gpu else "cpu",
+                       1 if gpu else actor_cpus, batch_size or (GPU_BATCH if gpu else CPU_BATCH), precision)
+        statuses = units.map_batches(
+            SegmentWorker, fn_constructor_args=worker_args, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus))).take_all()
     return _summary(statuses, n_inputs, n_inputs - len(pending), out)
 
 
@@ -633,14 +682,8 @@ def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None
     pending, done, n_inputs = _pending(inputs, out)
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
-    statuses = []
-    for unit in pending:
-        parts: list[pa.Table] = []
-        for table in unit_tiles(unit, ckpt.cfg, options.channels, done):
-            parts.append(predictor(table))
-            if pc.any(pc.is_in(parts[-1].column("kind"), pa.array(["end", "error"]))).as_py():
-                statuses.append(finish_recording(pa.concat_tables(parts), out, ckpt.cfg, ckpt.model_id, options))
-                parts = []
+    statuses = [s for unit in pending
+                for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0)]
     return _summary(statuses, n_inputs, n_inputs - len(pending), out)
 
 
@@ -667,11 +710,11 @@ def add_segment_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help=f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="model arithmetic; auto: bf16 on GPUs and on CPUs with native bf16, else fp32")
-    p.add_argument("--actors", type=int, help="most model actors (default: the cluster's GPUs with --gpu, else 1)")
+    p.add_argument("--actors", type=int, help="model actors, each segmenting whole recordings (default: the "
+                                              "cluster's GPUs with --gpu, else its CPUs / --actor-cpus)")
     p.add_argument("--actor-cpus", type=float, help="CPUs per CPU model actor, its torch threads rounded down "
                                                     "(at least 1; default 1); with --local: the threads of this "
                                                     "process, default all")
-    p.add_argument("--wave-size", type=int, default=64, help="input units per pipeline run (the resume granularity)")
     p.add_argument("--local", action="store_true", help="run in this process without Ray")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any recording failed")
     p.set_defaults(func=cmd_segment)
@@ -689,7 +732,7 @@ def cmd_segment(a) -> int:
             from .runtime import init_ray
             init_ray()
             summary = run(a.inputs, a.out, ckpt, options, a.gpu, a.batch_size, a.actors, a.actor_cpus or 1,
-                          a.wave_size, a.precision)
+                          a.precision)
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")
         return 2

@@ -226,7 +226,7 @@ def test_interrupted_run_resumes_to_the_same_tables(full_run, archive, model_pat
     Path(out, "masks", ".abc.parquet.1234.tmp").write_bytes(b"PAR1 half")
     victim = storage.recording_id(first[0])
     Path(out, "masks", f"{victim}.parquet").unlink()
-    s2 = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS, wave_size=4)
+    s2 = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS)
     assert s2.skipped == 2 and s2.recordings == len(archive["truth"]) - 1
     want, got = tables(full_run["out"]), tables(out)
     for name in want:

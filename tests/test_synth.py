@@ -25,13 +25,41 @@ def _recording(seed: int, **kw) -> synth.Recording:
     return synth.generate_recording(np.random.default_rng(seed), **{"duration_s": 4.0, **kw})
 
 
-def _threshold_mask(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
-    """The truth definition, recomputed on the whole recording's frame grid."""
+def _call_magnitude(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
+    """|STFT| of one clean call (unit gain), on the whole recording's frame grid."""
     x = np.zeros(n_samples, np.float32)
     a, b = call.span(cfg.sample_rate)
     x[a:b] = synth.render_call(call, cfg.sample_rate)
-    mag = magnitude(x, cfg)
+    return magnitude(x, cfg)
+
+
+def _threshold_mask(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
+    """A call's core: its pixels within TRUTH_DB of its own peak."""
+    mag = _call_magnitude(call, n_samples, cfg)
     return (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)).astype(np.uint8)
+
+
+def _truth(rec: synth.Recording) -> np.ndarray:
+    """The truth definition recomputed from the returned tracks: each call's core where the call
+    (at its level in the mono vocal track) is at least as loud as the background."""
+    mono = lambda x: x.mean(axis=1) if x.ndim == 2 else x  # noqa: E731
+    n = len(rec.vocals)
+    clean = np.zeros(n)
+    for c in rec.calls:
+        a, b = c.span(rec.sample_rate)
+        clean[a:b] += synth.render_call(c, rec.sample_rate) * np.mean(c.gains)
+    k = np.dot(mono(rec.vocals), clean) / np.dot(clean, clean)  # the calls' scale in the vocal track
+    background = magnitude(mono(rec.background), CFG)
+    out = np.zeros_like(rec.mask)
+    for c in rec.calls:
+        mag = _call_magnitude(c, n, CFG)
+        out |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (k * np.mean(c.gains) * mag >= background)
+    return out
+
+
+def _assert_same_up_to_ties(mask: np.ndarray, expected: np.ndarray) -> None:
+    """Equal but for pixels where call and background are equal to float rounding."""
+    assert expected.any() and np.count_nonzero(mask != expected) <= max(2, expected.sum() // 2000)
 
 
 def test_same_seed_same_bytes_prefix_stable_other_seed_differs(tmp_path):
@@ -60,29 +88,46 @@ def test_same_seed_same_bytes_prefix_stable_other_seed_differs(tmp_path):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mask_is_union_of_thresholded_clean_calls_and_vocals_their_sum(seed):
+def test_mask_is_union_of_audible_call_cores_and_vocals_their_sum(seed):
     rec = _recording(seed, duration_s=3.0)
     n = len(rec.audio)
     assert rec.calls
-    expected = np.zeros_like(rec.mask)
     clean = np.zeros(n)
+    cores = np.zeros_like(rec.mask)
     for c in rec.calls:
-        expected |= _threshold_mask(c, n, CFG)
+        cores |= _threshold_mask(c, n, CFG)
         a, b = c.span(rec.sample_rate)
         clean[a:b] += synth.render_call(c, rec.sample_rate)
-    np.testing.assert_array_equal(rec.mask, expected)
+    _assert_same_up_to_ties(rec.mask, _truth(rec))
+    assert not (rec.mask & ~cores).any()  # never outside the cores
     k = np.dot(rec.vocals, clean) / np.dot(clean, clean)  # the vocal track is the calls, scaled
     np.testing.assert_allclose(rec.vocals, k * clean, atol=1e-6 * np.abs(rec.vocals).max())
+
+
+def test_calls_under_the_background_leave_no_truth():
+    """At -5 dB, parts of the calls sink under the background: those pixels are not truth, and
+    a call wholly under it has no box."""
+    rec = _recording(10, duration_s=4.0, snr_db=(-5.0, -5.0))
+    cores = np.zeros_like(rec.mask)
+    for c in rec.calls:
+        cores |= _threshold_mask(c, len(rec.audio), CFG)
+    assert 0 < rec.mask.sum() < cores.sum()
+    audible = [c["audible"] for c in rec.meta["calls"]]
+    assert len(rec.boxes) == sum(audible)
+    quiet = _recording(10, duration_s=4.0, snr_db=(40.0, 40.0))
+    np.testing.assert_array_equal(quiet.mask, cores)  # far above the background: whole cores
 
 
 def test_raven_boxes_are_the_bounding_rectangles_of_their_calls(tmp_path):
     rec = _recording(3, duration_s=5.0)
     write_raven(tmp_path / "t.txt", rec.boxes)
     boxes = read_raven(tmp_path / "t.txt")
-    pairs = sorted(zip(rec.boxes, rec.calls), key=lambda p: (p[0].begin_s, p[0].end_s))
-    assert len(boxes) == len(rec.calls) > 0
+    calls = [c for c, m in zip(rec.calls, rec.meta["calls"]) if m["audible"]]
+    pairs = sorted(zip(rec.boxes, calls), key=lambda p: (p[0].begin_s, p[0].end_s))
+    assert len(boxes) == len(calls) > 0
+    truth = _truth(rec)
     for box, (_, call) in zip(boxes, pairs):
-        m = _threshold_mask(call, len(rec.audio), CFG)
+        m = _threshold_mask(call, len(rec.audio), CFG) & truth
         rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
         rect = np.zeros_like(m)
         rect[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = 1
@@ -106,7 +151,8 @@ def test_snr_holds_in_the_written_file(tmp_path, seed, snr):
     path = tmp_path / "r.flac"
     sf.write(path, rec.audio, rec.sample_rate, subtype="PCM_16")
     decoded, _ = sf.read(path, dtype="float32")
-    f = np.abs(row_freqs(CFG))[rec.mask.any(1)]
+    cores = sum(_threshold_mask(c, len(rec.audio), CFG) for c in rec.calls)
+    f = np.abs(row_freqs(CFG))[cores.any(1)]  # the band of the calls' cores, audible or not
     band = (f.min(), f.max())
     assert rec.meta["snr_db"] == snr and rec.meta["snr_band_hz"] == pytest.approx(band)
     # background = file - clean vocals (includes the DC offset and the 16-bit quantisation)
@@ -131,8 +177,10 @@ def test_empty_recordings_have_empty_masks_and_tables(tmp_path):
 def test_insect_tone_is_in_the_audio_but_not_in_the_mask(seed):
     quiet = _recording(seed, noises=())
     loud = _recording(seed, noises=("insect", "frog", "engine", "clicks"))
-    np.testing.assert_array_equal(quiet.mask, loud.mask)  # the truth ignores the background
-    assert quiet.boxes == loud.boxes
+    cores = sum(_threshold_mask(c, len(loud.audio), CFG) for c in loud.calls) > 0
+    assert loud.mask.any() and not (loud.mask & ~cores).any()  # noises hide truth, never add it
+    _assert_same_up_to_ties(loud.mask, _truth(loud))
+    assert [c.label for c in quiet.calls] == [c.label for c in loud.calls]  # the same birds
     empty = _recording(seed, noises=("insect",), empty=True)
     assert not empty.mask.any() and empty.boxes == []
     insect = empty.meta["noises"][1]
@@ -149,7 +197,7 @@ def test_calls_stay_in_the_bird_band_and_duration_range():
         sr = (22050, 44100, 16000, 48000)[seed % 4]
         rec = _recording(seed, duration_s=5.0, sample_rate=sr)
         fmax = min(10000.0, 0.45 * sr)
-        for call, box in zip(rec.calls, rec.boxes):
+        for call, box in zip([c for c, m in zip(rec.calls, rec.meta["calls"]) if m["audible"]], rec.boxes):
             kinds.add(call.kind)
             assert 0.02 <= call.dur_s <= 2.0 and 1000.0 <= call.f_lo < call.f_hi <= fmax
             assert 0.02 <= call.start_s and call.start_s + call.dur_s <= rec.meta["duration_s"] - 0.02
@@ -187,11 +235,9 @@ def test_stereo_calls_follow_their_channel_gains():
         clean[a:b] += synth.render_call(c, rec.sample_rate)[:, None] * np.asarray(c.gains)
     k = np.sum(rec.vocals * clean) / np.sum(clean * clean)
     np.testing.assert_allclose(rec.vocals, k * clean, atol=1e-6 * np.abs(rec.vocals).max())
-    assert [b.channel for b in rec.boxes] == [int(np.argmax(c.gains)) for c in rec.calls]
-    expected = np.zeros_like(rec.mask)
-    for c in rec.calls:  # the mask is the union over all calls, whatever their channel
-        expected |= _threshold_mask(c, len(rec.vocals), CFG)
-    np.testing.assert_array_equal(rec.mask, expected)
+    audible = [c for c, m in zip(rec.calls, rec.meta["calls"]) if m["audible"]]
+    assert [b.channel for b in rec.boxes] == [int(np.argmax(c.gains)) for c in audible]
+    _assert_same_up_to_ties(rec.mask, _truth(rec))  # the union over all calls, whatever their channel
 
 
 def test_level_dc_offset_and_clipping_leave_the_truth_alone():
