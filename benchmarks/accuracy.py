@@ -46,6 +46,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +131,19 @@ def train_missing(archs: list[str], given: set[str], data: str, epochs: int, wid
 def synthetic_test_set(folder: Path, n: int, seed: int, duration: tuple[float, float]) -> dict[str, Optional[float]]:
     """``{audio file name: SNR dB or None (no bird)}`` of the test archive, generating it if
     absent; ``{}`` for an archive of unknown SNRs."""
+    from raybird import synth
+
     records = folder / "records.json"
+    if records.exists() and json.loads(records.read_text())[0].get("generator") != synth.GENERATOR_VERSION:
+        print(f"{folder}: made by another version of the generator, generating it again")
+        shutil.rmtree(folder)
     if not records.exists():
         if folder.exists() and any(p.suffix in (".wav", ".flac") for p in folder.iterdir()):
             print(f"{folder}: no records.json, the SNR of its recordings is unknown: scored as a whole only")
             return {}
-        from raybird.synth import generate_archive
-        recs = generate_archive(folder, n, seed=seed, duration_s=duration, snr_db=(-5.0, 20.0))
-        keep = [dict(audio=Path(r["audio"]).name, snr_db=r["snr_db"], n_calls=r["n_calls"]) for r in recs]
+        recs = synth.generate_archive(folder, n, seed=seed, duration_s=duration, snr_db=(-5.0, 20.0))
+        keep = [dict(audio=Path(r["audio"]).name, snr_db=r["snr_db"], n_calls=r["n_calls"],
+                     generator=synth.GENERATOR_VERSION) for r in recs]
         records.write_text(json.dumps(keep, indent=1))
     return {Path(r["audio"]).name: r["snr_db"] for r in json.loads(records.read_text())}
 
@@ -153,7 +159,8 @@ def predict(ckpt: segment.Checkpoint, inputs: list[str], out: Path, options: seg
             threads: Optional[int]) -> str:
     """Segment ``inputs`` into a folder named by the checkpoint, the inputs and the options
     (a re-run resumes there; delete ``OUT/pred`` after changing the post-processing code)."""
-    key = hashlib.sha1(json.dumps([inputs, dataclasses.asdict(options)]).encode()).hexdigest()[:10]
+    from raybird.synth import GENERATOR_VERSION  # a regenerated test set must not reuse predictions
+    key = hashlib.sha1(json.dumps([inputs, dataclasses.asdict(options), GENERATOR_VERSION]).encode()).hexdigest()[:10]
     pred_dir = str(out / "pred" / ckpt.model_id / f"{Path(inputs[0]).name}-{key}")
     segment.run_local(inputs, pred_dir, ckpt, options, threads=threads)
     return pred_dir

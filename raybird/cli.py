@@ -49,6 +49,7 @@ def cmd_synth(a) -> int:
 
 
 def _add_train(sub):
+    from .model import ARCHS
     from .train import FLAG_HELP, TrainConfig
     p = sub.add_parser("train", help="train the U-Net on ingest shards with Ray Train (DDP)")
     p.add_argument("data", help="ingest output folder or s3:// prefix (holding shards/)")
@@ -60,6 +61,8 @@ def _add_train(sub):
         text = f"{FLAG_HELP[field]} (default: %(default)s)"
         if isinstance(default, bool):
             p.add_argument(flag, action="store_true", default=default, help=text)
+        elif field == "arch":  # the threshold baseline has nothing to train: segment/evaluate take it
+            p.add_argument(flag, choices=ARCHS, default=default, help=text)
         else:
             p.add_argument(flag, type=type(default), default=default, help=text)
     p.set_defaults(func=cmd_train)
@@ -140,8 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command. A missing or unreadable input or a bad argument ends with one
+    redacted line and exit code 2 (inputs may be URLs carrying credentials); set
+    ``RAYBIRD_TRACEBACK=1`` for the full traceback."""
+    import os
+
+    from .storage import redact
+
     a = build_parser().parse_args(argv)
-    return a.func(a)
+    try:
+        return a.func(a)
+    except (OSError, ValueError) as e:
+        if os.environ.get("RAYBIRD_TRACEBACK"):
+            raise
+        print(f"raybird {a.command}: {redact(f'{type(e).__name__}: {e}')}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

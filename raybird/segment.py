@@ -35,7 +35,7 @@ last and marks it complete: a re-run lists those two folders and skips what they
 Output tables (one Parquet file per recording in each): ``segments/`` (:data:`SEGMENT_SCHEMA`,
 the DESIGN.md contract), ``masks/`` (:data:`MASK_SCHEMA`; decode with :func:`read_mask`),
 ``summary/`` (:data:`SUMMARY_SCHEMA`), ``errors/`` (ingest's error schema); optionally
-``raven/<stem>.Table.1.selections.txt`` and ``denoised/<stem>.wav``.
+``raven/<stem>.<recording_id>.Table.1.selections.txt`` and ``denoised/<stem>.<recording_id>.wav``.
 """
 from __future__ import annotations
 
@@ -359,9 +359,12 @@ def source_bytes(source: str):
     return storage.read_bytes(source) if source.startswith("s3://") else source
 
 
-def stem_of(source: str) -> str:
+def output_stem(source: str) -> str:
+    """``<file stem>.<recording_id>``: names of a recording's Raven table and denoised audio.
+    The id keeps recorders' same-named files (``20240501_060000.WAV`` in every device's folder)
+    apart, and joins the files to the tables' ``recording_id``."""
     name = source.split(storage.MEMBER_SEP, 1)[-1]
-    return PurePosixPath(name.replace("\\", "/")).stem
+    return f"{PurePosixPath(name.replace(chr(92), '/')).stem}.{storage.recording_id(source)}"
 
 
 @dataclass
@@ -543,7 +546,7 @@ def write_outputs(out: str, rec_id: str, source: str, duration: float, results: 
         [dict(recording_id=rec_id, source=source, channel=r.channel, duration_s=duration,
               n_segments=len(r.segments), bird_seconds=postprocess.covered_seconds(r.segments))
          for r in results], schema=SUMMARY_SCHEMA))
-    stem = stem_of(source)
+    stem = output_stem(source)
     if opts.raven:
         f32 = lambda x: float(np.float32(x))  # noqa: E731  the values the segments table holds
         boxes = [labels.Box(s.start_s, s.end_s, f32(s.low_hz), f32(s.high_hz), "bird", r.channel)
@@ -703,8 +706,8 @@ def add_segment_parser(sub) -> None:
     p.add_argument("--group-gap-hz", type=float, default=postprocess.GROUP_GAP_HZ,
                    help="largest frequency gap between grouped regions (Hz)")
     p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
-    p.add_argument("--raven", action="store_true", help="also write raven/<stem>.Table.1.selections.txt")
-    p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.wav (mask applied to the STFT)")
+    p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")
+    p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.<recording_id>.wav (mask applied to the STFT)")
     p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
     p.add_argument("--gpu", action="store_true", help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help=f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})")

@@ -87,6 +87,9 @@ import soundfile as sf
 from .labels import Box, write_raven
 from .spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frames_for, row_freqs
 
+# Bumped whenever the same seed would give other audio or truth: caches of generated test sets
+# (benchmarks/accuracy.py) are keyed by it. 2: pulsed, longer insects; low frogs; audible truth.
+GENERATOR_VERSION = 2
 TRUTH_DB = 20.0
 BIRD_BAND_HZ = (1000.0, 10000.0)
 CALL_DURATION_S = (0.02, 2.0)

@@ -531,6 +531,17 @@ def test_redact_scrubs_credentials(monkeypatch):
     assert row["recording_id"] == storage.recording_id(f"https://u:{SECRET}@h/x.wav")
 
 
+def test_cli_input_errors_are_one_redacted_line(monkeypatch, tmp_path, capsys):
+    """A missing input whose URL carries credentials: exit 2, one line, no secret, no traceback."""
+    from raybird import cli
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    missing = f"https://bob:{SECRET}@host.invalid/nothing-here/"
+    code = cli.main(["ingest", str(tmp_path / f"gone-{SECRET}"), missing, "--out", str(tmp_path / "o"), "--local"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("raybird ingest: ") and err.count("\n") == 1
+    assert SECRET not in err and "Traceback" not in err
+
+
 def test_non_utf8_names_round_trip(tmp_path):
     raw = os.path.join(os.fsencode(tmp_path), b"\xff\xfe caf\xe9.wav")
     with open(raw, "wb") as f:

@@ -194,7 +194,7 @@ def test_every_recording_lands_in_masks_or_errors(full_run, archive):
 def test_raven_tables_read_back_as_the_segments(full_run, archive):
     segs = tables(full_run["out"])["segments"].to_pylist()
     for source in archive["truth"]:
-        stem = segment.stem_of(source)
+        stem = segment.output_stem(source)
         boxes = labels.read_raven(Path(full_run["out"], "raven", f"{stem}.Table.1.selections.txt"))
         mine = [s for s in segs if s["source"] == source]
         assert len(boxes) == len(mine) > 0
@@ -207,7 +207,7 @@ def test_raven_tables_read_back_as_the_segments(full_run, archive):
 def test_denoised_audio_keeps_the_calls_and_drops_the_noise(full_run, archive):
     masks = {m["source"]: m for m in tables(full_run["out"])["masks"].to_pylist()}
     for source, truth in archive["truth"].items():
-        y, sr = sf.read(Path(full_run["out"], "denoised", segment.stem_of(source) + ".wav"), dtype="float32")
+        y, sr = sf.read(Path(full_run["out"], "denoised", segment.output_stem(source) + ".wav"), dtype="float32")
         assert sr == CFG.sample_rate and y.shape == (truth["n"],)
         x = audio.decode(segment.source_bytes(source), CFG.sample_rate)[0]
         mask = segment.read_mask(masks[source]).astype(bool)
@@ -288,8 +288,9 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
     assert {s["source"] for s in segs} == {f"s3://{s3_bucket}/in/{os.path.basename(p)}" for p in sources[:2]}
     local = segment.run_local(sources, str(tmp_path), model_path, opts, threads=1)
     assert local.segments == summary.segments == len(segs)
-    assert fs.exists(f"{s3_bucket}/out/raven/rec0.Table.1.selections.txt")
-    y, sr = sf.read(fs.open(f"{s3_bucket}/out/denoised/rec1.wav", "rb"))
+    src0, src1 = (f"s3://{s3_bucket}/in/{os.path.basename(p)}" for p in sources[:2])
+    assert fs.exists(f"{s3_bucket}/out/raven/rec0.{storage.recording_id(src0)}.Table.1.selections.txt")
+    y, sr = sf.read(fs.open(f"{s3_bucket}/out/denoised/{segment.output_stem(src1)}.wav", "rb"))
     assert len(y) == archive["truth"][sources[1]]["n"]
     again = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
     assert (again.recordings, again.errors, again.skipped) == (0, 0, 3)
