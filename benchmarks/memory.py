@@ -6,8 +6,8 @@ The recording (22.05 kHz mono FLAC: a 60 s synthetic recording repeated) is segm
 child process -- ``raybird.segment.run`` on a fresh embedded local Ray with 2 CPUs, then
 ``raybird.segment.run_local`` -- while this process samples, every 0.2 s, every process
 descending from the child: the driver, Ray's GCS and raylet (which holds the object store),
-its dashboard and runtime-env agents, and all Ray workers (decode tasks, the model actor, the
-stitching tasks). Reported:
+its runtime-env agents, and all Ray workers (the segment actor that decodes, infers and
+stitches the recording, idle workers). Reported:
 
 * the peak of the summed PSS (proportional set size: a shared page, e.g. of the object store
   or of a library, is split between the processes that map it, so the sum counts each page
