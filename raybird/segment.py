@@ -49,7 +49,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -642,10 +642,13 @@ def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset
     return pending, done, len(units)
 
 
-def _summary(statuses: list[dict], n_inputs: int, skipped: int, out: str) -> SegmentSummary:
-    ok = [s for s in statuses if s["status"] == "ok"]
-    return SegmentSummary(n_inputs, len(ok), len(statuses) - len(ok), sum(s["n_segments"] for s in ok),
-                          skipped, out)
+def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str) -> SegmentSummary:
+    """Counts over the status rows, consumed as a stream (a run may finish millions)."""
+    ok = failed = segments = 0
+    for s in statuses:
+        ok, failed = ok + (s["status"] == "ok"), failed + (s["status"] != "ok")
+        segments += s["n_segments"] if s["status"] == "ok" else 0
+    return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
 
 
 def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
@@ -663,7 +666,7 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
     if actors is None:
         actors = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // actor_cpus)
     actors = max(1, min(actors, len(pending))) if pending else 0
-    statuses = []
+    statuses: Iterable[dict] = []
     if pending:
         units = ray.data.from_items([dict(uri=u.uri, kind=u.kind) for u in pending],
                                     override_num_blocks=len(pending))
@@ -673,7 +676,7 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
         statuses = units.map_batches(
             SegmentWorker, fn_constructor_args=worker_args, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
-            **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus))).take_all()
+            **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus))).iter_rows()
     return _summary(statuses, n_inputs, n_inputs - len(pending), out)
 
 
@@ -685,8 +688,8 @@ def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None
     pending, done, n_inputs = _pending(inputs, out)
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
-    statuses = [s for unit in pending
-                for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0)]
+    statuses = (s for unit in pending
+                for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0))
     return _summary(statuses, n_inputs, n_inputs - len(pending), out)
 
 
