@@ -141,8 +141,10 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     torch.manual_seed(tc.seed + ctx.get_world_rank())
     device = ray.train.torch.get_device()
-    settings = engine.pick_device(device)
     model_cfg = tc.model_config()
+    # torch 2.13's CPU backward of this DeepLabV3 in channels_last segfaults (first step, any
+    # batch; reproduced without Ray or DDP); NCHW trains. Other archs and CUDA keep channels_last.
+    settings = engine.pick_device(device, channels_last=not (model_cfg.arch == "deeplabv3" and device.type == "cpu"))
     model = ray.train.torch.prepare_model(model_cfg.build())
     model = settings.prepare_model(model)
     optimizer = engine.make_optimizer(model, lr=tc.lr)
