@@ -646,8 +646,10 @@ def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str) ->
     """Counts over the status rows, consumed as a stream (a run may finish millions)."""
     ok = failed = segments = 0
     for s in statuses:
-        ok, failed = ok + (s["status"] == "ok"), failed + (s["status"] != "ok")
-        segments += s["n_segments"] if s["status"] == "ok" else 0
+        if s["status"] == "ok":
+            ok, segments = ok + 1, segments + s["n_segments"]
+        else:
+            failed += 1
     return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
 
 
