@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -146,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one sub-command. A missing or unreadable input or a bad argument ends with one
     redacted line and exit code 2 (inputs may be URLs carrying credentials); set
     ``RAYBIRD_TRACEBACK=1`` for the full traceback."""
-    import os
-
     from .storage import redact
 
     a = build_parser().parse_args(argv)

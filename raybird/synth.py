@@ -495,7 +495,7 @@ def generate_recording(rng: np.random.Generator, duration_s: float = 10.0, sampl
         active[a:b] = True
         y = x if sr == cfg.sample_rate else render_call(c, cfg.sample_rate)
         mag, first = call_magnitude(y, c.span(cfg.sample_rate)[0], cfg, n_frames)
-        mags.append((mag * np.float32(np.mean(c.gains)), first))  # in the mono mix-down
+        mags.append((mag * np.float32(np.mean(c.gains)), core_of(mag), first))  # level in the mono mix-down
 
     kinds = [k for k, p in zip(NOISES, NOISE_P) if bg_rng.random() < p] if noises is None else list(noises)
     bg, parts = _background(bg_rng, n, sr, kinds)
@@ -509,10 +509,7 @@ def generate_recording(rng: np.random.Generator, duration_s: float = 10.0, sampl
     boxes, audible = [], []
     if calls:
         snr = float(mix_rng.uniform(*snr_db))
-        cores = np.zeros(cfg.n_rows, bool)
-        for mag, _ in mags:
-            cores |= core_of(mag).any(axis=1)
-        f = np.abs(row_freqs(cfg))[cores]
+        f = np.abs(row_freqs(cfg))[np.any([core.any(axis=1) for _, core, _ in mags], axis=0)]
         band = (float(f.min()), float(f.max()))
         now = measure_snr(vocals, background, sr, active, band)
         gain = np.float32(10 ** ((snr - now) / 20))
@@ -521,8 +518,8 @@ def generate_recording(rng: np.random.Generator, duration_s: float = 10.0, sampl
         if sr != cfg.sample_rate:
             bg_mono = scipy.signal.resample_poly(bg_mono, cfg.sample_rate, sr)
         bg_mag = magnitude(bg_mono, cfg, n_frames=n_frames)
-        for c, (mag, first) in zip(calls, mags):
-            m = core_of(mag) & (gain * mag >= bg_mag[:, first:first + mag.shape[1]])
+        for c, (mag, core, first) in zip(calls, mags):
+            m = core & (gain * mag >= bg_mag[:, first:first + mag.shape[1]])
             audible.append(bool(m.any()))
             if audible[-1]:
                 mask[:, first:first + m.shape[1]] |= m
