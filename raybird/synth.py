@@ -34,7 +34,7 @@ storm-petrel purrs, and a model trained on them found 2 of 11 petrel songs.
 sample rate, placed at its start, at its level in the mono mix-down), ``M = magnitude(c, cfg)``
 on the global frame grid, and ``B = magnitude(background, cfg)`` of the recording's background
 (mono mix-down, the same scale). The call's pixels are its *audible core*: ``M >= max(M) *
-10 ** (-TRUTH_DB / 20)`` (within ``TRUTH_DB`` = 20 dB of that call's own peak) **and** ``M >= B``
+10 ** (-TRUTH_DB / 20)`` (within ``TRUTH_DB`` = 40 dB of that call's own peak) **and** ``M >= B``
 (the call dominates the background there: the ideal binary mask of source separation with a
 0 dB local criterion). The mask is the union over calls (uint8, ``(cfg.n_rows, frames)`` with
 ``frames = n_frames_for(round(n_samples * cfg.sample_rate / sample_rate), cfg)``). It does not
@@ -90,9 +90,9 @@ from .spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frame
 
 # Bumped whenever the same seed would give other audio or truth: caches of generated test sets
 # (benchmarks/accuracy.py) are keyed by it. 2: pulsed, longer insects; low frogs; audible truth.
-# 3: frogs below 1.2 kHz.
-GENERATOR_VERSION = 3
-TRUTH_DB = 20.0
+# 3: frogs below 1.2 kHz. 4: a call's core reaches 40 dB below its peak (was 20).
+GENERATOR_VERSION = 4
+TRUTH_DB = 40.0
 BIRD_BAND_HZ = (1000.0, 10000.0)
 CALL_DURATION_S = (0.02, 2.0)
 KINDS = ("sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz")

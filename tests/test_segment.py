@@ -32,7 +32,7 @@ def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> synth.C
 
 def recording(rng, duration: float, calls=None, noise: float = 0.01):
     """White noise plus pure FM sweeps (one connected region each); returns the audio at
-    CFG's rate, the truth mask (pixels within 20 dB of each call's peak) and one truth box per
+    CFG's rate, the truth mask (pixels within TRUTH_DB of each call's peak) and one truth box per
     call with edges on pixel edges."""
     sr = CFG.sample_rate
     n = int(duration * sr)

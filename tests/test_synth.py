@@ -114,7 +114,7 @@ def test_calls_under_the_background_leave_no_truth():
     assert 0 < rec.mask.sum() < cores.sum()
     audible = [c["audible"] for c in rec.meta["calls"]]
     assert len(rec.boxes) == sum(audible)
-    quiet = _recording(10, duration_s=4.0, snr_db=(40.0, 40.0))
+    quiet = _recording(10, duration_s=4.0, snr_db=(80.0, 80.0))
     np.testing.assert_array_equal(quiet.mask, cores)  # far above the background: whole cores
 
 
@@ -215,13 +215,20 @@ def test_other_sample_rate_truth_matches_the_audio():
     rec = _recording(40, duration_s=3.0, sample_rate=44100)
     assert rec.sample_rate == 44100 and rec.mask.shape == (CFG.n_rows, n_frames_for(len(rec.audio) // 2, CFG))
     vocals = librosa.resample(rec.vocals, orig_sr=44100, target_sr=CFG.sample_rate)
+    n = rec.mask.shape[1]
+    background = magnitude(librosa.resample(rec.background, orig_sr=44100, target_sr=CFG.sample_rate), CFG)[:, :n]
+    clean = np.zeros(len(rec.vocals))
+    for c in rec.calls:
+        a, b = c.span(44100)
+        clean[a:b] += synth.render_call(c, 44100)
+    k = np.dot(rec.vocals, clean) / np.dot(clean, clean)  # the calls' scale in the vocal track
     expected = np.zeros_like(rec.mask)
-    for c in rec.calls:  # the threshold definition on the resampled audio of each call alone
+    for c in rec.calls:  # the truth definition on the resampled audio of each call alone
         a, b = c.span(44100)
         x = np.zeros(len(rec.vocals), np.float32)
         x[a:b] = synth.render_call(c, 44100)
-        mag = magnitude(librosa.resample(x, orig_sr=44100, target_sr=CFG.sample_rate), CFG)
-        expected |= (mag >= mag.max() / 10)[:, :rec.mask.shape[1]]
+        mag = magnitude(librosa.resample(x, orig_sr=44100, target_sr=CFG.sample_rate), CFG)[:, :n]
+        expected |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (k * mag >= background)
     iou = (expected & rec.mask).sum() / (expected | rec.mask).sum()
     assert iou > 0.95 and len(vocals) == pytest.approx(len(rec.audio) / 2, abs=1)
 
