@@ -145,8 +145,8 @@ def train_loop_per_worker(config: dict) -> None:
     # torch 2.13's CPU backward of this DeepLabV3 in channels_last segfaults (first step, any
     # batch; reproduced without Ray or DDP); NCHW trains. Other archs and CUDA keep channels_last.
     settings = engine.pick_device(device, channels_last=not (model_cfg.arch == "deeplabv3" and device.type == "cpu"))
-    model = ray.train.torch.prepare_model(model_cfg.build())
-    model = settings.prepare_model(model)
+    # memory format before DDP: its gradient buckets take the parameters' strides as they are then
+    model = ray.train.torch.prepare_model(settings.prepare_model(model_cfg.build()))
     optimizer = engine.make_optimizer(model, lr=tc.lr)
     scheduler = engine.make_scheduler(optimizer, tc.lr_schedule, gamma=tc.lr_gamma, epochs=tc.epochs)
     stopper = engine.EarlyStopping(tc.patience, mode="max")
