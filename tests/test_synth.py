@@ -213,6 +213,20 @@ def test_calls_stay_in_the_bird_band_and_duration_range():
     assert kinds >= {"sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz"}
 
 
+def test_stacks_range_from_few_to_many_harmonics():
+    """Stacks and buzzes reach from 2 harmonics up to broadband ones (finch stacks, petrel purrs):
+    the many-harmonic ones span more than two octaves and stay inside the bird band."""
+    counts, wide = [], []
+    for seed in range(60, 90):
+        for c in _recording(seed, duration_s=4.0).calls:
+            if c.kind in ("stack", "buzz"):
+                counts.append(len(c.params["harm"]))
+                if counts[-1] >= 6:
+                    wide.append(c.f_hi / c.f_lo)
+                    assert 1000.0 <= c.f_lo and c.f_hi <= 10000.0
+    assert min(counts) <= 3 and max(counts) >= 6 and wide and min(wide) > 4.0
+
+
 def test_other_sample_rate_truth_matches_the_audio():
     rec = _recording(40, duration_s=3.0, sample_rate=44100)
     assert rec.sample_rate == 44100 and rec.mask.shape == (CFG.n_rows, n_frames_for(len(rec.audio) // 2, CFG))
