@@ -143,7 +143,7 @@ def _ray_loop(config: dict) -> None:
     rank = ctx.get_world_rank()
     torch_, engine, settings, _, loss_fn, augment, gen = _setup(cfg, torch.get_num_threads(), rank)
     from raybird.model import ModelConfig
-    model = settings.prepare_model(ray.train.torch.prepare_model(ModelConfig(width=cfg["width"],
+    model = ray.train.torch.prepare_model(settings.prepare_model(ModelConfig(width=cfg["width"],
                                                                              depth=cfg["depth"]).build()))
     opt = engine.make_optimizer(model)
     shard = ray.train.get_dataset_shard("train")

@@ -92,7 +92,8 @@ def test_segment_job_finds_calls_at_high_snr_and_nothing_in_noise(tmp_path, base
     assert summary.recordings == 6 and summary.errors == 0
 
     by_call = evaluate_run(str(out), [str(tmp_path / "calls")])
-    assert len(by_call.rows) == 3 and by_call.pooled["n_ref"] == 20
+    n_boxes = sum(len(labels.read_raven(t)) for t in (tmp_path / "calls").glob("*.selections.txt"))
+    assert len(by_call.rows) == 3 and by_call.pooled["n_ref"] == n_boxes >= 15
     assert by_call.pooled["detected_frac"] == 1.0   # every call is overlapped by a segment
     assert by_call.pooled["iou"] >= 0.55            # 0.60
     # One-to-one at box IoU >= 0.5: the single-band calls are found, and the harmonic stacks too
@@ -110,7 +111,7 @@ def test_segment_job_finds_calls_at_high_snr_and_nothing_in_noise(tmp_path, base
         single += sum(k not in ("stack", "buzz") for k in kinds)
         found += sum(k not in ("stack", "buzz") and j in matched for j, k in enumerate(kinds))
         assert all(j in matched for j, k in enumerate(kinds) if k == "stack")
-    assert single == 15 and found / single >= 0.8   # 15 of 15
+    assert single >= 10 and found / single >= 0.8   # 20 of 21 (generator 5)
     by_region = evaluate_run(str(out), [str(tmp_path / "calls")], events_from="mask")
     assert by_region.pooled["recall"] >= 0.7        # 0.95 of the truth mask's regions
 
