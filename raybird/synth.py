@@ -255,7 +255,9 @@ def _syllable(rng: np.random.Generator, kind: str, centre: float, fmax: float) -
     else:  # mostly pure, sometimes a weak second/third harmonic
         n_harm = int(rng.integers(2, 4)) if rng.random() < 0.35 else 1
         decay = u(0.1, 0.4)
-    p["harm"] = tuple(float(decay ** h * 10 ** (rng.normal(0, 4) / 20 * (h > 0))) for h in range(n_harm))
+    jitter_db = rng.normal(0.0, 4.0, n_harm)  # overtones only: the fundamental keeps level 1
+    jitter_db[0] = 0.0
+    p["harm"] = tuple(float(decay ** h * 10 ** (jitter_db[h] / 20)) for h in range(n_harm))
     p["harm_phase"] = tuple(float(x) for x in u(0, 2 * np.pi, n_harm))
     _fit_band(p, dur, fmax)
     return p, dur
