@@ -14,8 +14,10 @@ Syllable types: FM ``sweep`` (linear or exponential, up or down), ``chirp`` (sho
 curved sweep), ``whistle`` (near-flat tone), ``warble`` (sinusoidal FM), ``trill``
 (repeated short swept notes), ``stack`` (a 1-2.5 kHz fundamental plus 1-8 harmonics, as many as
 fit below the band's top, of decaying amplitude with +-4 dB jitter each: up to the broadband
-harmonic stacks of finches and the purrs of storm-petrels) and ``buzz`` (an amplitude-modulated
-stack). Every frequency component of every
+harmonic stacks of finches and the purrs of storm-petrels), ``buzz`` (an amplitude-modulated
+stack) and ``rasp`` (a harsh call: noise-like energy filling a 0.4-2.5 octave band for 40-500 ms,
+sometimes pulsed -- corvids, parrots, gulls, the noisy notes of finches; made of many tones at
+random frequencies, so its waveform is fixed by its parameters). Every frequency component of every
 call lies in ``BIRD_BAND_HZ`` (1-10 kHz; at most 0.45 x the sample rate) and every call
 lasts ``CALL_DURATION_S`` (20 ms to 2 s), with a Hann, Tukey or attack-decay envelope. A
 fraction ``p_empty`` of the recordings has no bird.
@@ -93,13 +95,13 @@ from .spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frame
 # Bumped whenever the same seed would give other audio or truth: caches of generated test sets
 # (benchmarks/accuracy.py) are keyed by it. 2: pulsed, longer insects; low frogs; audible truth.
 # 3: frogs below 1.2 kHz. 4: a call's core reaches 40 dB below its peak (was 20). 5: stacks and
-# buzzes with up to 9 harmonics.
-GENERATOR_VERSION = 5
+# buzzes with up to 9 harmonics. 6: rasps (noise-like harsh calls).
+GENERATOR_VERSION = 6
 TRUTH_DB = 40.0
 BIRD_BAND_HZ = (1000.0, 10000.0)
 CALL_DURATION_S = (0.02, 2.0)
-KINDS = ("sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz")
-KIND_P = (0.2, 0.13, 0.17, 0.12, 0.13, 0.15, 0.10)
+KINDS = ("sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz", "rasp")
+KIND_P = (0.18, 0.12, 0.16, 0.11, 0.12, 0.14, 0.09, 0.08)
 NOISES = ("wind", "rain", "insect", "engine", "clicks", "frog")
 NOISE_P = (0.3, 0.15, 0.35, 0.15, 0.2, 0.15)
 # level of each noise relative to the coloured base noise (dB, RMS)
@@ -190,8 +192,25 @@ def render_call(call: Call, sr: int) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(_f0(p, tau, t)) / sr
     if p["am_depth"]:
         env = env * (1.0 - p["am_depth"] * (0.5 + 0.5 * np.cos(2 * np.pi * p["am_rate"] * t)))
-    x = sum(a * np.sin(h * phase + ph) for h, (a, ph) in enumerate(zip(p["harm"], p["harm_phase"]), start=1))
+    if call.kind == "rasp":
+        x = _band_noise(p, t)
+    else:
+        x = sum(a * np.sin(h * phase + ph) for h, (a, ph) in enumerate(zip(p["harm"], p["harm_phase"]), start=1))
     return (call.amp * env * x).astype(np.float32)
+
+
+def _band_noise(p: dict, t: np.ndarray) -> np.ndarray:
+    """Noise-like sound over ``[fa, fb]``: ``n_tones`` tones at random frequencies and phases drawn
+    from ``p["seed"]`` (the same at every sample rate), tilted by ``tilt_db`` across the band, at the
+    RMS of a unit sine."""
+    rng = np.random.default_rng(p["seed"])
+    pos = rng.random(p["n_tones"])
+    phases = rng.uniform(0, 2 * np.pi, p["n_tones"])
+    amps = 10 ** (p["tilt_db"] * (pos - 0.5) / 20)
+    x = np.zeros(len(t))
+    for f, ph, a in zip(p["fa"] + (p["fb"] - p["fa"]) * pos, phases, amps):
+        x += a * np.sin(2 * np.pi * f * t + ph)
+    return x / np.sqrt(np.sum(amps ** 2))
 
 
 def _f0_range(p: dict, dur: float) -> tuple[float, float]:
@@ -244,12 +263,21 @@ def _syllable(rng: np.random.Generator, kind: str, centre: float, fmax: float) -
         dur = u(0.2, 2.0)
         p.update(contour=str(rng.choice(["lin", "exp"])), fb=p["fa"] * 2 ** (octaves * 0.7),
                  note_rate=u(8.0, 35.0), note_duty=u(0.35, 0.75))
+    elif kind == "rasp":  # the band's edges are fa < fb, so band fitting and renditions scale it
+        dur = u(0.04, 0.5)
+        p.update(contour="lin", fb=p["fa"] * 2 ** u(0.4, 2.5), tilt_db=u(-12.0, 12.0),
+                 seed=int(rng.integers(0, 2 ** 31)))
+        p["n_tones"] = int(np.clip((p["fb"] - p["fa"]) / 15.0, 24, 500))  # ~3 per frequency bin
+        if rng.random() < 0.4:
+            p.update(am_rate=u(20.0, 80.0), am_depth=u(0.5, 1.0))
     else:  # stack, buzz: low fundamental with harmonics
         dur = u(0.05, 0.6) if kind == "stack" else u(0.1, 0.8)
         p.update(fa=u(1000.0, 2500.0), drift=u(-0.15, 0.15), bend=u(-0.1, 0.1))
         if kind == "buzz":
             p.update(am_rate=u(40.0, 150.0), am_depth=u(0.6, 1.0))
-    if kind in ("stack", "buzz"):  # 2-9 harmonics, a random formant-like tilt: some reach 10 kHz
+    if kind == "rasp":  # one band of noise-like tones
+        n_harm, decay = 1, 1.0
+    elif kind in ("stack", "buzz"):  # 2-9 harmonics, a random formant-like tilt: some reach 10 kHz
         n_harm = int(rng.integers(2, 10))
         decay = u(0.4, 0.95)
     else:  # mostly pure, sometimes a weak second/third harmonic
