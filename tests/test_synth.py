@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy import ndimage
 
 from raybird import synth
 from raybird.labels import boxes_to_mask, read_raven, write_raven
@@ -39,9 +40,15 @@ def _threshold_mask(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.nda
     return (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)).astype(np.uint8)
 
 
+def _patch_power(mag: np.ndarray, mode: str) -> np.ndarray:
+    """Mean power over each pixel's 3 x 3 neighbourhood."""
+    return ndimage.uniform_filter(mag.astype(np.float64) ** 2, size=3, mode=mode)
+
+
 def _truth(rec: synth.Recording) -> np.ndarray:
     """The truth definition recomputed from the returned tracks: each call's core where the call
-    (at its level in the mono vocal track) is at least as loud as the background."""
+    (at its level in the mono vocal track) carries at least the background's power over the
+    pixel's 3 x 3 neighbourhood."""
     mono = lambda x: x.mean(axis=1) if x.ndim == 2 else x  # noqa: E731
     n = len(rec.vocals)
     clean = np.zeros(n)
@@ -49,11 +56,12 @@ def _truth(rec: synth.Recording) -> np.ndarray:
         a, b = c.span(rec.sample_rate)
         clean[a:b] += synth.render_call(c, rec.sample_rate) * np.mean(c.gains)
     k = np.dot(mono(rec.vocals), clean) / np.dot(clean, clean)  # the calls' scale in the vocal track
-    background = magnitude(mono(rec.background), CFG)
+    background = _patch_power(magnitude(mono(rec.background), CFG), "nearest")
     out = np.zeros_like(rec.mask)
     for c in rec.calls:
-        mag = _call_magnitude(c, n, CFG)
-        out |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (k * np.mean(c.gains) * mag >= background)
+        mag = _call_magnitude(c, n, CFG)  # the whole recording's grid: zeros around the call
+        out |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (
+            _patch_power(k * np.mean(c.gains) * mag, "nearest") >= background)
     return out
 
 
@@ -256,7 +264,8 @@ def test_other_sample_rate_truth_matches_the_audio():
     assert rec.sample_rate == 44100 and rec.mask.shape == (CFG.n_rows, n_frames_for(len(rec.audio) // 2, CFG))
     vocals = librosa.resample(rec.vocals, orig_sr=44100, target_sr=CFG.sample_rate)
     n = rec.mask.shape[1]
-    background = magnitude(librosa.resample(rec.background, orig_sr=44100, target_sr=CFG.sample_rate), CFG)[:, :n]
+    background = _patch_power(magnitude(librosa.resample(rec.background, orig_sr=44100,
+                                                         target_sr=CFG.sample_rate), CFG)[:, :n], "nearest")
     clean = np.zeros(len(rec.vocals))
     for c in rec.calls:
         a, b = c.span(44100)
@@ -268,7 +277,7 @@ def test_other_sample_rate_truth_matches_the_audio():
         x = np.zeros(len(rec.vocals), np.float32)
         x[a:b] = synth.render_call(c, 44100)
         mag = magnitude(librosa.resample(x, orig_sr=44100, target_sr=CFG.sample_rate), CFG)[:, :n]
-        expected |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (k * mag >= background)
+        expected |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (_patch_power(k * mag, "nearest") >= background)
     iou = (expected & rec.mask).sum() / (expected | rec.mask).sum()
     assert iou > 0.95 and len(vocals) == pytest.approx(len(rec.audio) / 2, abs=1)
 
