@@ -43,7 +43,8 @@ on the global frame grid, and ``B = magnitude(background, cfg)`` of the recordin
 (:data:`AUDIBLE_PATCH`): the call carries at least the background's power around that pixel,
 the ideal binary mask of source separation with a 0 dB local criterion, taken over a patch.
 Until version 6 the test was per pixel, ``M >= B``, which made the truth depend on the noise's
-draw at each pixel (speckle no segmenter can predict) and, for rasps, on their own speckle. The mask is the union over calls (uint8, ``(cfg.n_rows, frames)`` with
+draw at each pixel (speckle no segmenter can predict) and, for rasps, on their own speckle.
+The mask is the union over calls (uint8, ``(cfg.n_rows, frames)`` with
 ``frames = n_frames_for(round(n_samples * cfg.sample_rate / sample_rate), cfg)``). It does not
 depend on the overall level, DC offset or clipping. Why the audibility term: without it, 34 % of
 the truth pixels of recordings at SNR <= 0 dB lay under the background (measured on 30 recordings),
