@@ -195,12 +195,12 @@ def render_call(call: Call, sr: int) -> np.ndarray:
     start, stop = call.span(sr)
     t = np.arange(stop - start) / sr
     tau, env = _pulses(p, t, call.dur_s)
-    phase = 2 * np.pi * np.cumsum(_f0(p, tau, t)) / sr
     if p["am_depth"]:
         env = env * (1.0 - p["am_depth"] * (0.5 + 0.5 * np.cos(2 * np.pi * p["am_rate"] * t)))
-    if call.kind == "rasp":
+    if call.kind == "rasp":  # its f0 contour only spans the band (for band fitting): no phase to follow
         x = _band_noise(p, t)
     else:
+        phase = 2 * np.pi * np.cumsum(_f0(p, tau, t)) / sr
         x = sum(a * np.sin(h * phase + ph) for h, (a, ph) in enumerate(zip(p["harm"], p["harm_phase"]), start=1))
     return (call.amp * env * x).astype(np.float32)
 
