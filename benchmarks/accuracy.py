@@ -268,6 +268,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--test-duration", type=float, nargs=2, default=(4.0, 10.0), metavar=("MIN", "MAX"))
     ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings ('' to skip)")
     ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--split-valley", type=float, help="cut segments at valleys (raybird segment --split-valley)")
     ap.add_argument("--min-cover", type=float, default=0.5, help="coverage criterion for coarse labels")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     a = ap.parse_args(argv)
@@ -286,7 +287,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     test_dir = Path(a.test_dir) if a.test_dir else out / "test"
     snr = synthetic_test_set(test_dir, a.test_n, a.test_seed, tuple(a.test_duration))
-    options = segment.SegmentOptions(threshold=a.threshold)
+    options = segment.SegmentOptions(threshold=a.threshold, split_valley=a.split_valley)
     synthetic, real = {}, {}
     for name, path in models:
         ckpt = segment.read_checkpoint(path)

@@ -33,6 +33,17 @@ for overlaps 0.7-1.0; 0.47 at 0.5 and 0.38 with a 1.5 kHz gap); what still misse
 Being transitive, grouping can chain the overlapping calls of a dense chorus into one wide box.
 ``group_overlap=None`` turns grouping off.
 
+**Syllables** (``split_valley``, off by default). Syllables closer than the STFT window
+touch in the mask and form one region. With ``split_valley=r`` a region is cut at each run of
+frames where its pixel count per frame falls to ``r`` of the smaller of its highest counts before
+and after (:func:`valley_cuts`), at the run's lowest frame, which goes to the piece before. A
+piece keeps the region's mean score. A thin tonal line is never cut (its counts are all small),
+but a broadband call whose band narrows is. On the shared Bengalese finch song (601 syllables;
+onset and offset within 50 ms) ``r = 0.15`` raises the default model's event F1 from 0.778 to 0.820; on
+the generator-7 test set (per-call boxes) it lowers F1 from 0.453 to 0.448, and on the BSD
+sample it cut one loud broadband call (strict F1 0.706 to 0.526): hence off by default, and
+worth turning on for song.
+
 **Mask encoding** (:func:`encode_mask` / :func:`decode_mask`): frame-major bit packing,
 ``np.packbits(mask.T, axis=1)``, i.e. each frame is ``ceil(n_rows / 8)`` bytes, bit 7 of
 byte 0 = row 0. Frame-major so that chunks append and frame ranges slice without unpacking
@@ -132,10 +143,12 @@ class Segmenter:
 
     def __init__(self, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
                  min_pixels: int = 0, keep_probability: bool = False,
-                 group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ):
+                 group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ,
+                 split_valley: Optional[float] = None):
         self.cfg, self.threshold = cfg, threshold
         self.min_duration_s, self.min_pixels = min_duration_s, min_pixels
         self.group_overlap, self.group_gap_hz = group_overlap, group_gap_hz
+        self.split_valley = split_valley
         self.rows = segment_rows(cfg)
         self.n_frames = 0
         self._parent: list[int] = []
@@ -213,8 +226,12 @@ class Segmenter:
         self._open = set()
         duration_s = self.n_frames * self.cfg.frame_s if duration_s is None else duration_s
         off = self.rows.start
+        regions = self._closed
+        if self.split_valley is not None:
+            packed = self.mask_bytes()
+            regions = [piece for stats in regions for piece in self._split(stats, packed)]
         kept = []
-        for t0, t1, r0, r1, n, psum in self._closed:
+        for t0, t1, r0, r1, n, psum in regions:
             box = box_of(t0, t1, r0 + off, r1 + off, self.cfg, duration_s)
             if box[1] - box[0] + 1e-9 < self.min_duration_s or n < self.min_pixels:
                 continue
@@ -232,6 +249,29 @@ class Segmenter:
         return [Segment(i, *box, float(score), t0, t1, r0, r1, n)
                 for i, (box, score, t0, t1, r0, r1, n) in enumerate(out)]
 
+    def _split(self, stats: list, packed: bytes) -> list[list]:
+        """A closed region cut at its valleys (see "Syllables"): the stats of its pieces."""
+        t0, t1, r0, r1, n, psum = stats
+        if t1 - t0 < 2:
+            return [stats]
+        off = self.rows.start
+        box = decode_mask(packed, self.cfg.n_rows, self.n_frames, t0, t1 + 1)[off + r0:off + r1 + 1].astype(bool)
+        lab, _ = scipy.ndimage.label(box, structure=_EIGHT)
+        # the region is the one component of its own bounding box that spans all of it
+        own = next(k + 1 for k, sl in enumerate(scipy.ndimage.find_objects(lab))
+                   if sl is not None and sl[0].stop - sl[0].start == box.shape[0] and sl[1].stop - sl[1].start == box.shape[1])
+        region = lab == own
+        cuts = valley_cuts(region.sum(axis=0), self.split_valley)
+        if not cuts:
+            return [stats]
+        pieces = []
+        for a, b in zip([0] + [c + 1 for c in cuts], cuts + [box.shape[1] - 1]):
+            part = region[:, a:b + 1]
+            rows = np.flatnonzero(part.any(axis=1))
+            k = int(part.sum())
+            pieces.append([t0 + a, t0 + b, r0 + int(rows[0]), r0 + int(rows[-1]), k, psum * k / n])
+        return pieces
+
     def mask_bytes(self) -> bytes:
         return b"".join(self._mask)
 
@@ -239,11 +279,24 @@ class Segmenter:
         return None if self._prob is None else b"".join(self._prob)
 
 
+def valley_cuts(counts: np.ndarray, ratio: float) -> list[int]:
+    """Columns at which to cut a region whose column pixel counts are ``counts``: the lowest
+    column of each run of columns holding at most ``ratio`` of the smaller of the highest
+    counts before and after them."""
+    counts = np.asarray(counts, float)
+    before = np.maximum.accumulate(counts)
+    after = np.maximum.accumulate(counts[::-1])[::-1]
+    low, _ = scipy.ndimage.label(counts <= ratio * np.minimum(before, after))
+    return [sl[0].start + int(np.argmin(counts[sl])) for sl in scipy.ndimage.find_objects(low)]
+
+
 def segments_of(prob: np.ndarray, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
                 min_pixels: int = 0, duration_s: Optional[float] = None,
-                group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ) -> list[Segment]:
+                group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ,
+                split_valley: Optional[float] = None) -> list[Segment]:
     """Segments of a whole probability map ``(rows, frames)`` (a single chunk)."""
-    seg = Segmenter(cfg, threshold, min_duration_s, min_pixels, group_overlap=group_overlap, group_gap_hz=group_gap_hz)
+    seg = Segmenter(cfg, threshold, min_duration_s, min_pixels, group_overlap=group_overlap, group_gap_hz=group_gap_hz,
+                    split_valley=split_valley)
     seg.add(prob)
     return seg.finish(duration_s)
 

@@ -125,6 +125,7 @@ class SegmentOptions:
     probabilities: bool = False
     group_overlap: Optional[float] = postprocess.GROUP_OVERLAP  # harmonics -> one segment; None: off
     group_gap_hz: float = postprocess.GROUP_GAP_HZ
+    split_valley: Optional[float] = None  # cut regions at valleys (syllables touching in the mask)
 
 
 # ---- the checkpoint ----------------------------------------------------------------------------
@@ -412,7 +413,7 @@ class RecordingStitcher:
                 o = self.opts
                 seg = self.segmenters[ch] = postprocess.Segmenter(
                     self.cfg, o.threshold, o.min_duration_s, o.min_pixels, keep_probability=o.probabilities,
-                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz)
+                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz, split_valley=o.split_valley)
             n = int(rows.column("n_frames")[i].as_py())
             prob = np.frombuffer(rows.column("prob")[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
             try:
@@ -710,6 +711,10 @@ def add_segment_parser(sub) -> None:
                         "apart in frequency, e.g. harmonics) form one segment; 'off': every region is one")
     p.add_argument("--group-gap-hz", type=float, default=postprocess.GROUP_GAP_HZ,
                    help="largest frequency gap between grouped regions (Hz)")
+    p.add_argument("--split-valley", type=lambda v: None if v == "off" else float(v),
+                   default=None,
+                   help="cut a region where its pixels per frame fall to this fraction of its peaks on both "
+                        "sides, for syllables that touch in the mask (0.15 suits song; default: never cut)")
     p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
     p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")
     p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.<recording_id>.wav (mask applied to the STFT)")
@@ -730,7 +735,7 @@ def add_segment_parser(sub) -> None:
 
 def cmd_segment(a) -> int:
     options = SegmentOptions(a.threshold, a.min_duration, a.min_pixels, a.channels, a.raven, a.denoise,
-                             a.probabilities, a.group_overlap, a.group_gap_hz)
+                             a.probabilities, a.group_overlap, a.group_gap_hz, a.split_valley)
     try:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:

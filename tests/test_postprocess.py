@@ -237,3 +237,32 @@ def test_denoising_keeps_the_masked_call_and_removes_the_rest():
     outside, inside = mask == 0, mask == 1
     assert e_out[outside].sum() < 0.02 * e_in[outside].sum()
     assert 0.7 < e_out[inside].sum() / e_in[inside].sum() < 1.1
+
+
+def test_valley_cuts_cut_only_deep_valleys_between_higher_peaks():
+    assert pp.valley_cuts([10, 10, 1, 2, 10, 10], 0.15) == [2]
+    assert pp.valley_cuts([10, 10, 1, 10, 3, 1, 12], 0.15) == [2, 5]
+    assert pp.valley_cuts([3, 3, 1, 3, 3], 0.15) == []      # a thin line: its counts are all small
+    assert pp.valley_cuts([1, 10, 10, 1], 0.15) == []        # falling at an end is no valley
+    assert pp.valley_cuts([10, 10, 2, 10], 0.15) == []       # 2 > 0.15 * 10
+
+
+def test_split_valley_separates_touching_syllables_to_the_pixel():
+    prob = np.zeros((CFG.n_rows, 300), np.float32)
+    prob[40:60, 20:50] = 0.9      # syllable A: 20 rows x 30 frames
+    prob[50, 50:53] = 0.9         # a one-row bridge of 3 frames: the mask joins A and B
+    prob[35:65, 53:90] = 0.8      # syllable B: 30 rows x 37 frames
+    prob[100:102, 120:200] = 0.9  # a thin whistle whose band thins to one row: never cut
+    prob[101, 150:160] = 0.0
+    assert [(s.first_frame, s.last_frame) for s in pp.segments_of(prob, CFG)] == [(20, 89), (120, 199)]
+    a, b, whistle = pp.segments_of(prob, CFG, split_valley=0.15)
+    assert (a.first_frame, a.last_frame, a.low_row, a.high_row) == (20, 50, 40, 59)   # the lowest bridge frame goes to A
+    assert (b.first_frame, b.last_frame, b.low_row, b.high_row) == (51, 89, 35, 64)
+    assert a.n_pixels + b.n_pixels == 20 * 30 + 3 + 30 * 37
+    assert b.n_pixels == 2 + 30 * 37
+    assert (whistle.first_frame, whistle.last_frame) == (120, 199)
+    # streamed in chunks that cut through the bridge and the syllables: the same segments
+    seg = pp.Segmenter(CFG, split_valley=0.15)
+    for lo, hi in ((0, 51), (51, 70), (70, 300)):
+        seg.add(prob[:, lo:hi], first_frame=lo)
+    assert seg.finish() == [a, b, whistle]
