@@ -44,9 +44,11 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Optional
@@ -112,6 +114,9 @@ STATUS_SCHEMA = pa.schema([("recording_id", pa.string()), ("source", pa.string()
                            ("n_segments", pa.int32())])
 CPU_BATCH = 4   # tiles per model call on CPU (see Predictor)
 GPU_BATCH = 64
+log = logging.getLogger(__name__)
+PASSES = 3      # Ray passes over what is still missing (see run)
+UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
 
 
 @dataclass(frozen=True)
@@ -505,7 +510,8 @@ def segment_unit(unit: storage.Unit, predictor: "Predictor", out: str, ckpt: Che
 
 class SegmentWorker:
     """Ray Data actor: loads the checkpoint once, then segments whole units (see the module
-    docstring); returns a :data:`STATUS_SCHEMA` row per recording."""
+    docstring); returns a :data:`STATUS_SCHEMA` row per recording, then one :data:`UNIT_DONE`
+    row naming the unit."""
 
     def __init__(self, ckpt: Checkpoint, out: str, options: dict, done: frozenset, device: str = "cpu",
                  threads: float = 1, batch_size: int = CPU_BATCH, precision: str = "auto"):
@@ -517,6 +523,7 @@ class SegmentWorker:
         statuses = [s for uri, kind in zip(batch["uri"], batch["kind"])
                     for s in segment_unit(storage.Unit(str(uri), str(kind)), self.predictor, self.out,
                                           self.ckpt, self.opts, self.done, self.prefetch)]
+        statuses += [dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0) for uri in batch["uri"]]
         return pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
 
 
@@ -643,11 +650,16 @@ def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset
     return pending, done, len(units)
 
 
-def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str) -> SegmentSummary:
-    """Counts over the status rows, consumed as a stream (a run may finish millions)."""
+def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str,
+             units_done: Optional[set] = None) -> SegmentSummary:
+    """Counts over the status rows, consumed as a stream (a run may finish millions); the
+    sources of :data:`UNIT_DONE` rows go into ``units_done``."""
     ok = failed = segments = 0
     for s in statuses:
-        if s["status"] == "ok":
+        if s["status"] == UNIT_DONE:
+            if units_done is not None:
+                units_done.add(s["source"])
+        elif s["status"] == "ok":
             ok, segments = ok + 1, segments + s["n_segments"]
         else:
             failed += 1
@@ -660,27 +672,60 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
     Data; recordings already complete in ``out`` are skipped. ``actors``: model actors (default:
     one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs of the cluster). ``precision``:
-    see :func:`raybird.engine.inference_settings`."""
-    import ray
+    see :func:`raybird.engine.inference_settings`.
 
+    *Lost actors.* Ray Data retries an actor's tasks on that same actor once it restarts, which
+    never happens when its node is gone and the surviving nodes' CPUs are all held by the rest
+    of the pool (ray-project/ray#26991: the job stalls). So a lost actor's task fails at once
+    (``max_task_retries=0``), Ray Data goes on without that unit, and a further pass, sized to
+    the cluster that is left, takes the units that did not close (no :data:`UNIT_DONE` row),
+    skipping their recordings already written; up to :data:`PASSES` passes."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
     pending, done, n_inputs = _pending(inputs, out)
+    skipped = n_inputs - len(pending)
+    ok = failed = segments = 0
+    for n_pass in range(1, PASSES + 1):
+        if not pending:
+            break
+        if n_pass > 1:
+            log.warning("segment: %d units unfinished (actors lost); pass %d on the cluster that is left",
+                        len(pending), n_pass)
+        units_done: set = set()
+        s = _summary(_segment_pass(pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus,
+                                   precision), n_inputs, skipped, out, units_done)
+        ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
+        pending = [u for u in pending if u.uri not in units_done]
+        done = frozenset(completed_ids(out)) if pending else done
+    if pending:
+        raise RuntimeError(f"{len(pending)} inputs unfinished after {PASSES} passes (their tasks failed or "
+                           f"their actors were lost: see Ray Data's log), e.g. {pending[0].uri}; "
+                           f"re-run the same command to resume")
+    return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+
+
+def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, options: SegmentOptions,
+                  gpu: bool, batch_size: Optional[int], actors: Optional[int], actor_cpus: float,
+                  precision: str) -> Iterator[dict]:
+    """One Ray Data pass over ``pending``: its status rows (none for units whose actor was lost)."""
+    import ray
+
     resources = ray.cluster_resources()
     if actors is None:
         actors = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // actor_cpus)
-    actors = max(1, min(actors, len(pending))) if pending else 0
-    statuses: Iterable[dict] = []
-    if pending:
-        units = ray.data.from_items([dict(uri=u.uri, kind=u.kind) for u in pending],
-                                    override_num_blocks=len(pending))
-        units.context.op_resource_reservation_enabled = False  # one operator: see raybird.ingest.run
-        worker_args = (ckpt, out, dataclasses.asdict(options), done, "cuda" if gpu else "cpu",
-                       1 if gpu else actor_cpus, batch_size or (GPU_BATCH if gpu else CPU_BATCH), precision)
-        statuses = units.map_batches(
+    actors = max(1, min(actors, len(pending)))
+    units = ray.data.from_items([dict(uri=u.uri, kind=u.kind) for u in pending], override_num_blocks=len(pending))
+    units.context.op_resource_reservation_enabled = False  # one operator: see raybird.ingest.run
+    units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
+    worker_args = (ckpt, out, dataclasses.asdict(options), done, "cuda" if gpu else "cpu",
+                   1 if gpu else actor_cpus, batch_size or (GPU_BATCH if gpu else CPU_BATCH), precision)
+    with warnings.catch_warnings():
+        # Ray 2.60 names no map_batches parameter for max_task_retries; its ray_remote_args
+        # route works and is deprecated (removal announced for Ray 2.64)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return units.map_batches(
             SegmentWorker, fn_constructor_args=worker_args, batch_size=1, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            compute=ray.data.ActorPoolStrategy(size=actors), max_task_retries=0,
             **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus))).iter_rows()
-    return _summary(statuses, n_inputs, n_inputs - len(pending), out)
 
 
 def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None,
