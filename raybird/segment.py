@@ -692,7 +692,7 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
                         len(pending), n_pass)
         units_done: set = set()
         s = _summary(_segment_pass(pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus,
-                                   precision), n_inputs, skipped, out, units_done)
+                                   precision, after_loss=n_pass > 1), n_inputs, skipped, out, units_done)
         ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
         pending = [u for u in pending if u.uri not in units_done]
         done = frozenset(completed_ids(out)) if pending else done
@@ -705,13 +705,15 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
 
 def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, options: SegmentOptions,
                   gpu: bool, batch_size: Optional[int], actors: Optional[int], actor_cpus: float,
-                  precision: str) -> Iterator[dict]:
-    """One Ray Data pass over ``pending``: its status rows (none for units whose actor was lost)."""
+                  precision: str, after_loss: bool = False) -> Iterator[dict]:
+    """One Ray Data pass over ``pending``: its status rows (none for units whose actor was lost).
+    ``after_loss``: a later pass, whose pool is also capped at what the cluster now holds."""
     import ray
 
     resources = ray.cluster_resources()
-    if actors is None:
-        actors = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // actor_cpus)
+    capacity = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // actor_cpus)
+    if actors is None or after_loss:
+        actors = capacity if actors is None else min(actors, capacity)
     actors = max(1, min(actors, len(pending)))
     units = ray.data.from_items([dict(uri=u.uri, kind=u.kind) for u in pending], override_num_blocks=len(pending))
     units.context.op_resource_reservation_enabled = False  # one operator: see raybird.ingest.run
