@@ -79,3 +79,24 @@ def s3_bucket(s3_server):
     name = f"raybird-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+def _balanced_archive(root: Path, n: int, min_val: int, min_train: int, **synth_kw) -> Path:
+    from raybird import ingest, storage
+    from raybird.synth import generate_archive
+    for k in range(1000):
+        folder = root / f"archive{k}"
+        splits = [ingest.split_of(storage.recording_id(str(folder / f"syn{i:05d}.wav"))) for i in range(n)]
+        if splits.count("val") >= min_val and splits.count("train") >= min_train:
+            generate_archive(folder, n, formats=("wav",), **synth_kw)
+            return folder
+    raise AssertionError(f"no folder name under {root} gives {min_val} val and {min_train} train recordings")
+
+
+@pytest.fixture(scope="session")
+def balanced_archive():
+    """``balanced_archive(root, n, min_val, min_train, **synth_kw)``: ``n`` synthetic WAV recordings
+    in a folder under ``root`` whose name puts at least ``min_val`` of them in val and
+    ``min_train`` in train. Splits hash the source path, and pytest's temporary path changes
+    from run to run, so a fixed folder name alone could leave val empty."""
+    return _balanced_archive

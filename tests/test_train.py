@@ -11,32 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from raybird import engine, ingest, storage
-from raybird.synth import generate_archive
+from raybird import engine, ingest
 from raybird.train import TrainConfig, fit, load_datasets
 
 pytestmark = pytest.mark.ray
 
 
-def _archive_with_train_and_val(root: Path) -> Path:
-    """16 recordings, in a folder whose name puts some in train and some in val: the split
-    hashes each source path, and pytest's temporary path differs from run to run (with 16
-    recordings about 1 run in 25 would otherwise have no val recording)."""
-    folder = root / "archive0"
-    generate_archive(folder, 16, seed=11, duration_s=(3.0, 6.0), p_empty=0.1)
-    for k in range(1, 100):
-        splits = {ingest.split_of(storage.recording_id(str(p))) for p in folder.iterdir()
-                  if p.suffix in (".wav", ".flac")}
-        if {"train", "val"} <= splits:
-            return folder
-        folder = folder.rename(root / f"archive{k}")
-    raise AssertionError("no folder name gave both splits")
-
-
 @pytest.fixture(scope="module")
-def shards(ray_session, tmp_path_factory):
+def shards(ray_session, tmp_path_factory, balanced_archive):
     root = tmp_path_factory.mktemp("train")
-    ingest.run([str(_archive_with_train_and_val(root))], str(root / "ingest"))
+    archive = balanced_archive(root, 16, 1, 1, seed=11, duration_s=(3.0, 6.0), p_empty=0.1)
+    ingest.run([str(archive)], str(root / "ingest"))
     datasets, spec_json = load_datasets(str(root / "ingest"))
     return root, datasets, spec_json
 

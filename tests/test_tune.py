@@ -18,8 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raybird import engine, ingest, storage, tune
-from raybird.synth import generate_archive
+from raybird import engine, ingest, tune
 
 
 # ---- no Ray ------------------------------------------------------------------------------------
@@ -75,21 +74,11 @@ def test_command_line_flags():
 
 
 # ---- on Ray ------------------------------------------------------------------------------------
-def _balanced_archive(root: Path, n: int = 12) -> Path:
-    """A synthetic archive in a folder whose name gives at least 3 val and 6 train recordings:
-    splits hash the source path, so a tmp folder alone could leave val empty."""
-    for k in itertools.count():
-        folder = root / f"archive{k}"
-        splits = [ingest.split_of(storage.recording_id(str(folder / f"syn{i:05d}.wav"))) for i in range(n)]
-        if splits.count("val") >= 3 and splits.count("train") >= 6:
-            generate_archive(folder, n, seed=3, duration_s=(3.0, 5.0), p_empty=0.0, formats=("wav",))
-            return folder
-
-
 @pytest.fixture(scope="module")
-def shards(ray_session, tmp_path_factory) -> str:
+def shards(ray_session, tmp_path_factory, balanced_archive) -> str:
     root = tmp_path_factory.mktemp("tune")
-    ingest.run([str(_balanced_archive(root))], str(root / "ingest"))
+    archive = balanced_archive(root, 12, 3, 6, seed=3, duration_s=(3.0, 5.0), p_empty=0.0)
+    ingest.run([str(archive)], str(root / "ingest"))
     return str(root / "ingest")
 
 
