@@ -421,8 +421,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# Run against the cluster's dashboard: node states, and the names of the tasks and actors that
-# ran on node_a (kept by the state API after the node died).
+# Run against the cluster's dashboard: each named node's state.
 STATE = """
 import json, sys
 from ray.util.state import list_nodes
