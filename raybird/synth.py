@@ -5,34 +5,38 @@ Raven selection table and an exact pixel mask. Recording ``i`` of seed ``s`` is 
 from ``numpy.random.default_rng([s, i])`` alone, so an archive of N+1 recordings starts with
 the same N files (byte for byte) as an archive of N.
 
-**Birds.** A recording holds 0-3 singers. A singer is a random "species": a frequency
-centre, a repertoire of 1-4 syllable types and a style -- songs (a motif of 1-5 syllables
-repeated 1-5 times with short gaps) or calls (single syllables at irregular intervals).
-Renditions of a syllable type vary slightly (duration, pitch, level). Singers are placed
-independently, the others 0-10 dB quieter than the first, so songs overlap now and then.
-Syllable types: FM ``sweep`` (linear or exponential, up or down), ``chirp`` (short, fast,
-curved sweep), ``whistle`` (near-flat tone), ``warble`` (sinusoidal FM), ``trill``
-(repeated short swept notes), ``stack`` (a 1-2.5 kHz fundamental plus 1-8 harmonics, as many as
-fit below the band's top, of decaying amplitude with +-4 dB jitter each: up to the broadband
-harmonic stacks of finches and the purrs of storm-petrels), ``buzz`` (an amplitude-modulated
-stack) and ``rasp`` (a harsh call: noise-like energy filling a 0.4-2.5 octave band for 40-500 ms,
-sometimes pulsed -- corvids, parrots, gulls, the noisy notes of finches; made of many tones at
-random frequencies, so its waveform is fixed by its parameters). Every frequency component of every
-call lies in ``BIRD_BAND_HZ`` (1-10 kHz; at most 0.45 x the sample rate) and every call
-lasts ``CALL_DURATION_S`` (20 ms to 2 s), with a Hann, Tukey or attack-decay envelope. A
-fraction ``p_empty`` of the recordings has no bird.
+**Birds.** A recording holds 0-3 singers. A singer is a random "species": a frequency centre, a
+repertoire of 1-4 syllable types and a style -- songs (a motif of 1-5 syllables repeated 1-5 times
+with short gaps) or calls (single syllables at irregular intervals). Renditions of a syllable type
+vary slightly (duration, pitch, level). Singers are placed independently, the others 0-10 dB quieter
+than the first, so songs overlap now and then. Syllable types: FM ``sweep`` (linear or exponential,
+up or down), ``chirp`` (short, fast, curved sweep), ``whistle`` (near-flat tone), ``warble``
+(sinusoidal FM), ``trill`` (repeated short swept notes), ``stack`` (a 1-2.5 kHz fundamental plus 1-8
+harmonics, as many as fit below the band's top, of decaying amplitude with +-4 dB jitter each: up to
+the broadband harmonic stacks of finches), ``buzz`` (an amplitude-modulated stack), ``rasp`` (a
+harsh call: noise-like energy filling a 0.4-2.5 octave band for 40-500 ms, sometimes pulsed --
+corvids, parrots, gulls, the noisy notes of finches; made of many tones at random frequencies, so
+its waveform is fixed by its parameters) and ``purr`` (a regular train of short noise-like pulses,
+15-60 per second, over a 1-3 octave band tilted towards its low end, for 0.3-2 s: the purr of a
+storm-petrel, measured on XC46092 and XC663885 at 30-38 pulses per second, 22-33 dB deep, for
+1.4-1.7 s). Every frequency component of every call lies in ``BIRD_BAND_HZ`` (1-10 kHz; at most 0.45
+x the sample rate) and every call lasts ``CALL_DURATION_S`` (20 ms to 2 s), with a Hann, Tukey or
+attack-decay envelope. A fraction ``p_empty`` of the recordings has no bird.
 
-**Background** (never in the truth): coloured noise (white to brown, random high-frequency
-roll-off) plus a random subset of ``NOISES``: wind (low-passed noise in slow gusts), rain
-(dense random clicks), insect (a 4-10 kHz narrow-band noise or pure tone: cicadas,
-crickets; tones always pulsed at 20-250 Hz, sounding throughout or in bouts of 3-10 s),
-engine (low hum with harmonics), clicks (sparse loud broadband impulses) and frog (pulsed
-croaks of a 100-500 Hz fundamental, harmonics up to 1.2 kHz); insect, clicks and frog are the
-hard negatives -- each with a cue that tells it apart from the birds (duration and pulsing;
-broadband; energy below 1.2 kHz). A negative that shares every cue with some real bird teaches
-a model to miss that bird: version 1 gated pure tones for 0.3-3 s and pulsed 0.3-2.5 kHz croaks
-(bird whistles and stacks by every cue); version 2's croaks with harmonics up to 8 kHz are
-storm-petrel purrs, and a model trained on them found 2 of 11 petrel songs.
+**Background** (never in the truth): coloured noise (white to brown, random high-frequency roll-off)
+plus a random subset of ``NOISES``: wind (low-passed noise in slow gusts), rain (dense random
+clicks), insect (a 4-10 kHz narrow-band noise or pure tone: cicadas, crickets; tones always pulsed
+at 20-250 Hz, sounding throughout or in bouts of 3-10 s), engine (low hum with harmonics), clicks
+(sparse loud broadband impulses) and frog (pulsed croaks of a 100-500 Hz fundamental, harmonics up
+to 1.2 kHz); insect, clicks and frog are the hard negatives -- each with a cue that tells it apart
+from the birds (duration and pulsing; broadband; energy below 1.2 kHz). Rain's clicks are broadband
+too, but come at random (Poisson) times all through the recording, where a purr's pulses keep a
+regular rhythm for at most 2 s. A negative that shares every cue with some real bird teaches a model
+to miss that bird: version 1 gated pure tones for 0.3-3 s and pulsed 0.3-2.5 kHz croaks (bird
+whistles and stacks by every cue); version 2's croaks with harmonics up to 8 kHz are storm-petrel
+purrs, and a model trained on them found 2 of 11 petrel songs. Until version 8 a long train of
+broadband pulses was never a bird (rasps last at most 0.5 s), and a model trained longer learnt to
+leave petrel purrs half covered, as if they were rain.
 
 **Truth mask.** For each call, ``c`` = the clean call alone (rendered at the SpecConfig's
 sample rate, placed at its start, at its level in the mono mix-down), ``M = magnitude(c, cfg)``
@@ -101,13 +105,15 @@ from .spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frame
 # (benchmarks/accuracy.py) are keyed by it. 2: pulsed, longer insects; low frogs; audible truth.
 # 3: frogs below 1.2 kHz. 4: a call's core reaches 40 dB below its peak (was 20). 5: stacks and
 # buzzes with up to 9 harmonics. 6: rasps (noise-like harsh calls). 7: audibility over a 3 x 3 patch.
-GENERATOR_VERSION = 7
+# 8: purrs (regular trains of noise-like pulses).
+GENERATOR_VERSION = 8
 TRUTH_DB = 40.0
 AUDIBLE_PATCH = (3, 3)  # rows x frames over which call and background power are compared
 BIRD_BAND_HZ = (1000.0, 10000.0)
 CALL_DURATION_S = (0.02, 2.0)
-KINDS = ("sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz", "rasp")
-KIND_P = (0.18, 0.12, 0.16, 0.11, 0.12, 0.14, 0.09, 0.08)
+KINDS = ("sweep", "chirp", "whistle", "warble", "trill", "stack", "buzz", "rasp", "purr")
+NOISE_LIKE = ("rasp", "purr")  # kinds made of band noise (:func:`_band_noise`), not of harmonics
+KIND_P = (0.17, 0.11, 0.15, 0.10, 0.12, 0.13, 0.08, 0.08, 0.06)
 NOISES = ("wind", "rain", "insect", "engine", "clicks", "frog")
 NOISE_P = (0.3, 0.15, 0.35, 0.15, 0.2, 0.15)
 # level of each noise relative to the coloured base noise (dB, RMS)
@@ -197,7 +203,7 @@ def render_call(call: Call, sr: int) -> np.ndarray:
     tau, env = _pulses(p, t, call.dur_s)
     if p["am_depth"]:
         env = env * (1.0 - p["am_depth"] * (0.5 + 0.5 * np.cos(2 * np.pi * p["am_rate"] * t)))
-    if call.kind == "rasp":  # its f0 contour only spans the band (for band fitting): no phase to follow
+    if call.kind in NOISE_LIKE:  # its f0 contour only spans the band (for band fitting): no phase to follow
         x = _band_noise(p, t)
     else:
         phase = 2 * np.pi * np.cumsum(_f0(p, tau, t)) / sr
@@ -273,15 +279,20 @@ def _syllable(rng: np.random.Generator, kind: str, centre: float, fmax: float) -
         dur = u(0.04, 0.5)
         p.update(contour="lin", fb=p["fa"] * 2 ** u(0.4, 2.5), tilt_db=u(-12.0, 12.0),
                  seed=int(rng.integers(0, 2 ** 31)))
-        p["n_tones"] = int(np.clip((p["fb"] - p["fa"]) / 15.0, 24, 500))  # ~3 per frequency bin
         if rng.random() < 0.4:
             p.update(am_rate=u(20.0, 80.0), am_depth=u(0.5, 1.0))
+    elif kind == "purr":  # pulses are notes (as in a trill) of band noise, at a steady rate
+        dur = u(0.3, 2.0)
+        fa = max(BIRD_BAND_HZ[0], freq(0.5) / 2 ** u(0.5, 1.0))
+        p.update(contour="lin", fa=fa, fb=fa * 2 ** u(1.0, 3.0), tilt_db=u(-20.0, 0.0),
+                 seed=int(rng.integers(0, 2 ** 31)), note_rate=u(15.0, 60.0), note_duty=u(0.3, 0.7))
     else:  # stack, buzz: low fundamental with harmonics
         dur = u(0.05, 0.6) if kind == "stack" else u(0.1, 0.8)
         p.update(fa=u(1000.0, 2500.0), drift=u(-0.15, 0.15), bend=u(-0.1, 0.1))
         if kind == "buzz":
             p.update(am_rate=u(40.0, 150.0), am_depth=u(0.6, 1.0))
-    if kind == "rasp":  # one band of noise-like tones
+    if kind in NOISE_LIKE:  # one band of noise-like tones
+        p["n_tones"] = int(np.clip((p["fb"] - p["fa"]) / 15.0, 24, 500))  # ~3 per frequency bin
         n_harm, decay = 1, 1.0
     elif kind in ("stack", "buzz"):  # 2-9 harmonics, a random formant-like tilt: some reach 10 kHz
         n_harm = int(rng.integers(2, 10))
