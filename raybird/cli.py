@@ -72,7 +72,7 @@ def _add_train(sub):
 def cmd_train(a) -> int:
     from .runtime import init_ray
     from .train import TrainConfig, fit
-    init_ray()
+    init_ray(dashboard=True)
     tc = TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__})
     r = fit(tc)
     print(f"train: {r.epochs_run} epochs, best val IoU {r.best_val_iou:.3f} at epoch {r.best_epoch + 1}; "
@@ -94,7 +94,7 @@ def cmd_demo(a) -> int:
     from .runtime import init_ray
     out = Path(a.out)
     archive, shards, runs, seg = out / "archive", out / "ingest", out / "runs", out / "segments"
-    init_ray()
+    init_ray(dashboard=True)  # it trains
     steps = [
         ["synth", "--out", str(archive), "-n", str(a.recordings), "--seed", "0",
          "--min-duration", "4", "--max-duration", "10"],

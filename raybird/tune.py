@@ -314,7 +314,7 @@ def cmd_tune(a) -> int:
         if given is not None:
             params[field] = given.split(",")
     split_space(params)  # fail on a bad value before starting Ray
-    init_ray()
+    init_ray(dashboard=True)
     r = run(a.data, a.out, params, name=a.name, asha=a.asha, grace_period=a.grace_period,
             max_concurrent=a.max_concurrent)
     print(format_table(r.table, list(r.grid)))
