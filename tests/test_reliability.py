@@ -1,12 +1,14 @@
-"""Reliability: a corpus of bad inputs built here (no shipped binaries) through ingest and segment,
-a segment driver killed mid-run, a worker node removed from a multi-node cluster, atomic writes,
-safe checkpoints and archives, and credentials kept out of errors, outputs and logs.
+"""Reliability: a corpus of bad inputs built here (no shipped binaries) through ingest and segment, a
+segment driver killed mid-run, segment actors killed mid-unit, a worker node removed from a multi-
+node cluster, atomic writes, safe checkpoints and archives, and credentials kept out of errors,
+outputs and logs.
 
 The training-worker kill (SIGKILL mid-epoch, the run resumes from the last checkpoint) is
 tests/test_train.py::test_killed_worker_resumes_from_last_checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,6 +24,7 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -330,6 +333,19 @@ def _driver_env(**extra) -> dict:
     return env
 
 
+@contextlib.contextmanager
+def _running(argv: list[str], env: dict, log: Path | None = None) -> Iterator[subprocess.Popen]:
+    """A ``raybird`` process, its output in ``log``; killed on the way out if still running."""
+    with open(log or os.devnull, "wb") as sink:
+        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     end = time.time() + timeout
     while not predicate():
@@ -338,6 +354,26 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, w
         if time.time() > end:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below ``pid`` (Ray's raylet and its workers, for the
+    embedded Ray of this test session)."""
+    parent, title = {}, {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+                parent[int(proc.name)], title[int(proc.name)] = ppid, argv
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += [(p, title[p]) for p in kids]
+        frontier = kids
+    return found
 
 
 @pytest.mark.ray
@@ -351,17 +387,11 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
     argv = [sys.executable, "-m", "raybird.cli", "segment", *corpus.inputs, "--out", str(out), "--model", model_path,
             "--raven", "--probabilities"]
     env = _driver_env(AWS_SECRET_ACCESS_KEY=SECRET)
-    log = open(tmp_path / "first.log", "wb")
-    first = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     masks = out / "masks"
-    try:
+    with _running(argv, env, tmp_path / "first.log") as first:
         _wait_for(lambda: masks.is_dir() and len(list(masks.glob("*.parquet"))) >= 2, 300, first, "2 recordings")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-        log.close()
     written = len(list(masks.glob("*.parquet"))) + len(list((out / "errors").glob("*.parquet")))
     assert 2 <= written < corpus.n_recordings, "the kill did not land mid-run"
     second = subprocess.run(argv, env=env, capture_output=True, timeout=600)
@@ -386,6 +416,47 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, model_path, tmp_path):
+    """SIGKILL every segment actor (as the OOM killer would) while zips of recordings are in work:
+    their units fail at once and a second pass segments what they left; the recordings written
+    before the kill are skipped, not written again, and every member ends in the masks once."""
+    members = []
+    for z in range(2):  # units of ten recordings: the first one written leaves its unit mid-way
+        with zipfile.ZipFile(tmp_path / f"batch{z}.zip", "w") as f:
+            for i in range(10):
+                members.append(f"rec{z}_{i:02d}.wav")
+                f.writestr(members[-1], wav(sound(6.0, CFG.sample_rate, 100 * z + i), CFG.sample_rate))
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "raybird.cli", "segment", str(tmp_path / "batch0.zip"), str(tmp_path / "batch1.zip"),
+            "--out", str(out), "--model", model_path, "--actors", "2"]
+    pids: list[int] = []
+
+    def actors_up() -> bool:  # the session's Ray runs no dashboard, so no state API: ask /proc
+        pids[:] = [pid for pid, title in _descendants(os.getpid()) if "SegmentWorker" in title]
+        return len(pids) == 2
+
+    masks = out / "masks"
+    with _running(argv, _driver_env(), tmp_path / "driver.log") as driver:
+        _wait_for(lambda: masks.is_dir() and any(masks.glob("*.parquet")), 120, driver, "the first recording")
+        _wait_for(actors_up, 10, driver, "two segment actors")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone already: the asserts below tell
+                os.kill(pid, signal.SIGKILL)
+        before = {p.name: p.stat().st_mtime_ns for p in masks.glob("*.parquet")}
+        rc = driver.wait(300)
+    output = (tmp_path / "driver.log").read_text(errors="replace")
+    assert rc == 0, output[-4000:]
+    assert 1 <= len(before) < len(members), "the kill did not land mid-run"
+    assert "pass 2 on the cluster that is left" in output
+    assert {p.name: p.stat().st_mtime_ns for p in masks.glob("*.parquet") if p.name in before} == before
+    sources = segment.read_outputs(str(out), "masks").column("source").to_pylist()
+    assert len(sources) == len(set(sources)) == len(members)
+    assert sorted(s.split(storage.MEMBER_SEP)[-1] for s in sources) == sorted(members)
+    assert len(segment.read_outputs(str(out), "errors")) == 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp_path):
     """Ingest writes under OUT/.staging-*/ and puts the tables in place at the end: a driver
     killed while writing leaves the previous run's tables exactly as they were."""
@@ -394,16 +465,11 @@ def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp
     ingest.run_local(inputs, str(out), CFG)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     want = {name: ingest.read_table(str(out), name) for name in ingest.TABLES}
-    proc = subprocess.Popen([sys.executable, "-m", "raybird.cli", "ingest", *inputs, "--out", str(out),
-                             "--preset", CFG.to_json()], env=_driver_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with _running([sys.executable, "-m", "raybird.cli", "ingest", *inputs, "--out", str(out),
+                   "--preset", CFG.to_json()], _driver_env()) as proc:
         _wait_for(lambda: any(out.glob(".staging-*")), 300, proc, "the write phase")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
              if p.is_file() and not p.relative_to(out).parts[0].startswith(".staging-")}
     assert after == before
@@ -429,18 +495,6 @@ addr, names = sys.argv[1], ("head", "node_a", "node_b")
 nodes = list_nodes(address=addr, limit=100)
 print(json.dumps({"nodes": {k: n.state for n in nodes for k in n.resources_total if k in names}}))
 """
-
-
-def _children_of(pid: int) -> list[str]:
-    """Command lines (process titles) of the processes whose parent is ``pid``."""
-    titles = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                titles.append((proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " "))
-        except (OSError, ValueError, IndexError):
-            continue
-    return titles
 
 
 def _raylets_of(node_dir: str) -> list[int]:
@@ -480,24 +534,18 @@ def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path
         started = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=300)
         assert started.returncode == 0, started.stdout + started.stderr
         driver_env = dict(env, RAY_ADDRESS=f"127.0.0.1:{gcs}", RAY_AUTH_MODE="token", PYTHONPATH=str(ROOT))
-        log = open(tmp_path / "driver.log", "wb")
-        driver = subprocess.Popen([sys.executable, "-m", "raybird.cli", "segment", str(archive), "--out", str(out),
-                                   "--model", model_path, "--actors", "3"],  # one per node
-                                  env=driver_env, stdout=log, stderr=subprocess.STDOUT)
-        try:
+        argv = [sys.executable, "-m", "raybird.cli", "segment", str(archive), "--out", str(out),
+                "--model", model_path, "--actors", "3"]  # one actor per node
+        with _running(argv, driver_env, tmp_path / "driver.log") as driver:
             _wait_for(lambda: len(list((out / "masks").glob("*.parquet"))) >= 1, 400, driver, "the first recording")
             raylets = _raylets_of(os.path.join(tmp, "ray", "node_a"))
             assert len(raylets) == 1
             # node_a holds one of the job's segment actors (a worker process of its raylet)
-            _wait_for(lambda: any("SegmentWorker" in t for t in _children_of(raylets[0])), 60, driver,
+            _wait_for(lambda: any("SegmentWorker" in t for _, t in _descendants(raylets[0])), 60, driver,
                       "a segment actor on node_a")
             written = len(list((out / "masks").glob("*.parquet")))
             os.kill(raylets[0], signal.SIGKILL)
             rc = driver.wait(240)  # a whole run takes ~70 s
-        finally:
-            if driver.poll() is None:
-                driver.kill()
-            log.close()
         output = (tmp_path / "driver.log").read_text(errors="replace")
         assert rc == 0, output[-4000:]
         assert written < n, "the node died after the work was done"
