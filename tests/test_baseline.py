@@ -80,6 +80,9 @@ def baseline_checkpoint(tmp_path_factory):
     return str(path)
 
 
+PULSED_OR_HARMONIC = ("stack", "buzz", "trill", "purr")
+
+
 def test_segment_job_finds_calls_at_high_snr_and_nothing_in_noise(tmp_path, baseline_checkpoint):
     """The baseline checkpoint through the real segment job, scored by evaluate. 5 s recordings
     (the last tile then holds >= 32 frames: see the report on the segment job's stitching)."""
@@ -98,6 +101,7 @@ def test_segment_job_finds_calls_at_high_snr_and_nothing_in_noise(tmp_path, base
     assert by_call.pooled["iou"] >= 0.55            # 0.60
     # One-to-one at box IoU >= 0.5: the single-band calls are found, and the harmonic stacks too
     # (their harmonics grouped into one segment; ungrouped, none covered half of its call's box).
+    # Trills and purrs are left out: their notes are separate regions (detected_frac covers them).
     segs = pq.read_table(out / "segments")
     seg_source = np.array(segs.column("source").to_pylist())
     seg_box = np.stack([segs.column(c).to_numpy() for c in ("start_s", "end_s", "low_hz", "high_hz")], axis=1)
@@ -108,10 +112,10 @@ def test_segment_job_finds_calls_at_high_snr_and_nothing_in_noise(tmp_path, base
         pairs = match_events(seg_box[seg_source == row["source"]], ref)["pairs"]
         matched = {j for _, j in pairs}
         kinds = [b.label.split("-")[1] for b in calls]
-        single += sum(k not in ("stack", "buzz") for k in kinds)
-        found += sum(k not in ("stack", "buzz") and j in matched for j, k in enumerate(kinds))
+        single += sum(k not in PULSED_OR_HARMONIC for k in kinds)
+        found += sum(k not in PULSED_OR_HARMONIC and j in matched for j, k in enumerate(kinds))
         assert all(j in matched for j, k in enumerate(kinds) if k == "stack")
-    assert single >= 10 and found / single >= 0.8   # 20 of 21 (generator 5)
+    assert single >= 10 and found / single >= 0.8   # 12 of 12 (generator 8; 20 of 21 in generator 5)
     by_region = evaluate_run(str(out), [str(tmp_path / "calls")], events_from="mask")
     assert by_region.pooled["recall"] >= 0.7        # 0.95 of the truth mask's regions
 
