@@ -88,13 +88,28 @@ FLAG_HELP = {
 def decode_batch(t: pa.Table) -> dict:
     """Shard rows -> ``spec`` uint8 (N, H, W), ``mask`` uint8 (N, H, W), ``valid_frames`` (N,)."""
     n = len(t)
-    if n == 0:
-        return {"spec": np.zeros((0, 1, 1), np.uint8), "mask": np.zeros((0, 1, 1), np.uint8),
-                "valid_frames": np.zeros(0, np.int32)}
     h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
     spec = np.frombuffer(b"".join(t["spec"].to_pylist()), np.uint8).reshape(n, h, w)
     mask = np.frombuffer(b"".join(t["mask"].to_pylist()), np.uint8).reshape(n, h, w)
     return {"spec": spec, "mask": mask, "valid_frames": t["valid_frames"].to_numpy().astype(np.int32)}
+
+
+def split_tiles(shards, split: str, tile_shape: tuple[int, int]):
+    """The labelled tiles of one split of a Ray Dataset of shard rows, decoded."""
+    return shards.map_batches(_decode_split, fn_args=(split, tile_shape), batch_format="pyarrow", batch_size=None)
+
+
+def _decode_split(t: pa.Table, split: str, tile_shape: tuple[int, int]):
+    """decode_batch of a shard batch's labelled rows of ``split``. A batch with none gives empty
+    tensor columns: Ray Data would store an empty ndarray as pickled objects (with a warning),
+    unlike the tensors of every other block."""
+    t = t.filter(pc.and_(pc.equal(t["split"], split), pc.is_valid(t["mask"])))
+    if len(t):
+        return decode_batch(t)
+    from ray.data.extensions import ArrowTensorArray
+    empty = np.zeros((0, *tile_shape), np.uint8)
+    return pa.table({"spec": ArrowTensorArray.from_numpy(empty), "mask": ArrowTensorArray.from_numpy(empty),
+                     "valid_frames": pa.array([], pa.int32())})
 
 
 def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
@@ -108,11 +123,10 @@ def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
     if not first:
         raise ValueError(f"no shards under {data}")
     spec_json = first[0]["spec_config"]
+    tile_shape = (first[0]["n_rows"], first[0]["n_frames"])
     out = {}
     for split in ("train", "val"):
-        ds = base.map_batches(
-            lambda t, s=split: decode_batch(t.filter(pc.and_(pc.equal(t["split"], s), pc.is_valid(t["mask"])))),
-            batch_format="pyarrow", batch_size=None)
+        ds = split_tiles(base, split, tile_shape)
         out[split] = ds.materialize() if cache else ds
         if out[split].count() == 0:
             raise ValueError(f"no labelled {split} tiles under {data}; ingest more recordings")

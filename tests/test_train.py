@@ -8,11 +8,13 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from raybird import engine, ingest
-from raybird.train import TrainConfig, fit, load_datasets
+from raybird.train import TrainConfig, fit, load_datasets, split_tiles
 
 pytestmark = pytest.mark.ray
 
@@ -53,6 +55,21 @@ def test_two_workers_two_epochs_write_checkpoints_metrics_and_curves(shards):
     assert max(h["val_iou"] for h in r.history) == pytest.approx(r.best_val_iou)
     x = torch.rand(1, 1, 256, 512)
     assert model(x).shape == (1, 2, 256, 512)
+
+
+def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
+    """Shards of a large archive each hold a few recordings, so many have no val tiles; those
+    batches must decode to the same tensor type as the rest, not to pickled objects."""
+    import ray
+    root, _, _ = shards
+    rows = pq.read_table(root / "ingest" / "shards")
+    only_train = rows.filter(pc.equal(rows["split"], "train"))
+    tile_shape = (rows["n_rows"][0].as_py(), rows["n_frames"][0].as_py())
+    blocks = ray.get(split_tiles(ray.data.from_arrow([only_train, rows]), "val", tile_shape).to_arrow_refs())
+    n_val = pc.sum(pc.and_(pc.equal(rows["split"], "val"), pc.is_valid(rows["mask"]))).as_py()
+    assert [len(b) for b in blocks] == [0, n_val] and n_val > 0
+    types = {str(b.schema.field(col).type) for b in blocks for col in ("spec", "mask")}
+    assert len(types) == 1 and next(iter(types)).startswith("ArrowTensorType"), types
 
 
 def test_early_stopping_and_lr_decay(shards):
