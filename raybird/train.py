@@ -10,7 +10,9 @@ epoch), fault tolerance, and the run folder::
     <storage_path>/<name>/best/checkpoint.pt   the best epoch by val IoU, stable path
 
 A worker that dies restarts from the last checkpoint (``FailureConfig``); running again with
-the same name and storage path resumes the run where it stopped.
+the same name and storage path resumes the run where it stopped. ``init`` starts a new run from
+a trained model's weights instead of random ones (fine-tuning, e.g. the shipped default on a
+user's own labelled recordings); a run that has checkpoints resumes from them instead.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class TrainConfig:
     cpus_per_worker: float = 0.5     # fractional: leaves CPU for Ray Data on small machines
     max_failures: int = 3
     seed: int = 0
+    init: str = ""                   # fine-tune: start from this model's weights ("default": the shipped one)
 
     def model_config(self):
         from .model import ModelConfig
@@ -82,6 +85,8 @@ FLAG_HELP = {
     "cpus_per_worker": "logical CPUs per worker; fractional leaves room for Ray Data",
     "max_failures": "worker-group restarts from the last checkpoint before giving up",
     "seed": "seed for initialisation, shuffling and augmentation",
+    "init": "start from this model's weights (fine-tuning): a checkpoint file or folder, s3:// path, or "
+            "'default' for the shipped model; arch, width, depth and spectrogram settings must match",
 }
 
 # ---- data --------------------------------------------------------------------------------------
@@ -182,6 +187,8 @@ def train_loop_per_worker(config: dict) -> None:
         history = payload["extra"]["history"]
         resumes = payload["extra"]["resumes"] + [payload["epoch"] + 1]
         start = payload["epoch"] + 1
+    elif config.get("init_state") is not None:
+        engine.unwrap(model).load_state_dict(config["init_state"])
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -227,6 +234,36 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # ---- the driver --------------------------------------------------------------------------------
+def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
+    """The weights of ``tc.init`` (None without one), after checking that they fit this run: the
+    same network, and the spectrogram settings the shards were made with (a model only knows the
+    pixel grid it was trained on). Read here, on the driver, so workers on other nodes need no
+    access to the file."""
+    if not tc.init:
+        return None
+    import torch
+    from .model import ModelConfig
+    from .segment import read_checkpoint
+    from .spectrogram import SpecConfig
+
+    ckpt = read_checkpoint(None if tc.init == "default" else tc.init)
+    payload = torch.load(io.BytesIO(ckpt.data), map_location="cpu", weights_only=True)
+    have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config()
+    wrong = [f"{k} {getattr(have, k)!r} (this run: {getattr(want, k)!r})"
+             for k in ("arch", "width", "depth", "n_classes", "in_channels", "output_stride")
+             if getattr(have, k) != getattr(want, k)]
+    if wrong:
+        raise ValueError(f"--init {tc.init}: the model has " + ", ".join(wrong)
+                         + "; pass the matching --arch/--width/--depth")
+    shards = SpecConfig.from_json(spec_json)
+    wrong = [f"{k} {v!r} (shards: {getattr(shards, k)!r})" for k, v in vars(ckpt.cfg).items()
+             if getattr(shards, k) != v]
+    if wrong:
+        raise ValueError(f"--init {tc.init}: the model was trained on other spectrograms: " + ", ".join(wrong)
+                         + "; ingest with its settings (raybird ingest --preset)")
+    return payload["model_state"]
+
+
 @dataclass
 class TrainResult:
     run_dir: str
@@ -247,11 +284,12 @@ def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[st
 
     if datasets is None:
         datasets, spec_json = load_datasets(tc.data)
+    init_state = initial_weights(tc, spec_json)
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.gpu else {})}
     fs, root = storage.arrow_filesystem(tc.storage_path)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": dataclasses.asdict(tc), "spec_config": spec_json},
+        train_loop_config={"train": dataclasses.asdict(tc), "spec_config": spec_json, "init_state": init_state},
         scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=tc.gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=tc.name, storage_path=root, storage_filesystem=fs if tc.storage_path.startswith("s3://") else None,

@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from raybird import engine, ingest
-from raybird.train import TrainConfig, fit, load_datasets, split_tiles
+from raybird.model import ModelConfig
+from raybird.spectrogram import SpecConfig
+from raybird.train import TrainConfig, fit, initial_weights, load_datasets, split_tiles
 
 pytestmark = pytest.mark.ray
 
@@ -89,6 +93,48 @@ def test_rerun_with_same_name_resumes(shards):
     assert again.history[:2] == first.history  # epochs 0-1 were not run again
     payload = torch.load(Path(again.best_checkpoint).parent.parent / "best" / "checkpoint.pt", weights_only=True)
     assert payload["epoch"] in (0, 1, 2, 3)
+
+
+def _trained_model(datasets, spec_json, path: Path, steps: int = 40) -> None:
+    """A width-4 U-Net fitted to the train tiles in plain PyTorch (quicker than a Ray run), saved at ``path``."""
+    torch.manual_seed(0)
+    train = datasets["train"].take_batch(datasets["train"].count(), batch_format="numpy")
+    model = ModelConfig(width=4, depth=3).build()
+    settings = engine.pick_device("cpu")
+    settings.prepare_model(model)
+    opt, loss_fn = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        idx = rng.choice(len(train["spec"]), 4, replace=False)
+        engine.train_step(model, {k: v[idx] for k, v in train.items()}, opt, loss_fn, settings)
+    engine.save_checkpoint(path, model, spec_config_json=spec_json)
+
+
+def test_init_starts_from_a_trained_models_weights(shards):
+    """Fine-tuning: at lr 0 the weights never move, so the run saves exactly the --init model's
+    parameters (BatchNorm's running statistics do follow the data); a run without --init saves
+    its own random ones."""
+    root, datasets, spec_json = shards
+    source = root / "init-source.pt"
+    _trained_model(datasets, spec_json, source)
+    _, src = engine.load_checkpoint(source)
+    names = [n for n, _ in ModelConfig(width=4, depth=3).build().named_parameters()]
+    for name, init, same in (("init-tuned", str(source), True), ("init-scratch", "", False)):
+        run = fit(_config(root, name, epochs=1, lr=0.0, init=init), datasets, spec_json)
+        got = torch.load(run.best_checkpoint, weights_only=True)
+        assert got["extra"]["train_config"]["init"] == init
+        equal = [torch.equal(got["model_state"][n], src["model_state"][n]) for n in names]
+        assert all(equal) if same else not any(equal), (name, equal)
+
+
+def test_init_must_match_the_runs_network_and_spectrograms(shards):
+    root, _, spec_json = shards
+    with pytest.raises(ValueError, match=r"width 8 \(this run: 4\)"):
+        initial_weights(_config(root, "x", init="default"), spec_json)
+    other = dataclasses.replace(SpecConfig.from_json(spec_json), hop_length=256)
+    with pytest.raises(ValueError, match="other spectrograms: hop_length 128 \\(shards: 256\\)"):
+        initial_weights(_config(root, "x", init="default", width=8, depth=5), other.to_json())
+    assert initial_weights(_config(root, "x", init="default", width=8, depth=5), spec_json)
 
 
 def _train_worker_pids() -> list[int]:
