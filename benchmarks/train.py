@@ -47,16 +47,20 @@ def train_tiles(data: str) -> dict:
     arrays, what the plain loops read."""
     from raybird.train import decode_batch
     t = pads.dataset(os.path.join(data, "shards"), format="parquet").to_table(columns=COLUMNS)
-    return decode_batch(t.filter(pc.is_valid(t["mask"])))
+    t = t.filter(pc.is_valid(t["mask"]))
+    if not len(t):
+        raise ValueError(f"no labelled tiles under {data}")
+    return decode_batch(t)
 
 
 def train_dataset(data: str):
-    """The same tiles as a materialized Ray Dataset, decoded as raybird.train.load_datasets does."""
+    """The same tiles as a materialized Ray Dataset, decoded as training decodes them
+    (raybird.train.split_tiles, every split)."""
     import ray
-    from raybird.train import decode_batch
+    from raybird.train import split_tiles
     ds = ray.data.read_parquet(os.path.join(data, "shards")).select_columns(COLUMNS)
-    return ds.map_batches(lambda t: decode_batch(t.filter(pc.is_valid(t["mask"]))), batch_format="pyarrow",
-                          batch_size=None).materialize()
+    first = ds.take(1)[0]
+    return split_tiles(ds, None, (first["n_rows"], first["n_frames"])).materialize()
 
 
 def _setup(cfg: dict, threads: int, seed: int):

@@ -99,16 +99,17 @@ def decode_batch(t: pa.Table) -> dict:
     return {"spec": spec, "mask": mask, "valid_frames": t["valid_frames"].to_numpy().astype(np.int32)}
 
 
-def split_tiles(shards, split: str, tile_shape: tuple[int, int]):
-    """The labelled tiles of one split of a Ray Dataset of shard rows, decoded."""
+def split_tiles(shards, split: Optional[str], tile_shape: tuple[int, int]):
+    """The labelled tiles of one split (None: of every split) of a Ray Dataset of shard rows, decoded."""
     return shards.map_batches(_decode_split, fn_args=(split, tile_shape), batch_format="pyarrow", batch_size=None)
 
 
-def _decode_split(t: pa.Table, split: str, tile_shape: tuple[int, int]):
-    """decode_batch of a shard batch's labelled rows of ``split``. A batch with none gives empty
-    tensor columns: Ray Data would store an empty ndarray as pickled objects (with a warning),
-    unlike the tensors of every other block."""
-    t = t.filter(pc.and_(pc.equal(t["split"], split), pc.is_valid(t["mask"])))
+def _decode_split(t: pa.Table, split: Optional[str], tile_shape: tuple[int, int]):
+    """decode_batch of a shard batch's labelled rows of ``split`` (None: any). A batch with none
+    gives empty tensor columns: Ray Data would store an empty ndarray as pickled objects (with a
+    warning), unlike the tensors of every other block."""
+    keep = pc.is_valid(t["mask"])
+    t = t.filter(keep if split is None else pc.and_(pc.equal(t["split"], split), keep))
     if len(t):
         return decode_batch(t)
     from ray.data.extensions import ArrowTensorArray

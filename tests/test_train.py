@@ -74,6 +74,9 @@ def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
     assert [len(b) for b in blocks] == [0, n_val] and n_val > 0
     types = {str(b.schema.field(col).type) for b in blocks for col in ("spec", "mask")}
     assert len(types) == 1 and next(iter(types)).startswith("ArrowTensorType"), types
+    # split None (the train benchmark's throughput runs): every labelled tile, of any split
+    blocks = ray.get(split_tiles(ray.data.from_arrow([only_train, rows]), None, tile_shape).to_arrow_refs())
+    assert [len(b) for b in blocks] == [pc.sum(pc.is_valid(t["mask"])).as_py() for t in (only_train, rows)]
 
 
 def test_early_stopping_and_lr_decay(shards):
