@@ -20,7 +20,9 @@ scored as a whole only. Rows are pooled per SNR band (<= 0, 0-10, >= 10 dB) and 
 accuracy from summed confusion counts, event F1 of segments matched one-to-one to the per-call
 boxes at box IoU >= 0.5 (:func:`raybird.evaluate.evaluate_run`). Each band's IoU also gets a 95 %
 bootstrap interval (recordings resampled with replacement): with the 60 recordings of earlier
-sessions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds.
+sessions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds. The
+first model's IoU minus each other model's (the baseline's: the margin) gets a paired interval,
+both scored on the same resampled recordings.
 
 **Real recordings** (``--real``, the shared folder): segmented with the same settings and scored
 per data set. The labels differ in kind, so each gets the measure it can support:
@@ -170,29 +172,59 @@ def predict(ckpt: segment.Checkpoint, inputs: list[str], out: Path, options: seg
     return pred_dir
 
 
+def _counts_by_recording(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Pixel TP, FP, FN summed per recording (its channels together)."""
+    out: dict[str, np.ndarray] = {}
+    for r in rows:
+        out[r["recording_id"]] = out.get(r["recording_id"], 0) + np.array([r["px_tp"], r["px_fp"], r["px_fn"]],
+                                                                          np.float64)
+    return out
+
+
+def _resampled_iou(counts: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    summed = counts[draws].sum(axis=1)
+    return summed[:, 0] / np.maximum(summed.sum(axis=1), 1)
+
+
+def _draws(n_recordings: int, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_recordings, (n, n_recordings))
+
+
 def iou_interval(rows: list[dict], n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
     """95 % bootstrap interval of the pooled foreground IoU, recordings resampled with
     replacement: how far the number could move on another test set of the same size."""
-    by_rec: dict[str, np.ndarray] = {}
-    for r in rows:
-        by_rec[r["recording_id"]] = by_rec.get(r["recording_id"], 0) + np.array([r["px_tp"], r["px_fp"], r["px_fn"]],
-                                                                                  np.float64)
-    counts = np.stack(list(by_rec.values()))
-    drawn = counts[np.random.default_rng(seed).integers(0, len(counts), (n, len(counts)))].sum(axis=1)
-    iou = drawn[:, 0] / np.maximum(drawn.sum(axis=1), 1)
-    lo, hi = np.percentile(iou, [2.5, 97.5])
+    counts = np.stack(list(_counts_by_recording(rows).values()))
+    lo, hi = np.percentile(_resampled_iou(counts, _draws(len(counts), n, seed)), [2.5, 97.5])
     return float(lo), float(hi)
 
 
-def score_synthetic(ckpt, test_dir: Path, snr: dict, out: Path, options, threads) -> dict:
+def iou_difference(rows_a: list[dict], rows_b: list[dict], n: int = BOOTSTRAP, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """IoU of A minus IoU of B on the same recordings, with its paired 95 % bootstrap interval
+    (both scored on each resampled set): much tighter than comparing two separate intervals,
+    because a hard recording is hard for both."""
+    ca, cb = _counts_by_recording(rows_a), _counts_by_recording(rows_b)
+    if ca.keys() != cb.keys():
+        raise ValueError("paired comparison needs both models scored on the same recordings")
+    keys = sorted(ca)
+    a, b = np.stack([ca[k] for k in keys]), np.stack([cb[k] for k in keys])
+    draws = _draws(len(keys), n, seed)
+    lo, hi = np.percentile(_resampled_iou(a, draws) - _resampled_iou(b, draws), [2.5, 97.5])
+    whole = np.arange(len(keys))[None]
+    return float(_resampled_iou(a, whole)[0] - _resampled_iou(b, whole)[0]), float(lo), float(hi)
+
+
+def score_synthetic(ckpt, test_dir: Path, snr: dict, out: Path, options, threads) -> tuple[dict, dict]:
+    """Pooled scores per band (with the IoU's interval), and the per-recording rows of each band."""
     report = evaluate_run(predict(ckpt, [str(test_dir)], out, options, threads), [str(test_dir)])
     groups: dict[str, list[dict]] = {ALL: report.rows}
     for row in report.rows:
         band = band_of(snr.get(Path(row["source"]).name))
         if band is not None:
             groups.setdefault(band, []).append(row)
-    return {band: {**pool(rows), **dict(zip(("iou_lo", "iou_hi"), iou_interval(rows)))}
-            for band, rows in groups.items()}
+    scores = {band: {**pool(rows), **dict(zip(("iou_lo", "iou_hi"), iou_interval(rows)))}
+              for band, rows in groups.items()}
+    return scores, groups
 
 
 def score_real(ckpt, real: Path, out: Path, options, threads, min_cover: float) -> dict:
@@ -228,6 +260,14 @@ def interval_table(results: dict[str, dict]) -> str:
     rows = [[name] + [f"{m['iou']:.3f} [{m['iou_lo']:.2f}, {m['iou_hi']:.2f}]" if (m := by_band.get(b)) else "—"
                       for b in bands] for name, by_band in results.items()]
     return table(["model"] + [f"IoU {b} [95 % interval]" for b in bands], rows)
+
+
+def difference_table(first: str, diffs: dict[str, dict]) -> str:
+    """IoU of the first model minus each other model's, per band, with the paired interval."""
+    bands = [*BANDS, ALL]
+    rows = [[f"{first} − {name}"] + [f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]" if (d := by_band.get(b)) else "—"
+                                     for b in bands] for name, by_band in diffs.items()]
+    return table(["difference"] + [f"IoU {b} [95 % interval]" for b in bands], rows)
 
 
 def real_table(results: dict[str, dict]) -> str:
@@ -316,21 +356,26 @@ def main(argv: Optional[list[str]] = None) -> dict:
     test_dir = Path(a.test_dir) if a.test_dir else out / "test"
     snr = synthetic_test_set(test_dir, a.test_n, a.test_seed, tuple(a.test_duration))
     options = segment.SegmentOptions(threshold=a.threshold, split_valley=a.split_valley)
-    synthetic, real = {}, {}
+    synthetic, rows_of, real = {}, {}, {}
     for name, path in models:
         ckpt = segment.read_checkpoint(path)
-        synthetic[name] = score_synthetic(ckpt, test_dir, snr, out, options, a.threads)
+        synthetic[name], rows_of[name] = score_synthetic(ckpt, test_dir, snr, out, options, a.threads)
         if a.real:
             real[name] = score_real(ckpt, Path(a.real), out, options, a.threads, a.min_cover)
         print(f"scored {name} ({ckpt.model_id})", flush=True)
 
     ceiling = event_ceiling(test_dir)
-    first = next(iter(synthetic.values()))
+    first_name = models[0][0]
+    differences = {name: {b: iou_difference(rows_of[first_name][b], rows[b]) for b in rows if b in rows_of[first_name]}
+                   for name, rows in rows_of.items() if name != first_name}
+    first = synthetic[first_name]
     counts = {b: first[b]["recordings"] for b in [ALL, *BANDS] if b in first}
     text = [f"Synthetic test set: {test_dir} (recordings: " + ", ".join(f"{b} {n}" for b, n in counts.items())
             + f"), threshold {a.threshold:g}", "", synthetic_table(synthetic), "",
             f"Foreground IoU with 95 % bootstrap intervals ({BOOTSTRAP} resamplings of the recordings):", "",
             interval_table(synthetic), "",
+            "Paired differences (both models scored on the same resampled recordings):", "",
+            difference_table(first_name, differences), "",
             f"Event F1 against per-call boxes (box IoU >= 0.5). The exact truth masks themselves score "
             f"F1 {ceiling['f1']:.3f} ({ceiling['n_pred']} regions for {ceiling['n_ref']} calls): the ceiling."]
     if real:
@@ -338,8 +383,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     text += ["", published_table()]
     print("\n" + "\n".join(text))
     (out / "accuracy.md").write_text("\n".join(text) + "\n")
-    result = dict(settings=dict(vars(a), models=models), synthetic=synthetic, event_ceiling=ceiling, real=real,
-                  published=PUBLISHED)
+    result = dict(settings=dict(vars(a), models=models), synthetic=synthetic, differences=differences,
+                  event_ceiling=ceiling, real=real, published=PUBLISHED)
     (out / "accuracy.json").write_text(json.dumps(result, indent=1, default=str))
     pq.write_table(long_table(synthetic, real), out / "accuracy.parquet")
     print(f"\naccuracy: {out / 'accuracy.md'}, {out / 'accuracy.json'}, {out / 'accuracy.parquet'}")

@@ -36,6 +36,29 @@ def test_snr_bands():
         accuracy.parse_models(["no-equals-sign"])
 
 
+def _rows(counts: dict[str, tuple[int, int, int]]) -> list[dict]:
+    return [dict(recording_id=rec, px_tp=tp, px_fp=fp, px_fn=fn) for rec, (tp, fp, fn) in counts.items()]
+
+
+def test_bootstrap_intervals_of_iou_and_of_a_paired_difference():
+    rng = np.random.default_rng(1)
+    tp = rng.integers(50, 500, 40)
+    a = _rows({f"r{i}": (t, 20, 30) for i, t in enumerate(tp)})
+    b = _rows({f"r{i}": (t - 10, 20, 40) for i, t in enumerate(tp)})  # 10 more misses on every recording
+    lo, hi = accuracy.iou_interval(a)
+    iou_a = sum(tp) / (sum(tp) + 40 * 50)
+    assert lo < iou_a < hi and hi - lo < 0.1
+    d, dlo, dhi = accuracy.iou_difference(a, b)
+    iou_b = (sum(tp) - 400) / (sum(tp) - 400 + 40 * 60)
+    assert d == pytest.approx(iou_a - iou_b) and 0 < dlo < d < dhi
+    # paired: far tighter than the two separate intervals, which overlap
+    blo, bhi = accuracy.iou_interval(b)
+    assert blo < hi and dhi - dlo < 0.25 * (hi - lo)
+    assert accuracy.iou_difference(a, a) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same recordings"):
+        accuracy.iou_difference(a, a[1:])
+
+
 def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     out = tmp_path / "acc"
     result = accuracy.main(["--out", str(out), "--test-n", "4", "--test-duration", "3", "4",
@@ -67,6 +90,10 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert ceiling["n_ref"] == sum(r["n_calls"] for r in records) > 0 and 0 < ceiling["f1"] < 1
     # outputs: tables printed and written, a long Parquet table, predictions cached per checkpoint
     assert "| U-Net (default model) |" in printed and "U-Net (the report's own)" in printed
+    margin = result["differences"][accuracy.BASELINE]["all"]
+    assert margin[0] == pytest.approx(result["synthetic"][names[0]]["all"]["iou"] - result["synthetic"][names[1]]["all"]["iou"])
+    assert margin[1] <= margin[0] <= margin[2]
+    assert f"| U-Net (default model) − {accuracy.BASELINE} |" in printed
     assert (out / "accuracy.md").read_text().strip() in printed
     t = pq.read_table(out / "accuracy.parquet").to_pylist()
     assert len(t) == sum(len(result["synthetic"][n]) + len(accuracy.REAL_SETS) for n in names)
