@@ -20,7 +20,7 @@ scored as a whole only. Rows are pooled per SNR band (<= 0, 0-10, >= 10 dB) and 
 accuracy from summed confusion counts, event F1 of segments matched one-to-one to the per-call
 boxes at box IoU >= 0.5 (:func:`raybird.evaluate.evaluate_run`). Each band's IoU also gets a 95 %
 bootstrap interval (recordings resampled with replacement): with the 60 recordings of earlier
-sessions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds. The
+versions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds. The
 first model's IoU minus each other model's (the baseline's: the margin) gets a paired interval,
 both scored on the same resampled recordings.
 
@@ -330,8 +330,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="out/accuracy")
     ap.add_argument("--test-dir", help="synthetic test archive (default OUT/test; generated if empty)")
-    ap.add_argument("--test-n", type=int, default=300, help="recordings in a generated test set (60 in earlier "
-                    "sessions: 8 of them at SNR <= 0 dB, too few to judge a band; see the README)")
+    ap.add_argument("--test-n", type=int, default=300, help="recordings in a generated test set (was 60: 8-13 of "
+                    "them at SNR <= 0 dB, too few to judge a band; see the README)")
     ap.add_argument("--test-seed", type=int, default=TEST_SEED)
     ap.add_argument("--test-duration", type=float, nargs=2, default=(4.0, 10.0), metavar=("MIN", "MAX"))
     ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings ('' to skip)")
