@@ -250,9 +250,10 @@ def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
     ckpt = read_checkpoint(None if tc.init == "default" else tc.init)
     payload = torch.load(io.BytesIO(ckpt.data), map_location="cpu", weights_only=True)
     have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config()
-    wrong = [f"{k} {getattr(have, k)!r} (this run: {getattr(want, k)!r})"
-             for k in ("arch", "width", "depth", "n_classes", "in_channels", "output_stride")
-             if getattr(have, k) != getattr(want, k)]
+    # every field but dropout, which holds no weights, fixes the network's shape
+    wrong = [f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
+             for f in dataclasses.fields(ModelConfig)
+             if f.name != "dropout" and getattr(have, f.name) != getattr(want, f.name)]
     if wrong:
         raise ValueError(f"--init {tc.init}: the model has " + ", ".join(wrong)
                          + "; pass the matching --arch/--width/--depth")
