@@ -39,7 +39,8 @@ per data set. The labels differ in kind, so each gets the measure it can support
 
 Strict event F1 (box IoU >= 0.5, or onset/offset) is reported for every set; against one box
 per song it is near zero by construction. Outputs: ``OUT/accuracy.json`` (everything),
-``OUT/accuracy.parquet`` (one row per model and synthetic band or real data set) and the
+``OUT/accuracy.parquet`` (one row per model and synthetic band or real data set; ``iou_lo`` and
+``iou_hi`` bound the synthetic IoU, null for real sets) and the
 markdown tables, printed and in ``OUT/accuracy.md``. Predictions are cached per checkpoint hash
 under ``OUT/pred``, so a re-run scores only new models.
 """
