@@ -117,16 +117,22 @@ def cmd_demo(a) -> int:
 
 
 def _add_export(sub):
-    p = sub.add_parser("export", help="copy a checkpoint without optimizer state, ready to ship or to --model")
-    p.add_argument("checkpoint", help="a checkpoint.pt (e.g. RUN/best/checkpoint.pt)")
+    p = sub.add_parser("export", help="copy a checkpoint without optimizer state, ready to ship or to --model; "
+                                      "given several, write the average of their weights")
+    p.add_argument("checkpoint", nargs="+", help="a checkpoint.pt (e.g. RUN/best/checkpoint.pt); several: "
+                                                 "checkpoints of one run or fine-tuned from one model, averaged")
     p.add_argument("--out", required=True, help="where to write the inference checkpoint")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(a) -> int:
-    from .engine import export_for_inference
-    out = export_for_inference(a.checkpoint, a.out)
-    print(f"export: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    from .engine import average_checkpoints, export_for_inference
+    if len(a.checkpoint) == 1:
+        out = export_for_inference(a.checkpoint[0], a.out)
+    else:
+        out = average_checkpoints(a.checkpoint, a.out)
+    print(f"export: {out} ({out.stat().st_size / 1e6:.1f} MB)" +
+          (f", the average of {len(a.checkpoint)} checkpoints" if len(a.checkpoint) > 1 else ""))
     return 0
 
 

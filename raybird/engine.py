@@ -356,6 +356,33 @@ def export_for_inference(src: Union[str, os.PathLike], dst: Union[str, os.PathLi
     return _save_atomic(payload, Path(dst))
 
 
+def average_checkpoints(srcs: list[Union[str, os.PathLike]], dst: Union[str, os.PathLike]) -> Path:
+    """Inference checkpoint whose weights are the mean of the ``srcs``' weights: checkpoint
+    averaging, or a uniform "model soup" (Wortsman et al., 2022). Checkpoints of one run, or
+    fine-tuned from one model, lie close enough in weight space that their average often scores
+    better than any one of them. They must share the model and spectrogram configs. BatchNorm
+    running statistics are averaged like the weights; integer buffers (batch counts) are the
+    first's. The average's metrics are not known until it is scored, so ``metrics`` is empty
+    and ``extra["averaged"]`` records each source's epoch and metrics; the rest (configs,
+    epoch, training history) is the first's."""
+    payloads = [torch.load(_checkpoint_file(s), map_location="cpu", weights_only=True) for s in srcs]
+    if len(payloads) < 2:
+        raise ValueError("averaging needs at least two checkpoints")
+    first = payloads[0]
+    for src, p in zip(srcs[1:], payloads[1:]):
+        for key, what in (("model_config", "model"), ("spec_config", "spectrogram")):
+            if p[key] != first[key]:
+                raise ValueError(f"{src}: its {what} config differs from the first checkpoint's "
+                                 f"({p[key]} vs {first[key]})")
+    states = [p["model_state"] for p in payloads]
+    mean = {k: (torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v)
+            for k, v in states[0].items()}
+    averaged = [{"source": str(s), "epoch": p["epoch"], "metrics": p["metrics"]} for s, p in zip(srcs, payloads)]
+    payload = {**first, "model_state": mean, "optimizer_state": None, "scheduler_state": None, "metrics": {},
+               "extra": {**first["extra"], "averaged": averaged}}
+    return _save_atomic(payload, Path(dst))
+
+
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
                     ) -> tuple[nn.Module, dict]:
     """Rebuild the model from a checkpoint file or directory; returns ``(model, payload)`` with the

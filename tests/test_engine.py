@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raybird.augment import AugmentConfig, augment_batch
-from raybird.engine import (IGNORE_INDEX, EarlyStopping, evaluate, export_for_inference, fold_batchnorm, inference_settings, load_checkpoint,
+from raybird.engine import (IGNORE_INDEX, EarlyStopping, average_checkpoints, evaluate, export_for_inference, fold_batchnorm, inference_settings, load_checkpoint,
                             make_loss, make_optimizer, make_scheduler, native_bf16_cpu, pick_device, predict_proba,
                             prepare_batch, save_checkpoint, train_step)
 from raybird.metrics import PixelMetrics
@@ -201,6 +201,46 @@ def test_checkpoint_round_trip(tmp_path, arch):
     assert meta["optimizer_state"] is None and meta["epoch"] == 3 and meta["spec_config"] == spec_cfg.to_json()
     with torch.inference_mode():
         assert torch.equal(small(x), model(x))
+
+
+def test_averaged_checkpoint_holds_the_mean_weights(tmp_path):
+    """raybird export A B C --out soup.pt: weights and BatchNorm statistics averaged, integer
+    buffers kept, the sources recorded; checkpoints of different networks or spectrograms refused."""
+    spec_json = PRESETS["default"].to_json()
+    spec, mask = synthetic_tiles(2, rows=32, frames=64)
+    model = build_model("unet", width=4, depth=3)
+    opt = make_optimizer(model, lr=1e-2)
+    paths = []
+    for epoch in range(3):  # three checkpoints of one run
+        model.train()
+        train_step(model, {"spec": spec, "mask": mask}, opt, make_loss("ce"))
+        paths.append(save_checkpoint(tmp_path / f"e{epoch}", model, opt, epoch=epoch, spec_config_json=spec_json,
+                                     metrics={"val_iou": 0.1 * epoch}))
+    states = [load_checkpoint(p)[1]["model_state"] for p in paths]
+    soup, payload = load_checkpoint(average_checkpoints(paths, tmp_path / "soup.pt"))
+    changed = 0
+    for name, value in soup.state_dict().items():
+        if value.is_floating_point():
+            expected = (states[0][name].double() + states[1][name].double() + states[2][name].double()) / 3
+            assert torch.allclose(value.double(), expected, atol=1e-6), name
+            changed += not torch.equal(states[0][name], states[2][name])
+        else:  # BatchNorm's num_batches_tracked: the first checkpoint's
+            assert torch.equal(value, states[0][name]), name
+    assert changed > 10  # the checkpoints differ, so the mean is not any one of them
+    assert any(n.endswith("running_mean") for n, v in soup.state_dict().items())
+    assert payload["metrics"] == {} and payload["optimizer_state"] is None
+    assert [(a["epoch"], a["metrics"]["val_iou"]) for a in payload["extra"]["averaged"]] == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    assert payload["spec_config"] == spec_json
+
+    wider = save_checkpoint(tmp_path / "w6", build_model("unet", width=6, depth=3), spec_config_json=spec_json)
+    with pytest.raises(ValueError, match="model config differs"):
+        average_checkpoints([paths[0], wider], tmp_path / "bad.pt")
+    other_spec = save_checkpoint(tmp_path / "hop", model, spec_config_json=PRESETS["default"].replace(hop_length=256).to_json())
+    with pytest.raises(ValueError, match="spectrogram config differs"):
+        average_checkpoints([paths[0], other_spec], tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="at least two"):
+        average_checkpoints([paths[0]], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
 
 
 # ---- augmentation -----------------------------------------------------------------------------
