@@ -50,7 +50,9 @@ SPLITS = (("train", 70), ("val", 20), ("test", 10))
 
 
 def split_of(rec_id: str) -> str:
-    """70/20/10 by a hash of the recording id: stable across runs and machines."""
+    """70/20/10 by a hash of the recording id (a hash of the source URI): stable across runs
+    and machines for the same inputs. The same files under another path get other splits, so
+    compare models on one ingest (or on a separate test archive), not across relocated ones."""
     bucket = int(hashlib.sha1(rec_id.encode()).hexdigest()[:8], 16) % 100
     for name, share in SPLITS:
         if bucket < share:
