@@ -49,11 +49,14 @@ ERROR_SCHEMA = pa.schema([
 SPLITS = (("train", 70), ("val", 20), ("test", 10))
 
 
-def split_of(rec_id: str) -> str:
-    """70/20/10 by a hash of the recording id (a hash of the source URI): stable across runs
-    and machines for the same inputs. The same files under another path get other splits, so
-    compare models on one ingest (or on a separate test archive), not across relocated ones."""
-    bucket = int(hashlib.sha1(rec_id.encode()).hexdigest()[:8], 16) % 100
+def split_of(source: str) -> str:
+    """70/20/10 by a hash of the recording's file name and its folder's name (for an archive
+    member, of the member's), not of the whole URI: the same recordings get the same splits
+    wherever the archive lives (a local copy and its S3 upload, another mount point), and a
+    model's val and test recordings stay out of the training split of a re-ingest elsewhere.
+    Stable across runs and machines."""
+    key = "/".join(source.replace(storage.MEMBER_SEP, "/").replace("\\", "/").split("/")[-2:])
+    bucket = int(hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) % 100
     for name, share in SPLITS:
         if bucket < share:
             return name
@@ -110,7 +113,7 @@ def recording_rows(source: str, src, cfg: SpecConfig, channels: str = "mix",
                          "offset_s": tile.offset_s(cfg), "valid_frames": tile.valid_frames,
                          "n_rows": spec.shape[0], "n_frames": spec.shape[1],
                          "spec": to_uint8(spec).tobytes(), "mask": mask,
-                         "split": split_of(rec_id), "duration_s": None,
+                         "split": split_of(source), "duration_s": None,
                          "sample_rate": info.sample_rate, "spec_config": cfg_json})
     if not rows:
         raise audio.AudioError("no audio samples")

@@ -82,11 +82,11 @@ def s3_bucket(s3_server):
 
 
 def _balanced_archive(root: Path, n: int, min_val: int, min_train: int, **synth_kw) -> Path:
-    from raybird import ingest, storage
+    from raybird import ingest
     from raybird.synth import generate_archive
     for k in range(1000):
         folder = root / f"archive{k}"
-        splits = [ingest.split_of(storage.recording_id(str(folder / f"syn{i:05d}.wav"))) for i in range(n)]
+        splits = [ingest.split_of(str(folder / f"syn{i:05d}.wav")) for i in range(n)]
         if splits.count("val") >= min_val and splits.count("train") >= min_train:
             generate_archive(folder, n, formats=("wav",), **synth_kw)
             return folder
@@ -97,6 +97,6 @@ def _balanced_archive(root: Path, n: int, min_val: int, min_train: int, **synth_
 def balanced_archive():
     """``balanced_archive(root, n, min_val, min_train, **synth_kw)``: ``n`` synthetic WAV recordings
     in a folder under ``root`` whose name puts at least ``min_val`` of them in val and
-    ``min_train`` in train. Splits hash the source path, and pytest's temporary path changes
-    from run to run, so a fixed folder name alone could leave val empty."""
+    ``min_train`` in train. Splits hash the folder and file names, so the folder name is
+    picked for the split."""
     return _balanced_archive

@@ -32,8 +32,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
-# Fixed bucket: recording ids hash the s3:// URIs, so the train/val split of the archive is fixed too.
 BUCKET = "raybird-cluster"
+FOLDER = "archive-2026"  # splits hash folder and file names: its six recordings give 4 train, 2 val
 S3 = f"s3://{BUCKET}"
 SECRET = f"dummy-secret-{uuid.uuid4().hex}"
 BROKEN = "broken.wav"  # an empty file: every archive has some
@@ -102,7 +102,7 @@ def cluster(s3_server):
 @pytest.fixture(scope="module")
 def archive(s3_server):
     """Six short synthetic recordings with their labels, and one empty file, in
-    s3://raybird-cluster/archive/. Returns the recordings' names."""
+    s3://raybird-cluster/archive-2026/. Returns the recordings' names."""
     import boto3
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket=BUCKET)
@@ -110,8 +110,8 @@ def archive(s3_server):
         generate_archive(d, 6, seed=0, duration_s=(2.0, 3.0))
         names = sorted(os.listdir(d))
         for name in names:
-            s3.upload_file(os.path.join(d, name), BUCKET, f"archive/{name}")
-    s3.put_object(Bucket=BUCKET, Key=f"archive/{BROKEN}", Body=b"")
+            s3.upload_file(os.path.join(d, name), BUCKET, f"{FOLDER}/{name}")
+    s3.put_object(Bucket=BUCKET, Key=f"{FOLDER}/{BROKEN}", Body=b"")
     return [n for n in names if n.endswith((".wav", ".flac"))]
 
 
@@ -124,14 +124,14 @@ def test_three_nodes_with_their_resources(cluster):
 
 def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
     # ingest: every input ends in exactly one place, a shard row or an error row
-    out = cluster.run_ok("rb-ingest", "jobs/ingest.py", f"{S3}/archive", "--out", f"{S3}/ingest")
+    out = cluster.run_ok("rb-ingest", "jobs/ingest.py", f"{S3}/{FOLDER}", "--out", f"{S3}/ingest")
     assert "7 inputs -> 6 recordings" in out and "+ 1 errors" in out
     tiles = ingest.read_table(f"{S3}/ingest", "shards", columns=["source", "split", "mask"])
-    assert sorted(set(tiles.column("source").to_pylist())) == [f"{S3}/archive/{n}" for n in archive]
+    assert sorted(set(tiles.column("source").to_pylist())) == [f"{S3}/{FOLDER}/{n}" for n in archive]
     assert tiles.column("mask").null_count == 0
     assert {"train", "val"} <= set(tiles.column("split").to_pylist())
     errors = ingest.read_table(f"{S3}/ingest", "errors", columns=["source", "reason"])
-    assert errors.to_pylist() == [{"source": f"{S3}/archive/{BROKEN}", "reason": "empty file (0 bytes)"}]
+    assert errors.to_pylist() == [{"source": f"{S3}/{FOLDER}/{BROKEN}", "reason": "empty file (0 bytes)"}]
 
     # train: two DDP workers of 1 CPU each on 1-CPU nodes, hence on two different nodes
     cluster.run_ok("rb-train", "jobs/train.py", f"{S3}/ingest", "--storage-path", f"{S3}/runs", "--name", "unet",
@@ -156,12 +156,12 @@ def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
     assert fs.isfile(f"{tune_dir}/best/checkpoint.pt")
 
     # segment the archive with the trained model: a mask row per recording, an error for the empty file
-    cluster.run_ok("rb-segment", "jobs/segment.py", f"{S3}/archive", "--out", f"{S3}/segment",
+    cluster.run_ok("rb-segment", "jobs/segment.py", f"{S3}/{FOLDER}", "--out", f"{S3}/segment",
                    "--model", f"{S3}/runs/unet/best/checkpoint.pt")
     errors = read_outputs(f"{S3}/segment", "errors")
-    assert errors.column("source").to_pylist() == [f"{S3}/archive/{BROKEN}"], errors.to_pylist()
+    assert errors.column("source").to_pylist() == [f"{S3}/{FOLDER}/{BROKEN}"], errors.to_pylist()
     masks = read_outputs(f"{S3}/segment", "masks")
-    assert sorted(set(masks.column("source").to_pylist())) == [f"{S3}/archive/{n}" for n in archive]
+    assert sorted(set(masks.column("source").to_pylist())) == [f"{S3}/{FOLDER}/{n}" for n in archive]
     assert read_outputs(f"{S3}/segment", "segments").schema.names == SEGMENT_SCHEMA.names
 
 

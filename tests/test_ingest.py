@@ -52,17 +52,21 @@ def test_rows_cover_recording_and_mask_matches_truth(archive):
         v = r["valid_frames"]
         np.testing.assert_array_equal(mask[:, :v], truth[:, r["first_frame"]:r["first_frame"] + v])
         assert not mask[:, v:].any() and not spec[:, v:].any()
-    assert {r["split"] for r in rows} == {ingest.split_of(rows[0]["recording_id"])}
+    assert {r["split"] for r in rows} == {ingest.split_of(str(path))}
 
 
-def test_split_is_stable_and_near_70_20_10():
-    ids = [storage.recording_id(f"/data/rec_{i}.wav") for i in range(3000)]
-    splits = [ingest.split_of(i) for i in ids]
-    assert splits == [ingest.split_of(i) for i in ids]
+def test_split_is_stable_near_70_20_10_and_follows_folder_and_file_names():
+    names = [f"site{i % 7}/rec_{i}.wav" for i in range(3000)]
+    splits = [ingest.split_of(f"/data/{n}") for n in names]
     share = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
     assert share["train"] == pytest.approx(0.7, abs=0.03)
     assert share["val"] == pytest.approx(0.2, abs=0.03)
     assert share["test"] == pytest.approx(0.1, abs=0.03)
+    # the same recordings elsewhere, in a bucket, or as archive members: the same splits
+    for where in ("s3://bucket/survey-2026/{}", "/mnt/copy/{}", "/data/sites.tar.gz::{}"):
+        assert [ingest.split_of(where.format(n)) for n in names] == splits
+    # the folder's name counts: recording 1 of one site is not recording 1 of every site
+    assert len({ingest.split_of(f"/data/site{k}/rec_1.wav") for k in range(30)}) == 3
 
 
 def _bad_inputs(folder: Path) -> dict[str, str]:
@@ -148,3 +152,13 @@ def test_ray_ingest_s3_in_and_out(ray_session, s3_bucket, archive, tmp_path):
     tiles, errors = _check_outputs(out, n_audio, {"broken.wav": "decode"})
     assert all(s.startswith(f"s3://{s3_bucket}/raw/") for s in tiles["source"].to_pylist())
     assert fs.ls(f"{s3_bucket}/ingested/shards")
+    # a local copy of raw/ ingests to the same splits: they hash folder and file names, not the store
+    (tmp_path / "raw").mkdir()
+    for p in list(archive.iterdir())[:9]:
+        shutil.copy(p, tmp_path / "raw")
+    ingest.run_local([str(tmp_path / "raw")], str(tmp_path / "local"))
+    local = ingest.read_table(str(tmp_path / "local"), "shards", columns=["source", "split"])
+
+    def split_by_name(t):
+        return {Path(src).name: split for src, split in zip(t["source"].to_pylist(), t["split"].to_pylist())}
+    assert split_by_name(local) == split_by_name(tiles) and len(split_by_name(tiles)) == n_audio
