@@ -22,7 +22,10 @@ boxes at box IoU >= 0.5 (:func:`raybird.evaluate.evaluate_run`). Each band's IoU
 bootstrap interval (recordings resampled with replacement): with the 60 recordings of earlier
 versions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds. The
 first model's IoU minus each other model's (the baseline's: the margin) gets a paired interval,
-both scored on the same resampled recordings.
+both scored on the same resampled recordings. A last table sorts each model's pixel errors
+(:func:`raybird.evaluate.error_anatomy`): within 2 px of the other mask (a boundary drawn a
+little differently), in calls missed whole, in false alarms, or inside calls found in part, with
+the IoU the model would score were the edge errors forgiven.
 
 **Real recordings** (``--real``, the shared folder): segmented with the same settings and scored
 per data set. The labels differ in kind, so each gets the measure it can support:
@@ -63,8 +66,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raybird import baseline, segment  # noqa: E402
-from raybird.evaluate import (evaluate_run, event_scores, load_references, mask_events, match_events,  # noqa: E402
-                              pool)
+from raybird.evaluate import (EDGE_PX, evaluate_run, event_scores, load_references, mask_events,  # noqa: E402
+                              match_events, pool)
 from benchmarks.common import table  # noqa: E402
 
 ARCH_NAMES = {"unet": "U-Net", "segnet": "SegNet", "deeplabv3": "DeepLabV3", "unet-se": "U-Net-SE"}
@@ -271,6 +274,23 @@ def difference_table(first: str, diffs: dict[str, dict]) -> str:
     return table(["difference"] + [f"IoU {b} [95 % interval]" for b in bands], rows)
 
 
+def anatomy_table(results: dict[str, dict]) -> str:
+    """Where each model's pixel errors lie, per band (:func:`raybird.evaluate.error_anatomy`):
+    shares of all errors (FP + FN) on edges, in calls missed whole, in false alarms, and the rest
+    (inside calls found in part); and the IoU with the edge errors forgiven."""
+    rows = []
+    for name, by_band in results.items():
+        for b in [*BANDS, ALL]:
+            if (m := by_band.get(b)) is None:
+                continue
+            errors = max(m["px_fp"] + m["px_fn"], 1)
+            edge, missed, invented = m["px_fn_edge"] + m["px_fp_edge"], m["px_fn_missed"], m["px_fp_invented"]
+            rows.append([name, b, _f(m["iou"]), _f(m["iou_edge_tolerant"])]
+                        + [f"{x / errors:.0%}" for x in (edge, missed, invented, errors - edge - missed - invented)])
+    return table(["model", "band", "IoU", f"IoU, edges forgiven ({EDGE_PX} px)", "errors on edges",
+                  "in calls missed whole", "in false alarms", "inside calls found in part"], rows)
+
+
 def real_table(results: dict[str, dict]) -> str:
     headers = ["data set", "labels", "model", "recordings", "labelled", "segments", "precision (coverage)",
                "recall (coverage)", "strict P", "strict R", "strict F1", "pixel IoU"]
@@ -315,9 +335,10 @@ def long_table(synthetic: dict, real: dict) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-_INTS = ("recordings", "n_pred", "n_ref", "tp", "fp", "fn", "covered", "pred_covered")
-_COLUMNS = _INTS + ("iou", "iou_lo", "iou_hi", "miou", "dice", "pixel_acc", "precision", "recall", "f1",
-                    "cover_precision", "cover_recall")
+_INTS = ("recordings", "n_pred", "n_ref", "tp", "fp", "fn", "covered", "pred_covered",
+         "px_fn_edge", "px_fp_edge", "px_fn_missed", "px_fp_invented")
+_COLUMNS = _INTS + ("iou", "iou_lo", "iou_hi", "iou_edge_tolerant", "miou", "dice", "pixel_acc", "precision",
+                    "recall", "f1", "cover_precision", "cover_recall")
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -377,6 +398,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
             interval_table(synthetic), "",
             "Paired differences (both models scored on the same resampled recordings):", "",
             difference_table(first_name, differences), "",
+            f"Where the pixel errors lie: within {EDGE_PX} px of the other mask (a boundary drawn a little "
+            "differently), in whole regions the other mask does not touch, or inside calls found in part:", "",
+            anatomy_table(synthetic), "",
             f"Event F1 against per-call boxes (box IoU >= 0.5). The exact truth masks themselves score "
             f"F1 {ceiling['f1']:.3f} ({ceiling['n_pred']} regions for {ceiling['n_ref']} calls): the ceiling."]
     if real:

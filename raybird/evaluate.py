@@ -13,6 +13,10 @@ and referenced recordings the segment run failed on are listed in the report, no
 **Pixel metrics** (:func:`evaluate_masks`, :mod:`raybird.metrics`): the reference is drawn onto
 the prediction's grid (its ``spec_config``) with :func:`raybird.labels.label_mask`; foreground
 IoU, mean IoU, Dice and pixel accuracy. Time-only references are full-band columns there.
+:func:`error_anatomy` sorts the pixel errors: within ``EDGE_PX`` pixels of the other mask (a
+boundary traced a little differently), in regions the other mask does not touch (a call missed,
+a false alarm), or neither (a region found in part); ``iou_edge_tolerant`` is the IoU with the
+first kind forgiven, how much of the shortfall is where the edges are drawn.
 
 **Event metrics.** References with frequencies are matched to predicted segments one-to-one by
 time-frequency box IoU >= ``iou`` (:func:`match_events`); time-only references (Audacity,
@@ -55,6 +59,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.ndimage
 import scipy.optimize
 
 from . import labels, storage
@@ -72,8 +77,12 @@ REPORT_SCHEMA = pa.schema([
     ("covered", pa.int32()), ("pred_covered", pa.int32()),
     ("px_tp", pa.int64()), ("px_fp", pa.int64()), ("px_fn", pa.int64()), ("px_tn", pa.int64()),
     ("iou", pa.float64()), ("miou", pa.float64()), ("dice", pa.float64()), ("pixel_acc", pa.float64()),
+    ("px_fn_edge", pa.int64()), ("px_fp_edge", pa.int64()), ("px_fn_missed", pa.int64()),
+    ("px_fp_invented", pa.int64()), ("iou_edge_tolerant", pa.float64()),
     ("model_id", pa.string()),
 ])
+EDGE_PX = 2  # an error this close to the other mask (8-neighbour steps) counts as a boundary error
+_EIGHT = np.ones((3, 3), bool)
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -81,6 +90,41 @@ def evaluate_masks(pred_mask, ref_mask, valid=None) -> dict:
     """Confusion counts ``px_tp, px_fp, px_fn, px_tn`` and the pixel scores of one mask pair."""
     counts = confusion(pred_mask, ref_mask, valid)
     return {**dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), counts.tolist())), **scores(counts)}
+
+
+def _pixel_scores(pred_mask, ref_mask) -> dict:
+    """:func:`evaluate_masks` and :func:`error_anatomy` of one mask pair."""
+    m = {**evaluate_masks(pred_mask, ref_mask), **error_anatomy(pred_mask, ref_mask)}
+    return {**m, "iou_edge_tolerant": _edge_tolerant_iou(m)}
+
+
+def error_anatomy(pred_mask, ref_mask, edge_px: int = EDGE_PX) -> dict:
+    """Where one mask pair's pixel errors lie, in disjoint counts: ``px_fn_edge`` / ``px_fp_edge``
+    within ``edge_px`` pixels of the other mask; ``px_fn_missed`` / ``px_fp_invented`` farther,
+    in an 8-connected region the other mask does not touch at all. The remaining errors lie
+    farther inside regions found only in part."""
+    pred, ref = np.asarray(pred_mask, bool), np.asarray(ref_mask, bool)
+
+    def near(m):
+        # (iterations=0 would mean 'until nothing changes' to scipy)
+        return scipy.ndimage.binary_dilation(m, _EIGHT, iterations=edge_px) if m.any() and edge_px > 0 else m
+
+    def untouched(m, other):
+        lab, n = scipy.ndimage.label(m, structure=_EIGHT)
+        touched = np.zeros(n + 1, bool)
+        touched[lab[m & other]] = True
+        return m & ~touched[lab]
+
+    near_pred, near_ref = near(pred), near(ref)
+    fn, fp = ref & ~pred, pred & ~ref
+    return dict(px_fn_edge=int((fn & near_pred).sum()), px_fp_edge=int((fp & near_ref).sum()),
+                px_fn_missed=int((untouched(ref, pred) & ~near_pred).sum()),
+                px_fp_invented=int((untouched(pred, ref) & ~near_ref).sum()))
+
+
+def _edge_tolerant_iou(c: dict) -> float:
+    far = c["px_fp"] + c["px_fn"] - c["px_fp_edge"] - c["px_fn_edge"]
+    return c["px_tp"] / (c["px_tp"] + far) if c["px_tp"] + far else 1.0
 
 
 def event_scores(tp: int, fp: int, fn: int) -> dict:
@@ -205,7 +249,7 @@ def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg:
     return dict(event_mode="onset" if time_only else "box", n_pred=len(pred), n_ref=len(r),
                 **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")},
                 detected=count_detected(pred, r, time_only), covered=covered, pred_covered=pred_covered,
-                **evaluate_masks(pred_mask, ref_mask))
+                **_pixel_scores(pred_mask, ref_mask))
 
 
 # ---- references ---------------------------------------------------------------------------------
@@ -399,6 +443,7 @@ def _finite(x):
 def pool(rows: Sequence[dict]) -> dict:
     """Pooled scores of per-recording rows: summed confusion counts and summed TP/FP/FN."""
     px = [sum(r[k] for r in rows) for k in ("px_tp", "px_fp", "px_fn", "px_tn")]
+    anatomy = {k: sum(r[k] for r in rows) for k in ("px_fn_edge", "px_fp_edge", "px_fn_missed", "px_fp_invented")}
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     n_ref, n_pred = sum(r["n_ref"] for r in rows), sum(r["n_pred"] for r in rows)
     covered, pred_covered = sum(r["covered"] for r in rows), sum(r["pred_covered"] for r in rows)
@@ -409,7 +454,8 @@ def pool(rows: Sequence[dict]) -> dict:
                 covered=covered, pred_covered=pred_covered,
                 cover_recall=covered / n_ref if n_ref else 1.0,
                 cover_precision=pred_covered / n_pred if n_pred else 1.0,
-                **dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), px)), **scores(px))
+                **dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), px)), **scores(px), **anatomy,
+                iou_edge_tolerant=_edge_tolerant_iou(dict(zip(("px_tp", "px_fp", "px_fn"), px), **anatomy)))
 
 
 @dataclass
@@ -446,6 +492,12 @@ class Report:
         if len(rows) > max_rows:
             out.append(f"... {len(rows) - max_rows} more rows in the report")
         out.append(line(f"POOLED ({self.pooled['recordings']} recordings)", "", self.pooled))
+        if errors := self.pooled["px_fp"] + self.pooled["px_fn"]:
+            p = self.pooled
+            out.append(f"pixel errors: {(p['px_fn_edge'] + p['px_fp_edge']) / errors:.0%} within {EDGE_PX} px of the "
+                       f"other mask (IoU with those forgiven {p['iou_edge_tolerant']:.3f}), "
+                       f"{p['px_fn_missed'] / errors:.0%} in regions missed whole, "
+                       f"{p['px_fp_invented'] / errors:.0%} in false alarms")
         notes = [(self.unmatched, "predictions without a reference"), (self.missing, "references not segmented"),
                  (self.errors, "recordings the segment run failed on"), (self.reference_errors, "unreadable labels")]
         out += [f"{len(items)} {what}" for items, what in notes if items]

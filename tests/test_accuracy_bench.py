@@ -75,6 +75,9 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
         assert sum(syn[b]["recordings"] for b in accuracy.BANDS if b in syn) == len(birds)
         for m in syn.values():
             assert 0 <= m["iou"] <= m["dice"] <= 1 and 0.9 < m["pixel_acc"] <= 1
+            # error anatomy: disjoint parts of the errors; forgiving edge errors cannot lower IoU
+            assert m["px_fn_edge"] + m["px_fn_missed"] <= m["px_fn"] and m["px_fp_edge"] + m["px_fp_invented"] <= m["px_fp"]
+            assert m["iou"] <= m["iou_edge_tolerant"] <= 1
         real = result["real"][name]
         assert [real[s.name]["recordings"] for s in accuracy.REAL_SETS] == [1, 1, 1, 1]
         assert [real[s.name]["n_ref"] for s in accuracy.REAL_SETS] == [6, 1, 8, 78]
@@ -94,11 +97,14 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert margin[0] == pytest.approx(result["synthetic"][names[0]]["all"]["iou"] - result["synthetic"][names[1]]["all"]["iou"])
     assert margin[1] <= margin[0] <= margin[2]
     assert f"| U-Net (default model) − {accuracy.BASELINE} |" in printed
+    assert "| model | band | IoU | IoU, edges forgiven (2 px) |" in printed
     assert (out / "accuracy.md").read_text().strip() in printed
     t = pq.read_table(out / "accuracy.parquet").to_pylist()
     assert len(t) == sum(len(result["synthetic"][n]) + len(accuracy.REAL_SETS) for n in names)
     row = next(r for r in t if r["model"] == accuracy.BASELINE and r["subset"] == "Bengalese finch")
     assert row["f1"] == pytest.approx(base["Bengalese finch"]["f1"])
+    row = next(r for r in t if r["model"] == accuracy.BASELINE and r["subset"] == "all")
+    assert row["iou_edge_tolerant"] == pytest.approx(result["synthetic"][accuracy.BASELINE]["all"]["iou_edge_tolerant"])
     model_id = segment.read_checkpoint(None).model_id
     assert (out / "pred" / model_id).is_dir()
     again = accuracy.main(["--out", str(out), "--test-n", "4", "--real", str(small_real), "--threads", "1"])

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from raybird import labels, postprocess, segment, storage
 from raybird.evaluate import (Reference, ReferenceIndex, add_evaluate_parser, coverage, covered_fraction,
-                              evaluate_masks, evaluate_run, event_scores, load_references, mask_events, match_events,
+                              error_anatomy, evaluate_masks, evaluate_run, event_scores, load_references, mask_events, match_events,
                               match_onsets, merge_intervals, write_report)
 from raybird.metrics import pixel_metrics
 from raybird.spectrogram import PRESETS, n_frames_for
@@ -103,6 +103,31 @@ def test_pixel_metrics_are_raybirds():
     assert m["px_tp"] == int((pred & ref).sum()) and m["px_fp"] + m["px_fn"] == int((pred ^ ref).sum())
 
 
+def test_error_anatomy_sorts_edge_errors_from_missed_and_invented_regions():
+    ref = np.zeros((60, 80), bool)
+    ref[10:20, 10:20] = True                      # a call found, its boundary traced 1 px to the right
+    ref[40:45, 50:55] = True                      # a call missed: 25 pixels
+    ref[10:20, 40:60] = True                      # a call found in part: its right half missing
+    pred = np.zeros_like(ref)
+    pred[10:20, 11:21] = True
+    pred[50:53, 5:8] = True                       # a false alarm: 9 pixels
+    pred[10:20, 40:50] = True
+    a = error_anatomy(pred, ref)
+    # edge: the shifted call's 10 + 10 pixels, and 2 columns of the half-found call beside the prediction
+    assert a == dict(px_fn_edge=10 + 20, px_fp_edge=10, px_fn_missed=25, px_fp_invented=9)
+    fn, fp = int((ref & ~pred).sum()), int((pred & ~ref).sum())
+    assert fn - a["px_fn_edge"] - a["px_fn_missed"] == 80  # the half-found call's far 8 columns: neither
+    assert fp == a["px_fp_edge"] + a["px_fp_invented"]
+    assert error_anatomy(pred, ref, edge_px=0)["px_fn_edge"] == 0
+    # a call and a false alarm side by side, 1 column apart: the columns within 2 px of each other
+    # are edge errors, the rest missed and invented (the counts stay disjoint)
+    call, alarm = np.zeros((20, 30), bool), np.zeros((20, 30), bool)
+    call[5:10, 10:15] = True
+    alarm[5:10, 16:21] = True
+    assert error_anatomy(alarm, call) == dict(px_fn_edge=5, px_fp_edge=5, px_fn_missed=20, px_fp_invented=20)
+    assert error_anatomy(np.zeros_like(ref), np.zeros_like(ref)) == dict.fromkeys(a, 0)
+
+
 # ---- whole runs ------------------------------------------------------------------------------------
 def write_prediction(out, source, mask, cfg=CFG, channel=0, duration=None, segs=None):
     """A prediction folder exactly as the segment job writes it (its own writer; by default
@@ -172,6 +197,10 @@ def test_shifted_prediction_gives_hand_computed_numbers(shifted):
     assert (row["px_tp"], row["px_fp"], row["px_fn"]) == (200, 100, 100)
     assert row["px_tn"] == CFG.n_rows * 207 - 400
     assert row["iou"] == pytest.approx(0.5) and row["dice"] == pytest.approx(2 / 3)
+    # shifted by 5 frames: of each box's 5 missed and 5 extra columns, the 2 next to the other mask are edge errors
+    assert (row["px_fn_edge"], row["px_fp_edge"], row["px_fn_missed"], row["px_fp_invented"]) == (40, 40, 0, 0)
+    assert row["iou_edge_tolerant"] == pytest.approx(200 / (200 + 60 + 60))
+    assert report.pooled["iou_edge_tolerant"] == pytest.approx(200 / 320)
     # box IoU 15/25 = 0.6 (a match) and 5/15 (not): 1 TP, 1 FP, 1 FN
     assert (row["tp"], row["fp"], row["fn"], row["f1"]) == (1, 1, 1, 0.5)
     assert row["detected"] == 2 and row["event_mode"] == "box"
@@ -201,6 +230,8 @@ def test_reference_by_label_file_stem_and_bookkeeping(shifted, capsys):
     assert a.func(a) == 0
     out = capsys.readouterr().out
     assert "POOLED (1 recordings)" in out and "1 predictions without a reference" in out
+    assert ("pixel errors: 40% within 2 px of the other mask (IoU with those forgiven 0.625), "
+            "0% in regions missed whole, 0% in false alarms") in out
     saved = json.loads((tmp_path / "rep.json").read_text())
     assert saved["pooled"]["tp"] == 1 and saved["pooled"]["iou"] == pytest.approx(0.5)
     t = pq.read_table(tmp_path / "rep.parquet")
