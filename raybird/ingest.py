@@ -86,7 +86,7 @@ def recording_rows(source: str, src, cfg: SpecConfig, channels: str = "mix",
     """All tile rows of one recording. ``src`` is a path, bytes or a file object; ``label`` is
     what :func:`raybird.labels.load_labels` returned (boxes, a grid mask, or None).
     Raises :class:`raybird.audio.AudioError` for unusable audio."""
-    rec_id = storage.recording_id(source)
+    rec_id, split = storage.recording_id(source), split_of(source)
     info = audio.info(src)
     if hasattr(src, "seek"):
         src.seek(0)
@@ -113,7 +113,7 @@ def recording_rows(source: str, src, cfg: SpecConfig, channels: str = "mix",
                          "offset_s": tile.offset_s(cfg), "valid_frames": tile.valid_frames,
                          "n_rows": spec.shape[0], "n_frames": spec.shape[1],
                          "spec": to_uint8(spec).tobytes(), "mask": mask,
-                         "split": split_of(source), "duration_s": None,
+                         "split": split, "duration_s": None,
                          "sample_rate": info.sample_rate, "spec_config": cfg_json})
     if not rows:
         raise audio.AudioError("no audio samples")
