@@ -182,15 +182,15 @@ def merge_intervals(intervals) -> np.ndarray:
     return np.array(out, float).reshape(-1, 2)
 
 
-def count_detected(pred, ref, time_only: bool) -> int:
-    """Reference events overlapped (in time, and in frequency unless ``time_only``) by any prediction."""
+def detected_events(pred, ref, time_only: bool) -> np.ndarray:
+    """Per reference event: overlapped (in time, and in frequency unless ``time_only``) by any prediction."""
     p, r = np.asarray(pred, float).reshape(-1, 4), np.asarray(ref, float).reshape(-1, 4)
     if not len(p) or not len(r):
-        return 0
+        return np.zeros(len(r), bool)
     hit = (p[:, None, 0] < r[None, :, 1]) & (r[None, :, 0] < p[:, None, 1])
     if not time_only:
         hit &= (p[:, None, 2] < r[None, :, 3]) & (r[None, :, 2] < p[:, None, 3])
-    return int(hit.any(axis=0).sum())
+    return hit.any(axis=0)
 
 
 def covered_fraction(boxes, others, time_only: bool = False) -> np.ndarray:
@@ -207,12 +207,23 @@ def covered_fraction(boxes, others, time_only: bool = False) -> np.ndarray:
     return out
 
 
-def coverage(pred, ref, min_cover: float = 0.5, time_only: bool = False) -> tuple[int, int]:
-    """``(covered, pred_covered)``: reference events whose time span the predictions cover by at
-    least ``min_cover``, and predictions the reference events cover by as much (see the module
-    docstring)."""
-    return (int((covered_fraction(ref, pred, time_only) >= min_cover - 1e-9).sum()),
-            int((covered_fraction(pred, ref, time_only) >= min_cover - 1e-9).sum()))
+def coverage(pred, ref, min_cover: float = 0.5, time_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(covered, pred_covered)``, per event: reference events whose time span the predictions
+    cover by at least ``min_cover``, and predictions the reference events cover by as much (see
+    the module docstring)."""
+    return (covered_fraction(ref, pred, time_only) >= min_cover - 1e-9,
+            covered_fraction(pred, ref, time_only) >= min_cover - 1e-9)
+
+
+def label_counts(events: Sequence[Box], matched: np.ndarray, covered: np.ndarray, detected: np.ndarray
+                 ) -> dict[str, list[int]]:
+    """``{label: [events, matched, covered, detected]}`` of one recording's reference events."""
+    out: dict[str, list[int]] = {}
+    for box, flags in zip(events, zip(matched, covered, detected)):
+        counts = out.setdefault(box.label, [0, 0, 0, 0])
+        for i, x in enumerate((True, *flags)):
+            counts[i] += int(x)
+    return out
 
 
 def mask_events(grid: GridMask, min_duration_s: float = 0.02, min_pixels: int = 10) -> list[Box]:
@@ -246,10 +257,12 @@ def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg:
     else:
         m = match_events(pred, r, iou)
     covered, pred_covered = coverage(pred, r, min_cover, time_only)
+    detected, matched = detected_events(pred, r, time_only), np.zeros(len(r), bool)
+    matched[[j for _, j in m["pairs"]]] = True
     return dict(event_mode="onset" if time_only else "box", n_pred=len(pred), n_ref=len(r),
                 **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")},
-                detected=count_detected(pred, r, time_only), covered=covered, pred_covered=pred_covered,
-                **_pixel_scores(pred_mask, ref_mask))
+                detected=int(detected.sum()), covered=int(covered.sum()), pred_covered=int(pred_covered.sum()),
+                **_pixel_scores(pred_mask, ref_mask), labels=label_counts(events, matched, covered, detected))
 
 
 # ---- references ---------------------------------------------------------------------------------
@@ -455,7 +468,23 @@ def pool(rows: Sequence[dict]) -> dict:
                 cover_recall=covered / n_ref if n_ref else 1.0,
                 cover_precision=pred_covered / n_pred if n_pred else 1.0,
                 **dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), px)), **scores(px), **anatomy,
-                iou_edge_tolerant=_edge_tolerant_iou(dict(zip(("px_tp", "px_fp", "px_fn"), px), **anatomy)))
+                iou_edge_tolerant=_edge_tolerant_iou(dict(zip(("px_tp", "px_fp", "px_fn"), px), **anatomy)),
+                labels=pool_labels(rows))
+
+
+def pool_labels(rows: Sequence[dict]) -> dict[str, dict]:
+    """Per reference label (species, call type: what the label files name), summed over the
+    rows: ``events``, and how many were ``matched`` (one-to-one), ``covered`` and ``detected``,
+    with each as a share of the events. Sorted by events, most first."""
+    sums: dict[str, np.ndarray] = {}
+    for r in rows:
+        for label, counts in r["labels"].items():
+            sums[label] = sums.get(label, 0) + np.asarray(counts)
+    out = {}
+    for label, (n, matched, covered, detected) in sorted(sums.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        out[label] = dict(events=int(n), matched=int(matched), covered=int(covered), detected=int(detected),
+                          recall=matched / n, cover_recall=covered / n, detected_frac=detected / n)
+    return out
 
 
 @dataclass
@@ -492,6 +521,13 @@ class Report:
         if len(rows) > max_rows:
             out.append(f"... {len(rows) - max_rows} more rows in the report")
         out.append(line(f"POOLED ({self.pooled['recordings']} recordings)", "", self.pooled))
+        by_label = self.pooled["labels"]
+        if len(by_label) > 1:
+            out.append(f"{'label':<28} {'events':>6} {'R':>5} {'cR':>5} {'det':>5}")
+            out += [f"{(label or '(none)')[-28:]:<28} {c['events']:>6} {c['recall']:5.3f} {c['cover_recall']:5.3f} "
+                    f"{c['detected_frac']:5.3f}" for label, c in list(by_label.items())[:max_rows]]
+            if len(by_label) > max_rows:
+                out.append(f"... {len(by_label) - max_rows} more labels in the report")
         if errors := self.pooled["px_fp"] + self.pooled["px_fn"]:
             p = self.pooled
             out.append(f"pixel errors: {(p['px_fn_edge'] + p['px_fp_edge']) / errors:.0%} within {EDGE_PX} px of the "

@@ -7,7 +7,8 @@ import torch
 
 from raybird import cli
 from raybird.augment import AugmentConfig, augment_batch
-from raybird.engine import (IGNORE_INDEX, EarlyStopping, average_checkpoints, evaluate, export_for_inference, fold_batchnorm, inference_settings, load_checkpoint,
+from raybird.engine import (IGNORE_INDEX, EarlyStopping, average_checkpoints, evaluate, export_for_inference,
+                            fold_batchnorm, inference_settings, load_checkpoint,
                             make_loss, make_optimizer, make_scheduler, native_bf16_cpu, pick_device, predict_proba,
                             prepare_batch, save_checkpoint, train_step)
 from raybird.metrics import PixelMetrics
@@ -231,13 +232,15 @@ def test_averaged_checkpoint_holds_the_mean_weights(tmp_path, capsys):
     assert changed > 10  # the checkpoints differ, so the mean is not any one of them
     assert any(n.endswith("running_mean") for n, v in soup.state_dict().items())
     assert payload["metrics"] == {} and payload["optimizer_state"] is None
-    assert [(a["epoch"], a["metrics"]["val_iou"]) for a in payload["extra"]["averaged"]] == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    sources = payload["extra"]["averaged"]
+    assert [(a["epoch"], a["metrics"]["val_iou"]) for a in sources] == [(0, 0.0), (1, 0.1), (2, 0.2)]
     assert payload["spec_config"] == spec_json
 
     wider = save_checkpoint(tmp_path / "w6", build_model("unet", width=6, depth=3), spec_config_json=spec_json)
     assert cli.main(["export", str(paths[0]), str(wider), "--out", str(tmp_path / "bad.pt")]) == 2
     assert "model config differs" in capsys.readouterr().err
-    other_spec = save_checkpoint(tmp_path / "hop", model, spec_config_json=PRESETS["default"].replace(hop_length=256).to_json())
+    hop256 = PRESETS["default"].replace(hop_length=256).to_json()
+    other_spec = save_checkpoint(tmp_path / "hop", model, spec_config_json=hop256)
     with pytest.raises(ValueError, match="spectrogram config differs"):
         average_checkpoints([paths[0], other_spec], tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="at least two"):

@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import io
 import json
 import tarfile
@@ -11,8 +12,8 @@ import soundfile as sf
 
 from raybird import labels, postprocess, segment, storage
 from raybird.evaluate import (Reference, ReferenceIndex, add_evaluate_parser, coverage, covered_fraction,
-                              error_anatomy, evaluate_masks, evaluate_run, event_scores, load_references, mask_events, match_events,
-                              match_onsets, merge_intervals, write_report)
+                              error_anatomy, evaluate_masks, evaluate_run, event_scores, load_references,
+                              mask_events, match_events, match_onsets, merge_intervals, pool_labels, write_report)
 from raybird.metrics import pixel_metrics
 from raybird.spectrogram import PRESETS, n_frames_for
 from raybird.synth import generate_archive
@@ -80,10 +81,12 @@ def test_coverage_of_coarse_boxes():
     np.testing.assert_allclose(covered_fraction(ref, pred), [0.6, 0.25])
     np.testing.assert_allclose(covered_fraction(ref, pred, time_only=True), [0.9, 0.25])
     np.testing.assert_allclose(covered_fraction(pred, ref), [1, 1, 1, 0, 0])
-    assert coverage(pred, ref) == (1, 3)
-    assert coverage(pred, ref, time_only=True) == (1, 4)
-    assert coverage(pred, ref, min_cover=0.25) == (2, 3)
-    assert coverage([], ref) == (0, 0) and coverage(pred, []) == (0, 0)
+    def flags(*a, **kw):
+        return tuple(f.tolist() for f in coverage(*a, **kw))
+    assert flags(pred, ref) == ([True, False], [True, True, True, False, False])
+    assert flags(pred, ref, time_only=True) == ([True, False], [True, True, True, False, True])
+    assert flags(pred, ref, min_cover=0.25) == ([True, True], [True, True, True, False, False])
+    assert flags([], ref) == ([False, False], []) and flags(pred, []) == ([], [False] * 5)
 
 
 def test_event_scores_and_merge():
@@ -185,6 +188,29 @@ def shifted(tmp_path):
     for f0, f1, r0, r1 in ref_px:
         pred[r0:r1 + 1, f0 + 5:f1 + 6] = 1
     return tmp_path, wav, pred, duration
+
+
+def test_recall_per_label(shifted, capsys):
+    """Per species / call type: the labels of the reference boxes, pooled over recordings."""
+    tmp_path, wav, pred, duration = shifted
+    table = tmp_path / "ref" / "rec.Table.1.selections.txt"
+    boxes = labels.read_raven(str(table))
+    named = [dataclasses.replace(b, label=name) for b, name in zip(boxes, ("sp1-trill", "sp2-buzz"))]
+    labels.write_raven(table, named)
+    write_prediction(tmp_path / "pred", str(wav), pred, duration=duration)
+    report = evaluate_run(str(tmp_path / "pred"), [str(tmp_path / "ref")])
+    # the trill's box is matched (IoU 0.6); the buzz's only overlapped and half covered (IoU 1/3)
+    assert report.rows[0]["labels"] == {"sp1-trill": [1, 1, 1, 1], "sp2-buzz": [1, 0, 1, 1]}
+    trill, buzz = report.pooled["labels"]["sp1-trill"], report.pooled["labels"]["sp2-buzz"]
+    assert (trill["events"], trill["recall"]) == (1, 1.0)
+    assert (buzz["recall"], buzz["cover_recall"], buzz["detected_frac"]) == (0.0, 1.0, 1.0)
+    # pooled over two copies of the recording, and printed
+    twice = pool_labels(report.rows * 2)
+    assert twice["sp2-buzz"] == dict(events=2, matched=0, covered=2, detected=2, recall=0.0, cover_recall=1.0,
+                                     detected_frac=1.0)
+    print(report.format())
+    out = capsys.readouterr().out
+    assert "sp1-trill" in out and "sp2-buzz" in out and json.loads(json.dumps(report.to_dict()))["pooled"]["labels"]
 
 
 def test_shifted_prediction_gives_hand_computed_numbers(shifted):
