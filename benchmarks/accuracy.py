@@ -25,7 +25,8 @@ first model's IoU minus each other model's (the baseline's: the margin) gets a p
 both scored on the same resampled recordings. A last table sorts each model's pixel errors
 (:func:`raybird.evaluate.error_anatomy`): within 2 px of the other mask (a boundary drawn a
 little differently), in calls missed whole, in false alarms, or inside calls found in part, with
-the IoU the model would score were the edge errors forgiven.
+the IoU the model would score were the edge errors forgiven. The first model's calls are then
+counted by call type (the synthetic labels name it), detected and covered per band.
 
 **Real recordings** (``--real``, the shared folder): segmented with the same settings and scored
 per data set. The labels differ in kind, so each gets the measure it can support:
@@ -291,6 +292,23 @@ def anatomy_table(results: dict[str, dict]) -> str:
                   "in calls missed whole", "in false alarms", "inside calls found in part"], rows)
 
 
+def call_type_table(by_band: dict[str, dict]) -> str:
+    """One model's calls by type (the synthetic labels are ``<species>-<call type>``), per band:
+    how many there were, and the shares detected (overlapped by a segment at all) and covered
+    (half their span inside segments of their band)."""
+    bands = [b for b in [*BANDS, ALL] if b in by_band]
+    kinds: dict[str, dict[str, np.ndarray]] = {}
+    for b in bands:
+        for label, c in by_band[b]["labels"].items():
+            sums = kinds.setdefault(label.rsplit("-", 1)[-1], {})
+            sums[b] = sums.get(b, 0) + np.array([c["events"], c["detected"], c["covered"]])
+    def cell(counts) -> str:
+        return "—" if counts is None else f"{counts[1] / counts[0]:.2f} / {counts[2] / counts[0]:.2f} ({counts[0]})"
+    rows = [[kind] + [cell(sums.get(b)) for b in bands]
+            for kind, sums in sorted(kinds.items(), key=lambda kv: -kv[1][ALL][0])]
+    return table(["call type"] + [f"{b}: detected / covered (calls)" for b in bands], rows)
+
+
 def real_table(results: dict[str, dict]) -> str:
     headers = ["data set", "labels", "model", "recordings", "labelled", "segments", "precision (coverage)",
                "recall (coverage)", "strict P", "strict R", "strict F1", "pixel IoU"]
@@ -401,6 +419,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
             f"Where the pixel errors lie: within {EDGE_PX} px of the other mask (a boundary drawn a little "
             "differently), in whole regions the other mask does not touch, or inside calls found in part:", "",
             anatomy_table(synthetic), "",
+            f"Calls of {first_name} by type: the shares detected (overlapped by a segment at all) and "
+            "covered (half their span inside segments of their band):", "",
+            call_type_table(synthetic[first_name]), "",
             f"Event F1 against per-call boxes (box IoU >= 0.5). The exact truth masks themselves score "
             f"F1 {ceiling['f1']:.3f} ({ceiling['n_pred']} regions for {ceiling['n_ref']} calls): the ceiling."]
     if real:

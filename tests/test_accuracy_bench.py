@@ -99,6 +99,12 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert margin[1] <= margin[0] <= margin[2]
     assert f"| U-Net (default model) − {accuracy.BASELINE} |" in printed
     assert "| model | band | IoU | IoU, edges forgiven (2 px) |" in printed
+    # calls by type (the synthetic labels end in it), each type's count over the bands adding up
+    assert "| call type | " in printed
+    kinds = {}
+    for label, c in result["synthetic"][names[0]]["all"]["labels"].items():
+        kinds[label.rsplit("-", 1)[-1]] = kinds.get(label.rsplit("-", 1)[-1], 0) + c["events"]
+    assert sum(kinds.values()) == ceiling["n_ref"] and all(f"| {k} | " in printed for k in kinds)
     assert (out / "accuracy.md").read_text().strip() in printed
     t = pq.read_table(out / "accuracy.parquet").to_pylist()
     assert len(t) == sum(len(result["synthetic"][n]) + len(accuracy.REAL_SETS) for n in names)
