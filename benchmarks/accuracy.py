@@ -67,8 +67,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raybird import baseline, segment  # noqa: E402
-from raybird.evaluate import (EDGE_PX, evaluate_run, event_scores, load_references, mask_events,  # noqa: E402
-                              match_events, pool)
+from raybird.evaluate import (EDGE_PX, error_shares, evaluate_run, event_scores, load_references,  # noqa: E402
+                              mask_events, match_events, pool)
 from benchmarks.common import table  # noqa: E402
 
 ARCH_NAMES = {"unet": "U-Net", "segnet": "SegNet", "deeplabv3": "DeepLabV3", "unet-se": "U-Net-SE"}
@@ -284,10 +284,9 @@ def anatomy_table(results: dict[str, dict]) -> str:
         for b in [*BANDS, ALL]:
             if (m := by_band.get(b)) is None:
                 continue
-            errors = max(m["px_fp"] + m["px_fn"], 1)
-            edge, missed, invented = m["px_fn_edge"] + m["px_fp_edge"], m["px_fn_missed"], m["px_fp_invented"]
+            share = error_shares(m)
             rows.append([name, b, _f(m["iou"]), _f(m["iou_edge_tolerant"])]
-                        + [f"{x / errors:.0%}" for x in (edge, missed, invented, errors - edge - missed - invented)])
+                        + [f"{share[k]:.0%}" for k in ("edges", "missed", "invented", "rest")])
     return table(["model", "band", "IoU", f"IoU, edges forgiven ({EDGE_PX} px)", "errors on edges",
                   "in calls missed whole", "in false alarms", "inside calls found in part"], rows)
 
@@ -302,6 +301,7 @@ def call_type_table(by_band: dict[str, dict]) -> str:
         for label, c in by_band[b]["labels"].items():
             sums = kinds.setdefault(label.rsplit("-", 1)[-1], {})
             sums[b] = sums.get(b, 0) + np.array([c["events"], c["detected"], c["covered"]])
+
     def cell(counts) -> str:
         return "—" if counts is None else f"{counts[1] / counts[0]:.2f} / {counts[2] / counts[0]:.2f} ({counts[0]})"
     rows = [[kind] + [cell(sums.get(b)) for b in bands]

@@ -31,7 +31,9 @@ the segment job's (``events_from="mask"`` always takes the regions: a perfect pi
 scores F1 1, whereas against per-call boxes the separate regions of a call's harmonics count
 as misses).
 ``detected`` counts the reference events that some prediction overlaps at all: a lenient
-recall for coarse labels (one box per song) that IoU matching cannot credit.
+recall for coarse labels (one box per song) that IoU matching cannot credit. Matched, covered
+and detected events are also counted per reference label (:func:`label_counts`, pooled by
+:func:`pool_labels`): recall per species or call type, whatever the label files name.
 
 **Coverage** (:func:`coverage`), for coarse labels: a reference event is *covered* when the
 predictions overlapping it in frequency cover at least ``min_cover`` (default half) of its time
@@ -120,6 +122,16 @@ def error_anatomy(pred_mask, ref_mask, edge_px: int = EDGE_PX) -> dict:
     return dict(px_fn_edge=int((fn & near_pred).sum()), px_fp_edge=int((fp & near_ref).sum()),
                 px_fn_missed=int((untouched(ref, pred) & ~near_pred).sum()),
                 px_fp_invented=int((untouched(pred, ref) & ~near_ref).sum()))
+
+
+def error_shares(c: dict) -> dict[str, float]:
+    """Shares of all pixel errors (FP + FN) of pooled counts ``c``: on ``edges``, in regions
+    ``missed`` whole, in ``invented`` regions (false alarms), and the ``rest`` (inside regions
+    found in part)."""
+    errors = c["px_fp"] + c["px_fn"]
+    parts = dict(edges=c["px_fn_edge"] + c["px_fp_edge"], missed=c["px_fn_missed"], invented=c["px_fp_invented"])
+    parts["rest"] = errors - sum(parts.values())
+    return {k: v / errors if errors else 0.0 for k, v in parts.items()}
 
 
 def _edge_tolerant_iou(c: dict) -> float:
@@ -219,10 +231,9 @@ def label_counts(events: Sequence[Box], matched: np.ndarray, covered: np.ndarray
                  ) -> dict[str, list[int]]:
     """``{label: [events, matched, covered, detected]}`` of one recording's reference events."""
     out: dict[str, list[int]] = {}
-    for box, flags in zip(events, zip(matched, covered, detected)):
+    for box, *flags in zip(events, matched, covered, detected):
         counts = out.setdefault(box.label, [0, 0, 0, 0])
-        for i, x in enumerate((True, *flags)):
-            counts[i] += int(x)
+        out[box.label] = [counts[0] + 1] + [n + int(f) for n, f in zip(counts[1:], flags)]
     return out
 
 
@@ -528,12 +539,11 @@ class Report:
                     f"{c['detected_frac']:5.3f}" for label, c in list(by_label.items())[:max_rows]]
             if len(by_label) > max_rows:
                 out.append(f"... {len(by_label) - max_rows} more labels in the report")
-        if errors := self.pooled["px_fp"] + self.pooled["px_fn"]:
-            p = self.pooled
-            out.append(f"pixel errors: {(p['px_fn_edge'] + p['px_fp_edge']) / errors:.0%} within {EDGE_PX} px of the "
-                       f"other mask (IoU with those forgiven {p['iou_edge_tolerant']:.3f}), "
-                       f"{p['px_fn_missed'] / errors:.0%} in regions missed whole, "
-                       f"{p['px_fp_invented'] / errors:.0%} in false alarms")
+        if self.pooled["px_fp"] + self.pooled["px_fn"]:
+            share = error_shares(self.pooled)
+            out.append(f"pixel errors: {share['edges']:.0%} within {EDGE_PX} px of the other mask (IoU with those "
+                       f"forgiven {self.pooled['iou_edge_tolerant']:.3f}), {share['missed']:.0%} in regions missed "
+                       f"whole, {share['invented']:.0%} in false alarms")
         notes = [(self.unmatched, "predictions without a reference"), (self.missing, "references not segmented"),
                  (self.errors, "recordings the segment run failed on"), (self.reference_errors, "unreadable labels")]
         out += [f"{len(items)} {what}" for items, what in notes if items]
