@@ -81,6 +81,32 @@ def s3_bucket(s3_server):
     return name
 
 
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below ``pid``: for ``os.getpid()``, the embedded Ray
+    of this test session (its raylet and workers), not another session's on the same machine."""
+    parent, title = {}, {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
+                parent[int(proc.name)], title[int(proc.name)] = ppid, argv
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += [(p, title[p]) for p in kids]
+        frontier = kids
+    return found
+
+
+@pytest.fixture(scope="session")
+def descendants():
+    """``descendants(pid)``: see :func:`_descendants`."""
+    return _descendants
+
+
 def _balanced_archive(root: Path, n: int, min_val: int, min_train: int, **synth_kw) -> Path:
     from raybird import ingest
     from raybird.synth import generate_archive

@@ -356,26 +356,6 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, w
         time.sleep(0.05)
 
 
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every process below ``pid`` (Ray's raylet and its workers, for the
-    embedded Ray of this test session)."""
-    parent, title = {}, {}
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit():
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                argv = (proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
-                parent[int(proc.name)], title[int(proc.name)] = ppid, argv
-        except (OSError, ValueError, IndexError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, pp in parent.items() if pp in frontier]
-        found += [(p, title[p]) for p in kids]
-        frontier = kids
-    return found
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, model_path, tmp_path):
@@ -416,7 +396,7 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, model_path, tmp_path):
+def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, model_path, tmp_path, descendants):
     """SIGKILL every segment actor (as the OOM killer would) while zips of recordings are in work:
     their units fail at once and a second pass segments what they left; the recordings written
     before the kill are skipped, not written again, and every member ends in the masks once."""
@@ -432,7 +412,7 @@ def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, mo
     pids: list[int] = []
 
     def actors_up() -> bool:  # the session's Ray runs no dashboard, so no state API: ask /proc
-        pids[:] = [pid for pid, title in _descendants(os.getpid()) if "SegmentWorker" in title]
+        pids[:] = [pid for pid, title in descendants(os.getpid()) if "SegmentWorker" in title]
         return len(pids) == 2
 
     masks = out / "masks"
@@ -512,7 +492,7 @@ def _raylets_of(node_dir: str) -> list[int]:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path):
+def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path, descendants):
     """Three nodes (cluster/local_cluster.sh: head, node_a, node_b, 1 CPU each); the raylet of
     node_a is SIGKILLed once recordings are being written. The unit its actor held fails at once
     and a second pass on the two nodes left segments it (before, Ray Data waited for that actor
@@ -541,7 +521,7 @@ def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path
             raylets = _raylets_of(os.path.join(tmp, "ray", "node_a"))
             assert len(raylets) == 1
             # node_a holds one of the job's segment actors (a worker process of its raylet)
-            _wait_for(lambda: any("SegmentWorker" in t for _, t in _descendants(raylets[0])), 60, driver,
+            _wait_for(lambda: any("SegmentWorker" in t for _, t in descendants(raylets[0])), 60, driver,
                       "a segment actor on node_a")
             written = len(list((out / "masks").glob("*.parquet")))
             os.kill(raylets[0], signal.SIGKILL)
