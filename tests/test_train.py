@@ -79,21 +79,21 @@ def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
     assert [len(b) for b in blocks] == [pc.sum(pc.is_valid(t["mask"])).as_py() for t in (only_train, rows)]
 
 
-def test_early_stopping_and_lr_decay(shards):
+def test_early_stopping(shards):
     root, datasets, spec_json = shards
     # lr 0: val IoU cannot improve after epoch 0, so patience 2 stops after epoch 2
     r = fit(_config(root, "stop", lr=0.0, epochs=10, patience=2), datasets, spec_json)
     assert r.epochs_run == 3
-    r = fit(_config(root, "decay", lr=1e-3, lr_gamma=0.5, epochs=3), datasets, spec_json)
-    assert [h["lr"] for h in r.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
 
 
-def test_rerun_with_same_name_resumes(shards):
+def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
     root, datasets, spec_json = shards
-    first = fit(_config(root, "resume", epochs=2), datasets, spec_json)
-    again = fit(_config(root, "resume", epochs=4), datasets, spec_json)
+    first = fit(_config(root, "resume", epochs=2, lr=1e-3, lr_gamma=0.5), datasets, spec_json)
+    assert [h["lr"] for h in first.history] == pytest.approx([1e-3, 5e-4])
+    again = fit(_config(root, "resume", epochs=4, lr=1e-3, lr_gamma=0.5), datasets, spec_json)
     assert [h["epoch"] for h in again.history] == [0, 1, 2, 3]
     assert again.history[:2] == first.history  # epochs 0-1 were not run again
+    assert [h["lr"] for h in again.history] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])  # decay went on
     payload = torch.load(Path(again.best_checkpoint).parent.parent / "best" / "checkpoint.pt", weights_only=True)
     assert payload["epoch"] in (0, 1, 2, 3)
 
