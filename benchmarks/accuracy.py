@@ -379,6 +379,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--split-valley", type=float, help="cut segments at valleys (raybird segment --split-valley)")
     ap.add_argument("--min-duration", type=float, default=segment.SegmentOptions.min_duration_s,
                     help="shortest segment kept, s (raybird segment --min-duration)")
+    ap.add_argument("--merge-gap", type=float, help="join a song's calls into one segment (raybird segment --merge-gap)")
     ap.add_argument("--min-cover", type=float, default=0.5, help="coverage criterion for coarse labels")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     a = ap.parse_args(argv)
@@ -397,7 +398,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     test_dir = Path(a.test_dir) if a.test_dir else out / "test"
     snr = synthetic_test_set(test_dir, a.test_n, a.test_seed, tuple(a.test_duration))
-    options = segment.SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, split_valley=a.split_valley)
+    options = segment.SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, split_valley=a.split_valley,
+                                     merge_gap_s=a.merge_gap)
     synthetic, rows_of, real = {}, {}, {}
     for name, path in models:
         ckpt = segment.read_checkpoint(path)

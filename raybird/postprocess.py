@@ -33,6 +33,12 @@ for overlaps 0.7-1.0; 0.47 at 0.5 and 0.38 with a 1.5 kHz gap); what still misse
 Being transitive, grouping can chain the overlapping calls of a dense chorus into one wide box.
 ``group_overlap=None`` turns grouping off.
 
+**Songs** (``merge_gap_s``, off by default). Labels of one box per song or bout (the petrel and
+great-tit sets) want the calls of a song as one segment. With ``merge_gap_s=g``, grouping also
+links regions at most ``g`` seconds apart in time (or overlapping by any amount) within
+``group_gap_hz`` in frequency; transitively, so a song is one segment however many notes it
+has, and so is a chorus whose calls never pause for ``g``.
+
 **Syllables** (``split_valley``, off by default). Syllables closer than the STFT window
 touch in the mask and form one region. With ``split_valley=r`` a region is cut at each run of
 frames where its pixel count per frame falls to ``r`` of the smaller of its highest counts before
@@ -144,10 +150,10 @@ class Segmenter:
     def __init__(self, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
                  min_pixels: int = 0, keep_probability: bool = False,
                  group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ,
-                 split_valley: Optional[float] = None):
+                 split_valley: Optional[float] = None, merge_gap_s: Optional[float] = None):
         self.cfg, self.threshold = cfg, threshold
         self.min_duration_s, self.min_pixels = min_duration_s, min_pixels
-        self.group_overlap, self.group_gap_hz = group_overlap, group_gap_hz
+        self.group_overlap, self.group_gap_hz, self.merge_gap_s = group_overlap, group_gap_hz, merge_gap_s
         self.split_valley = split_valley
         self.rows = segment_rows(cfg)
         self.n_frames = 0
@@ -236,8 +242,7 @@ class Segmenter:
             if box[1] - box[0] + 1e-9 < self.min_duration_s or n < self.min_pixels:
                 continue
             kept.append((box, (t0, t1, r0 + off, r1 + off, n, psum)))
-        groups = [[k] for k in range(len(kept))] if self.group_overlap is None else \
-            group_boxes([b for b, _ in kept], self.group_overlap, self.group_gap_hz)
+        groups = group_boxes([b for b, _ in kept], self.group_overlap, self.group_gap_hz, self.merge_gap_s)
         out = []
         for g in groups:
             boxes, stats = np.array([kept[k][0] for k in g]), np.array([kept[k][1] for k in g])
@@ -293,19 +298,21 @@ def valley_cuts(counts: np.ndarray, ratio: float) -> list[int]:
 def segments_of(prob: np.ndarray, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
                 min_pixels: int = 0, duration_s: Optional[float] = None,
                 group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ,
-                split_valley: Optional[float] = None) -> list[Segment]:
+                split_valley: Optional[float] = None, merge_gap_s: Optional[float] = None) -> list[Segment]:
     """Segments of a whole probability map ``(rows, frames)`` (a single chunk)."""
     seg = Segmenter(cfg, threshold, min_duration_s, min_pixels, group_overlap=group_overlap, group_gap_hz=group_gap_hz,
-                    split_valley=split_valley)
+                    split_valley=split_valley, merge_gap_s=merge_gap_s)
     seg.add(prob)
     return seg.finish(duration_s)
 
 
-def group_boxes(boxes, overlap: float = GROUP_OVERLAP, gap_hz: float = GROUP_GAP_HZ) -> list[list[int]]:
+def group_boxes(boxes, overlap: Optional[float] = GROUP_OVERLAP, gap_hz: float = GROUP_GAP_HZ,
+                merge_gap_s: Optional[float] = None) -> list[list[int]]:
     """Groups (lists of indices, each sorted; groups in order of their first index) of boxes
-    ``(start_s, end_s, low_hz, high_hz)`` linked, transitively, when their time spans overlap by
-    at least ``overlap`` of the shorter span and their frequency ranges are at most ``gap_hz``
-    apart. A sweep over start times compares only boxes that overlap in time."""
+    ``(start_s, end_s, low_hz, high_hz)`` linked, transitively, when their frequency ranges are
+    at most ``gap_hz`` apart and their time spans overlap by at least ``overlap`` of the shorter
+    span or (with ``merge_gap_s``) lie at most ``merge_gap_s`` apart. ``None`` turns a rule off.
+    A sweep over start times compares only boxes near enough in time."""
     b = np.asarray(boxes, float).reshape(-1, 4)
     parent = list(range(len(b)))
 
@@ -317,13 +324,15 @@ def group_boxes(boxes, overlap: float = GROUP_OVERLAP, gap_hz: float = GROUP_GAP
 
     order = np.argsort(b[:, 0], kind="stable")
     active: list[int] = []  # boxes whose span may still overlap a later start
+    reach = -np.inf if merge_gap_s is None else merge_gap_s
     for i in order.tolist():
-        active = [j for j in active if b[j, 1] > b[i, 0]]
+        active = [j for j in active if b[j, 1] > b[i, 0] or b[i, 0] - b[j, 1] <= reach + 1e-12]
         for j in active:
-            shared = min(b[i, 1], b[j, 1]) - b[i, 0]
+            shared = min(b[i, 1], b[j, 1]) - b[i, 0]  # negative: the silence between them
             shorter = min(b[i, 1] - b[i, 0], b[j, 1] - b[j, 0])
             gap = max(b[i, 2], b[j, 2]) - min(b[i, 3], b[j, 3])
-            if shared >= overlap * shorter - 1e-12 and gap <= gap_hz:
+            linked = (overlap is not None and shared >= overlap * shorter - 1e-12) or -shared <= reach + 1e-12
+            if linked and gap <= gap_hz:
                 ri, rj = find(i), find(j)
                 if ri != rj:
                     parent[max(ri, rj)] = min(ri, rj)

@@ -131,6 +131,7 @@ class SegmentOptions:
     group_overlap: Optional[float] = postprocess.GROUP_OVERLAP  # harmonics -> one segment; None: off
     group_gap_hz: float = postprocess.GROUP_GAP_HZ
     split_valley: Optional[float] = None  # cut regions at valleys (syllables touching in the mask)
+    merge_gap_s: Optional[float] = None   # join a song's calls (at most this far apart) into one segment
 
 
 # ---- the checkpoint ----------------------------------------------------------------------------
@@ -418,7 +419,8 @@ class RecordingStitcher:
                 o = self.opts
                 seg = self.segmenters[ch] = postprocess.Segmenter(
                     self.cfg, o.threshold, o.min_duration_s, o.min_pixels, keep_probability=o.probabilities,
-                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz, split_valley=o.split_valley)
+                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz, split_valley=o.split_valley,
+                    merge_gap_s=o.merge_gap_s)
             n = int(rows.column("n_frames")[i].as_py())
             prob = np.frombuffer(rows.column("prob")[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
             try:
@@ -762,6 +764,9 @@ def add_segment_parser(sub) -> None:
                    default=None,
                    help="cut a region where its pixels per frame fall to this fraction of its peaks on both "
                         "sides, for syllables that touch in the mask (0.15 suits song; default: never cut)")
+    p.add_argument("--merge-gap", type=float, metavar="SECONDS",
+                   help="join segments at most this far apart in time (and --group-gap-hz in frequency) into "
+                        "one, e.g. 0.3 for one segment per song; default: never")
     p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
     p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")
     p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.<recording_id>.wav (mask applied to the STFT)")
@@ -782,7 +787,7 @@ def add_segment_parser(sub) -> None:
 
 def cmd_segment(a) -> int:
     options = SegmentOptions(a.threshold, a.min_duration, a.min_pixels, a.channels, a.raven, a.denoise,
-                             a.probabilities, a.group_overlap, a.group_gap_hz, a.split_valley)
+                             a.probabilities, a.group_overlap, a.group_gap_hz, a.split_valley, a.merge_gap)
     try:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:

@@ -204,6 +204,34 @@ def test_group_boxes_rule_at_its_boundaries():
     assert pp.group_boxes([]) == []
 
 
+def test_merge_gap_links_a_songs_calls_at_its_boundaries():
+    boxes = [(0.0, 0.2, 3000, 4000), (0.5, 0.7, 3500, 4500),   # 0.3 s of silence between them
+             (1.0, 1.2, 2500, 3500),                           # 0.3 s after box 1: the song goes on
+             (1.51, 1.7, 3000, 4000),                          # 0.31 s after box 2: a new song
+             (1.6, 1.65, 7600, 8000)]                          # overlaps it in time, 3.6 kHz above
+    assert pp.group_boxes(boxes, 0.7, 3000) == [[0], [1], [2], [3], [4]]
+    assert pp.group_boxes(boxes, 0.7, 3000, merge_gap_s=0.3) == [[0, 1, 2], [3], [4]]
+    assert pp.group_boxes(boxes, None, 3000, merge_gap_s=0.31) == [[0, 1, 2, 3], [4]]
+    assert pp.group_boxes(boxes, None, 4000, merge_gap_s=0.31) == [[0, 1, 2, 3, 4]]
+    assert pp.group_boxes(boxes, None, 3000) == [[0], [1], [2], [3], [4]]  # both rules off
+
+
+def test_a_songs_notes_become_one_segment_also_when_streamed():
+    prob = np.zeros((CFG.n_rows, 400), np.float32)
+    for t0 in (20, 70, 120):             # three notes, 45 frames of silence between them
+        prob[40:50, t0:t0 + 5] = 0.9
+    prob[40:50, 200:205] = 0.9           # 75 frames after the last note: a song of its own
+    hop = CFG.frame_s
+    assert len(pp.segments_of(prob, CFG)) == 4
+    song, lone = pp.segments_of(prob, CFG, merge_gap_s=46 * hop)
+    assert (song.first_frame, song.last_frame, lone.first_frame) == (20, 124, 200)
+    assert song.n_pixels == 150 and len(pp.segments_of(prob, CFG, merge_gap_s=44 * hop)) == 4
+    seg = pp.Segmenter(CFG, merge_gap_s=46 * hop)
+    for lo, hi in ((0, 60), (60, 130), (130, 400)):
+        seg.add(prob[:, lo:hi], first_frame=lo)
+    assert seg.finish() == [song, lone]
+
+
 def test_box_iou():
     assert pp.box_iou([(0, 2, 0, 2)], [(1, 3, 0, 2)])[0, 0] == pytest.approx(1 / 3)
     assert pp.box_iou([(0, 1, 0, 1)], [(1, 2, 0, 1), (0, 1, 0, 1)]).tolist() == [[0.0, 1.0]]

@@ -306,6 +306,26 @@ def parser():
     return p
 
 
+def test_cli_merge_gap_makes_a_song_one_segment(model_path, tmp_path):
+    """Three notes 0.25 s apart, then a lone call 1.5 s later: four segments, or with
+    ``--merge-gap 0.4`` the song and the lone call."""
+    notes = [sweep(t, 0.15, 3000.0, 4000.0, 0.2) for t in (0.5, 0.9, 1.3)]
+    x, _, boxes = recording(np.random.default_rng(5), 4.0, notes + [sweep(2.95, 0.2, 3000.0, 4000.0, 0.2)])
+    path = tmp_path / "song.wav"
+    sf.write(path, x, CFG.sample_rate)
+    found = {}
+    for flags in ([], ["--merge-gap", "0.4"]):
+        out = str(tmp_path / f"out{len(flags)}")
+        a = parser().parse_args(["segment", str(path), "--out", out, "--model", model_path, "--local", *flags])
+        assert a.func(a) == 0
+        found[len(flags)] = segment.read_outputs(out, "segments").sort_by("start_s").to_pylist()
+    assert len(found[0]) == 4
+    assert match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in found[0]], boxes)["tp"] == 4
+    song, lone = found[2]
+    assert song["start_s"] == found[0][0]["start_s"] and song["end_s"] == found[0][2]["end_s"]
+    assert (lone["start_s"], lone["end_s"]) == (found[0][3]["start_s"], found[0][3]["end_s"])
+
+
 def test_cli_reports_a_missing_model(tmp_path, capsys):
     a = parser().parse_args(["segment", str(tmp_path), "--out", str(tmp_path / "o"),
                              "--model", str(tmp_path / "no.pt")])
