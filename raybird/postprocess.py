@@ -323,7 +323,7 @@ def group_boxes(boxes, overlap: Optional[float] = GROUP_OVERLAP, gap_hz: float =
         return i
 
     order = np.argsort(b[:, 0], kind="stable")
-    active: list[int] = []  # boxes whose span may still overlap a later start
+    active: list[int] = []  # boxes whose span may still overlap, or lie within the gap of, a later start
     reach = -np.inf if merge_gap_s is None else merge_gap_s
     for i in order.tolist():
         active = [j for j in active if b[j, 1] > b[i, 0] or b[i, 0] - b[j, 1] <= reach + 1e-12]
