@@ -786,8 +786,10 @@ def add_segment_parser(sub) -> None:
 
 
 def cmd_segment(a) -> int:
-    options = SegmentOptions(a.threshold, a.min_duration, a.min_pixels, a.channels, a.raven, a.denoise,
-                             a.probabilities, a.group_overlap, a.group_gap_hz, a.split_valley, a.merge_gap)
+    options = SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, min_pixels=a.min_pixels,
+                             channels=a.channels, raven=a.raven, denoise=a.denoise, probabilities=a.probabilities,
+                             group_overlap=a.group_overlap, group_gap_hz=a.group_gap_hz,
+                             split_valley=a.split_valley, merge_gap_s=a.merge_gap)
     try:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:
