@@ -74,7 +74,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(s3_server):
+def cluster(s3_server, train_poll_env):
     tmp = tempfile.mkdtemp(prefix="rbc-", dir="/tmp")  # short: Ray's socket paths live under it
     dash_port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
@@ -83,7 +83,7 @@ def cluster(s3_server):
     runtime_env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
     runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "AWS_ENDPOINT_URL": s3_server,
                                "AWS_ACCESS_KEY_ID": "raybird-test", "AWS_SECRET_ACCESS_KEY": SECRET,
-                               "AWS_DEFAULT_REGION": "us-east-1"}
+                               "AWS_DEFAULT_REGION": "us-east-1", **train_poll_env}
     runtime_env_path = os.path.join(tmp, "runtime_env.yaml")
     with open(os.open(runtime_env_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         yaml.safe_dump(runtime_env, f)
