@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process (a fresh Ray each), and print their tables.
 
-    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,accuracy] [--model CKPT]
+    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,ceiling,accuracy] [--model CKPT]
 
 ``./dev.sh bench`` runs this. ``gpu`` runs on CUDA when there is one, else its tiny CPU
 configuration (a smoke run, not a measurement). ``--model`` goes to the benchmarks that load
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = ("segment", "train", "ingest", "memory", "gpu", "accuracy")
+ALL = ("segment", "train", "ingest", "memory", "gpu", "ceiling", "accuracy")
 
 
 def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]:
@@ -27,6 +27,7 @@ def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]
         "ingest": ["benchmarks/ingest.py", *(["--recordings", "4", "--duration", "5"] if quick else [])],
         "memory": ["-m", "benchmarks.memory", *q],
         "gpu": ["-m", "benchmarks.gpu", *m, *([] if cuda and not quick else ["--tiny"])],
+        "ceiling": ["-m", "benchmarks.ceiling", *(["--n", "4"] if quick else [])],
         "accuracy": ["benchmarks/accuracy.py", *(["--model", f"model={model}"] if model else []),
                      *(["--test-n", "4", "--real", "", "--out", "out/accuracy-quick"] if quick else [])],
     }

@@ -89,7 +89,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import scipy.fft
@@ -625,6 +625,24 @@ def _save_npz(path: Path, **arrays) -> None:
             z.writestr(info, buf.getvalue())
 
 
+def archive_recordings(n_recordings: int, seed: int = 0, duration_s: tuple = (4.0, 12.0),
+                       sample_rate: int | Sequence[int] | None = None, spec_config: SpecConfig | str | None = None,
+                       snr_db: tuple = (-5.0, 20.0), p_empty: float = 0.1, formats: Sequence[str] = ("flac", "wav"),
+                       p_stereo: float = 0.05, p_clip: float = 0.05, p_dc: float = 0.1,
+                       noises: Optional[Sequence[str]] = None) -> Iterator[tuple[int, Recording, str, str]]:
+    """The recordings of :func:`generate_archive` (same arguments), in memory:
+    ``(index, recording, format, subtype)``."""
+    cfg = get_config(spec_config)
+    rates = [cfg.sample_rate] if sample_rate is None else np.atleast_1d(sample_rate).tolist()
+    for i in range(n_recordings):
+        rng = np.random.default_rng([seed, i])
+        dur = float(rng.uniform(*duration_s))
+        sr, fmt = int(rng.choice(rates)), str(rng.choice(list(formats)))
+        empty, stereo = bool(rng.random() < p_empty), bool(rng.random() < p_stereo)
+        subtype = "PCM_16" if fmt == "flac" else str(rng.choice(["PCM_16", "PCM_24", "FLOAT"], p=[0.7, 0.15, 0.15]))
+        yield i, generate_recording(rng, dur, sr, cfg, snr_db, empty, stereo, noises, p_clip=p_clip, p_dc=p_dc), fmt, subtype
+
+
 def generate_archive(out_dir: str | Path, n_recordings: int, seed: int = 0, duration_s: tuple = (4.0, 12.0),
                      sample_rate: int | Sequence[int] | None = None, spec_config: SpecConfig | str | None = None,
                      snr_db: tuple = (-5.0, 20.0), p_empty: float = 0.1, formats: Sequence[str] = ("flac", "wav"),
@@ -638,18 +656,12 @@ def generate_archive(out_dir: str | Path, n_recordings: int, seed: int = 0, dura
     cfg = get_config(spec_config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rates = [cfg.sample_rate] if sample_rate is None else np.atleast_1d(sample_rate).tolist()
     records = []
-    for i in range(n_recordings):
-        rng = np.random.default_rng([seed, i])
-        dur = float(rng.uniform(*duration_s))
-        sr, fmt = int(rng.choice(rates)), str(rng.choice(list(formats)))
-        empty, stereo = bool(rng.random() < p_empty), bool(rng.random() < p_stereo)
-        subtype = "PCM_16" if fmt == "flac" else str(rng.choice(["PCM_16", "PCM_24", "FLOAT"], p=[0.7, 0.15, 0.15]))
-        rec = generate_recording(rng, dur, sr, cfg, snr_db, empty, stereo, noises, p_clip=p_clip, p_dc=p_dc)
+    for i, rec, fmt, subtype in archive_recordings(n_recordings, seed, duration_s, sample_rate, cfg, snr_db, p_empty,
+                                                   formats, p_stereo, p_clip, p_dc, noises):
         name = f"{prefix}{i:05d}"
         audio_path = out / f"{name}.{fmt}"
-        _write_audio(audio_path, rec.audio, sr, subtype)
+        _write_audio(audio_path, rec.audio, rec.sample_rate, subtype)
         table_path = out / f"{name}.Table.1.selections.txt"
         write_raven(table_path, rec.boxes)
         truth_path = out / f"{name}.truth.npz"

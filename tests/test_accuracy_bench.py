@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from benchmarks import accuracy, real_plots
+from benchmarks import accuracy, ceiling, real_plots
 from raybird import segment
 
 ONE_OF_EACH = ["pykanto/storm_petrel/XC46092.wav", "pykanto/storm_petrel/XC46092.xml",
@@ -90,8 +90,8 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert unet["Bengalese finch"]["f1"] > 0.6 and unet["Bengalese finch"]["cover_recall"] > 0.9
     assert unet["storm-petrel"]["cover_recall"] >= 0.8 > base["storm-petrel"]["cover_recall"]
     assert unet["BSD XC41136"]["cover_recall"] >= 0.8 > base["BSD XC41136"]["cover_recall"]
-    ceiling = result["event_ceiling"]   # the truth masks' own regions against the per-call boxes
-    assert ceiling["n_ref"] == sum(r["n_calls"] for r in records) > 0 and 0 < ceiling["f1"] < 1
+    event_ceiling = result["event_ceiling"]   # the truth masks' own regions against the per-call boxes
+    assert event_ceiling["n_ref"] == sum(r["n_calls"] for r in records) > 0 and 0 < event_ceiling["f1"] < 1
     # outputs: tables printed and written, a long Parquet table, predictions cached per checkpoint
     assert "| U-Net (default model) |" in printed and "U-Net (the report's own)" in printed
     margin = result["differences"][accuracy.BASELINE]["all"]
@@ -104,7 +104,7 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     kinds = {}
     for label, c in result["synthetic"][names[0]]["all"]["labels"].items():
         kinds[label.rsplit("-", 1)[-1]] = kinds.get(label.rsplit("-", 1)[-1], 0) + c["events"]
-    assert sum(kinds.values()) == ceiling["n_ref"] and all(f"| {k} | " in printed for k in kinds)
+    assert sum(kinds.values()) == event_ceiling["n_ref"] and all(f"| {k} | " in printed for k in kinds)
     assert (out / "accuracy.md").read_text().strip() in printed
     t = pq.read_table(out / "accuracy.parquet").to_pylist()
     assert len(t) == sum(len(result["synthetic"][n]) + len(accuracy.REAL_SETS) for n in names)
@@ -114,6 +114,17 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert row["iou_edge_tolerant"] == pytest.approx(result["synthetic"][accuracy.BASELINE]["all"]["iou_edge_tolerant"])
     model_id = segment.read_checkpoint(None).model_id
     assert (out / "pred" / model_id).is_dir()
+    # the ceiling benchmark on the same recordings: the oracle that knows the background's power
+    # over the truth's own 3 x 3 patch is the truth; averaged over 1 x 31 it is not. Its sorting
+    # of the model's errors counts the same pixels as the evaluation
+    [pred] = (out / "pred" / model_id).glob("test-*")
+    c = ceiling.run(4, accuracy.TEST_SEED, (3.0, 4.0), [(3, 3), (1, 31)], pred_dir=str(pred))
+    assert c["ceiling"][((3, 3), "all")][1:].tolist() == [0, 0]
+    assert 0.5 < ceiling._iou(c["ceiling"][((1, 31), "all")]) < 1
+    unet_all = result["synthetic"][names[0]]["all"]
+    assert c["errors"][("missed", "all")][2] == unet_all["px_fn"]
+    assert c["errors"][("false alarm", "all")][2] == unet_all["px_fp"]
+    assert c["errors"][("missed", "all")][0].sum() == unet_all["px_fn"]  # every miss lies in some call
     again = accuracy.main(["--out", str(out), "--test-n", "4", "--real", str(small_real), "--threads", "1"])
     assert again["synthetic"] == result["synthetic"] and again["real"] == result["real"]
 
