@@ -657,8 +657,10 @@ def generate_archive(out_dir: str | Path, n_recordings: int, seed: int = 0, dura
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for i, rec, fmt, subtype in archive_recordings(n_recordings, seed, duration_s, sample_rate, cfg, snr_db, p_empty,
-                                                   formats, p_stereo, p_clip, p_dc, noises):
+    recordings = archive_recordings(n_recordings, seed, duration_s=duration_s, sample_rate=sample_rate, spec_config=cfg,
+                                    snr_db=snr_db, p_empty=p_empty, formats=formats, p_stereo=p_stereo, p_clip=p_clip,
+                                    p_dc=p_dc, noises=noises)
+    for i, rec, fmt, subtype in recordings:
         name = f"{prefix}{i:05d}"
         audio_path = out / f"{name}.{fmt}"
         _write_audio(audio_path, rec.audio, rec.sample_rate, subtype)
