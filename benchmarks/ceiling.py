@@ -112,7 +112,8 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
             continue
         truth, shape = rec.mask.astype(bool), rec.mask.shape
         calls, bg = parts(rec, cfg)
-        if not np.array_equal(audible_cores(calls, synth.local_power(bg, "nearest"), shape), truth):
+        bg_power = synth.local_power(bg, "nearest")
+        if not np.array_equal(audible_cores(calls, bg_power, shape), truth):
             raise AssertionError(f"recording {i}: the truth rebuilt from its parts differs from the generator's")
         bands = (band_of(rec.meta["snr_db"]), ALL)
         power = np.square(bg, dtype=np.float64)
@@ -123,7 +124,7 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
         pred = preds.get(f"syn{i:05d}")
         if pred is None:
             continue
-        level, ratio = level_maps(calls, synth.local_power(bg, "nearest"), shape)
+        level, ratio = level_maps(calls, bg_power, shape)
         for kind, sel in (("missed", truth & ~pred), ("false alarm", ~truth & pred)):
             for b in bands:
                 e = errors.setdefault((kind, b), [np.zeros(len(LEVEL_BINS) - 1), np.zeros(len(RATIO_BINS) - 1), 0])
