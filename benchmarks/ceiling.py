@@ -29,7 +29,7 @@ import scipy.ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raybird import synth  # noqa: E402
-from raybird.spectrogram import SpecConfig, get_config, magnitude  # noqa: E402
+from raybird.spectrogram import SpecConfig, get_config, magnitude, row_freqs  # noqa: E402
 from benchmarks.accuracy import ALL, BANDS, TEST_SEED, band_of  # noqa: E402
 from benchmarks.common import table  # noqa: E402
 
@@ -103,10 +103,12 @@ def _iou(c: np.ndarray) -> float:
 
 def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[int, int]],
         pred_dir: str | None = None) -> dict:
-    """``{"ceiling": {(patch, band): [tp, fp, fn]}, "errors": {(kind, band): (level hist, ratio hist, n)}}``."""
+    """``{"ceiling": {(patch, band): [tp, fp, fn]}, "errors": {(kind, band): (level hist, ratio hist, n)},
+    "by_row": [tp, fp, fn] per spectrogram row (with ``pred_dir``)}``."""
     cfg = get_config(None)
     preds = predicted_masks(pred_dir) if pred_dir else {}
     ceiling, errors = {}, {}
+    by_row = np.zeros((3, cfg.n_rows), np.int64)
     for i, rec, _, _ in synth.archive_recordings(n, seed, duration_s=duration, spec_config=cfg):
         if rec.meta["empty"]:
             continue
@@ -124,6 +126,7 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
         pred = preds.get(f"syn{i:05d}")
         if pred is None:
             continue
+        by_row += [(truth & pred).sum(axis=1), (~truth & pred).sum(axis=1), (truth & ~pred).sum(axis=1)]
         level, ratio = level_maps(calls, bg_power, shape)
         for kind, sel in (("missed", truth & ~pred), ("false alarm", ~truth & pred)):
             for b in bands:
@@ -131,7 +134,7 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
                 e[0] += np.histogram(level[sel], LEVEL_BINS)[0]
                 e[1] += np.histogram(ratio[sel], RATIO_BINS)[0]
                 e[2] += int(sel.sum())
-    return {"ceiling": ceiling, "errors": errors}
+    return {"ceiling": ceiling, "errors": errors, "by_row": by_row if preds else None}
 
 
 def _bin_names(bins) -> list[str]:
@@ -157,6 +160,15 @@ def report(result: dict, patches: list[tuple[int, int]]) -> str:
         if rows:
             out += [f"\nThe model's pixel errors by the {title}: shares of each row's pixels",
                     table(["error", "band", "pixels", *_bin_names(bins)], rows)]
+    if result["by_row"] is not None:
+        freqs = np.abs(row_freqs(get_config(None)))
+        edges = [0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf]
+        rows = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            c = result["by_row"][:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
+            rows.append([f"{lo / 1000:g}–{hi / 1000:g} kHz" if np.isfinite(hi) else f"≥ {lo / 1000:g} kHz",
+                         f"{c[0] + c[2]:,}", f"{_iou(c):.3f}"])
+        out += ["\nThe model's IoU by frequency, all recordings", table(["rows", "truth pixels", "IoU"], rows)]
     return "\n".join(out)
 
 
