@@ -97,6 +97,11 @@ def _add(counts: dict, key, truth: np.ndarray, pred: np.ndarray) -> None:
     c += [(truth & pred).sum(), (~truth & pred).sum(), (truth & ~pred).sum()]
 
 
+def _add_rows(counts: dict, key, truth: np.ndarray, pred: np.ndarray) -> None:
+    c = counts.setdefault(key, np.zeros((3, truth.shape[0]), np.int64))
+    c += [(truth & pred).sum(axis=1), (~truth & pred).sum(axis=1), (truth & ~pred).sum(axis=1)]
+
+
 def _iou(c: np.ndarray) -> float:
     return c[0] / max(c.sum(), 1)
 
@@ -104,11 +109,11 @@ def _iou(c: np.ndarray) -> float:
 def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[int, int]],
         pred_dir: str | None = None) -> dict:
     """``{"ceiling": {(patch, band): [tp, fp, fn]}, "errors": {(kind, band): (level hist, ratio hist, n)},
-    "by_row": [tp, fp, fn] per spectrogram row (with ``pred_dir``)}``."""
+    "by_row": {patch or "model": [tp, fp, fn] per spectrogram row}}`` ("model" with ``pred_dir``)."""
     cfg = get_config(None)
     preds = predicted_masks(pred_dir) if pred_dir else {}
     ceiling, errors = {}, {}
-    by_row = np.zeros((3, cfg.n_rows), np.int64)
+    by_row = {}
     for i, rec, _, _ in synth.archive_recordings(n, seed, duration_s=duration, spec_config=cfg):
         if rec.meta["empty"]:
             continue
@@ -121,12 +126,13 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
         power = np.square(bg, dtype=np.float64)
         for patch in patches:
             oracle = audible_cores(calls, scipy.ndimage.uniform_filter(power, size=patch, mode="nearest"), shape)
+            _add_rows(by_row, patch, truth, oracle)
             for b in bands:
                 _add(ceiling, (patch, b), truth, oracle)
         pred = preds.get(f"syn{i:05d}")
         if pred is None:
             continue
-        by_row += [(truth & pred).sum(axis=1), (~truth & pred).sum(axis=1), (truth & ~pred).sum(axis=1)]
+        _add_rows(by_row, "model", truth, pred)
         level, ratio = level_maps(calls, bg_power, shape)
         for kind, sel in (("missed", truth & ~pred), ("false alarm", ~truth & pred)):
             for b in bands:
@@ -134,7 +140,7 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
                 e[0] += np.histogram(level[sel], LEVEL_BINS)[0]
                 e[1] += np.histogram(ratio[sel], RATIO_BINS)[0]
                 e[2] += int(sel.sum())
-    return {"ceiling": ceiling, "errors": errors, "by_row": by_row if preds else None}
+    return {"ceiling": ceiling, "errors": errors, "by_row": by_row}
 
 
 def _bin_names(bins) -> list[str]:
@@ -160,15 +166,17 @@ def report(result: dict, patches: list[tuple[int, int]]) -> str:
         if rows:
             out += [f"\nThe model's pixel errors by the {title}: shares of each row's pixels",
                     table(["error", "band", "pixels", *_bin_names(bins)], rows)]
-    if result["by_row"] is not None:
-        freqs = np.abs(row_freqs(get_config(None)))
-        edges = [0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf]
-        rows = []
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            c = result["by_row"][:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
-            rows.append([f"{lo / 1000:g}–{hi / 1000:g} kHz" if np.isfinite(hi) else f"≥ {lo / 1000:g} kHz",
-                         f"{c[0] + c[2]:,}", f"{_iou(c):.3f}"])
-        out += ["\nThe model's IoU by frequency, all recordings", table(["rows", "truth pixels", "IoU"], rows)]
+    freqs = np.abs(row_freqs(get_config(None)))
+    edges = [0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf]
+    by_row = result["by_row"]
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (freqs >= lo) & (freqs < hi)
+        truth_px = by_row[patches[0]][[0, 2]][:, sel].sum()
+        rows.append([f"{lo / 1000:g}–{hi / 1000:g} kHz" if np.isfinite(hi) else f"≥ {lo / 1000:g} kHz",
+                     f"{truth_px:,}"] + [f"{_iou(c[:, sel].sum(axis=1)):.3f}" for c in by_row.values()])
+    names = [f"oracle {k[0]} × {k[1]}" if k != "model" else "model" for k in by_row]
+    out += ["\nIoU by frequency, all recordings", table(["rows", "truth pixels", *names], rows)]
     return "\n".join(out)
 
 

@@ -125,7 +125,8 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert c["errors"][("missed", "all")][2] == unet_all["px_fn"]
     assert c["errors"][("false alarm", "all")][2] == unet_all["px_fp"]
     assert c["errors"][("missed", "all")][0].sum() == unet_all["px_fn"]  # every miss lies in some call
-    assert c["by_row"].sum(axis=1).tolist() == [unet_all["px_tp"], unet_all["px_fp"], unet_all["px_fn"]]
+    assert c["by_row"]["model"].sum(axis=1).tolist() == [unet_all["px_tp"], unet_all["px_fp"], unet_all["px_fn"]]
+    assert c["by_row"][(3, 3)][1:].sum() == 0
     again = accuracy.main(["--out", str(out), "--test-n", "4", "--real", str(small_real), "--threads", "1"])
     assert again["synthetic"] == result["synthetic"] and again["real"] == result["real"]
 
