@@ -64,7 +64,7 @@ def audible_cores(calls: list, background_power: np.ndarray, shape: tuple) -> np
     mask = np.zeros(shape, bool)
     for m, first in calls:
         sl = slice(first, first + m.shape[1])
-        mask[:, sl] |= synth.core_of(m).astype(bool) & (synth.local_power(m, "constant") >= background_power[:, sl])
+        mask[:, sl] |= synth.audible_core(synth.core_of(m).astype(bool), m, background_power[:, sl])
     return mask
 
 
@@ -92,14 +92,10 @@ def predicted_masks(pred_dir: str) -> dict[str, np.ndarray]:
     return {Path(r["source"]).stem: read_mask(r).astype(bool) for r in rows}
 
 
-def _add(counts: dict, key, truth: np.ndarray, pred: np.ndarray) -> None:
-    c = counts.setdefault(key, np.zeros(3, np.int64))
-    c += [(truth & pred).sum(), (~truth & pred).sum(), (truth & ~pred).sum()]
-
-
-def _add_rows(counts: dict, key, truth: np.ndarray, pred: np.ndarray) -> None:
-    c = counts.setdefault(key, np.zeros((3, truth.shape[0]), np.int64))
-    c += [(truth & pred).sum(axis=1), (~truth & pred).sum(axis=1), (truth & ~pred).sum(axis=1)]
+def _count(counts: dict, key, truth: np.ndarray, pred: np.ndarray, axis=None) -> None:
+    """Add ``[tp, fp, fn]`` (over the whole mask, or per row with ``axis=1``) to ``counts[key]``."""
+    c = np.array([(truth & pred).sum(axis), (~truth & pred).sum(axis), (truth & ~pred).sum(axis)], np.int64)
+    counts[key] = counts[key] + c if key in counts else c
 
 
 def _iou(c: np.ndarray) -> float:
@@ -126,13 +122,13 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
         power = np.square(bg, dtype=np.float64)
         for patch in patches:
             oracle = audible_cores(calls, scipy.ndimage.uniform_filter(power, size=patch, mode="nearest"), shape)
-            _add_rows(by_row, patch, truth, oracle)
+            _count(by_row, patch, truth, oracle, axis=1)
             for b in bands:
-                _add(ceiling, (patch, b), truth, oracle)
+                _count(ceiling, (patch, b), truth, oracle)
         pred = preds.get(f"syn{i:05d}")
         if pred is None:
             continue
-        _add_rows(by_row, "model", truth, pred)
+        _count(by_row, "model", truth, pred, axis=1)
         level, ratio = level_maps(calls, bg_power, shape)
         for kind, sel in (("missed", truth & ~pred), ("false alarm", ~truth & pred)):
             for b in bands:

@@ -370,6 +370,12 @@ def core_of(mag: np.ndarray) -> np.ndarray:
     return (mag >= mag.max() * 10 ** (-TRUTH_DB / 20)).astype(np.uint8)
 
 
+def audible_core(core: np.ndarray, mag: np.ndarray, background_power: np.ndarray) -> np.ndarray:
+    """The truth rule for one call (module docstring): the pixels of its ``core`` where its local
+    power (of ``mag``, silent beyond its frames) reaches ``background_power`` over the same frames."""
+    return core & (local_power(mag, "constant") >= background_power)
+
+
 def local_power(mag: np.ndarray, mode: str) -> np.ndarray:
     """Mean power over each pixel's :data:`AUDIBLE_PATCH` neighbourhood (the audibility test)."""
     return scipy.ndimage.uniform_filter(np.square(mag, dtype=np.float64), size=AUDIBLE_PATCH, mode=mode)
@@ -575,7 +581,7 @@ def generate_recording(rng: np.random.Generator, duration_s: float = 10.0, sampl
         bg_power = local_power(magnitude(bg_mono, cfg, n_frames=n_frames), "nearest")
         for c, (mag, core, first) in zip(calls, mags):
             # the call is silent outside its frames: zeros beyond them ("constant")
-            m = core & (local_power(gain * mag, "constant") >= bg_power[:, first:first + mag.shape[1]])
+            m = audible_core(core, gain * mag, bg_power[:, first:first + mag.shape[1]])
             audible.append(bool(m.any()))
             if audible[-1]:
                 mask[:, first:first + m.shape[1]] |= m
