@@ -16,7 +16,8 @@ memory. Each recording's truth is first rebuilt from its parts and must equal th
 
 ``--pred``: a ``raybird segment`` output of those recordings (e.g. ``--out`` of a run over the
 test folder). Its pixel errors are then sorted by the level of the strongest call there
-relative to that call's peak, and by the local call-to-background power ratio.
+relative to that call's peak, and by the local call-to-background power ratio; and the share of
+the truth it misses is broken down by frequency on the same two scales.
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ from benchmarks.common import table  # noqa: E402
 
 LEVEL_BINS = (-np.inf, -60, -50, -45, -40, -35, -30, -20, np.inf)  # dB relative to the call's peak
 RATIO_BINS = (-np.inf, -3, 0, 3, 6, 10, 20, np.inf)                 # local call / background power, dB
+FREQ_EDGES = (0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf)  # Hz
+# coarser bins for the misses by frequency (truth pixels are within 40 dB of their call's peak)
+MISS_LEVEL_BINS = (-np.inf, -30, -20, -10, np.inf)
+MISS_RATIO_BINS = (-np.inf, 3, 10, 20, np.inf)
 
 
 def _mono(x: np.ndarray) -> np.ndarray:
@@ -105,11 +110,14 @@ def _iou(c: np.ndarray) -> float:
 def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[int, int]],
         pred_dir: str | None = None) -> dict:
     """``{"ceiling": {(patch, band): [tp, fp, fn]}, "errors": {(kind, band): (level hist, ratio hist, n)},
-    "by_row": {patch or "model": [tp, fp, fn] per spectrogram row}}`` ("model" with ``pred_dir``)."""
+    "by_row": {patch or "model": [tp, fp, fn] per spectrogram row}, "misses_by_freq": {frequency range:
+    (2, 2, 4) counts}}`` ("model" and the misses with ``pred_dir``). The misses by frequency count
+    truth pixels ``[.., 0]`` and missed ones ``[.., 1]`` over ``MISS_LEVEL_BINS`` ``[0]`` and
+    ``MISS_RATIO_BINS`` ``[1]``."""
     cfg = get_config(None)
     preds = predicted_masks(pred_dir) if pred_dir else {}
-    ceiling, errors = {}, {}
-    by_row = {}
+    freq_range = np.digitize(np.abs(row_freqs(cfg)), FREQ_EDGES) - 1
+    ceiling, errors, by_row, misses_by_freq = {}, {}, {}, {}
     for i, rec, _, _ in synth.archive_recordings(n, seed, duration_s=duration, spec_config=cfg):
         if rec.meta["empty"]:
             continue
@@ -136,7 +144,19 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
                 e[0] += np.histogram(level[sel], LEVEL_BINS)[0]
                 e[1] += np.histogram(ratio[sel], RATIO_BINS)[0]
                 e[2] += int(sel.sum())
-    return {"ceiling": ceiling, "errors": errors, "by_row": by_row}
+        missed = truth & ~pred
+        for k in np.unique(freq_range):
+            rows = freq_range == k
+            m = misses_by_freq.setdefault(int(k), np.zeros((2, 2, 4), np.int64))
+            for j, (values, bins) in enumerate(((level[rows], MISS_LEVEL_BINS), (ratio[rows], MISS_RATIO_BINS))):
+                m[j, 0] += np.histogram(values[truth[rows]], bins)[0]
+                m[j, 1] += np.histogram(values[missed[rows]], bins)[0]
+    return {"ceiling": ceiling, "errors": errors, "by_row": by_row, "misses_by_freq": misses_by_freq}
+
+
+def _freq_name(k: int) -> str:
+    lo, hi = FREQ_EDGES[k], FREQ_EDGES[k + 1]
+    return f"{lo / 1000:g}–{hi / 1000:g} kHz" if np.isfinite(hi) else f"≥ {lo / 1000:g} kHz"
 
 
 def _bin_names(bins) -> list[str]:
@@ -162,17 +182,22 @@ def report(result: dict, patches: list[tuple[int, int]]) -> str:
         if rows:
             out += [f"\nThe model's pixel errors by the {title}: shares of each row's pixels",
                     table(["error", "band", "pixels", *_bin_names(bins)], rows)]
-    freqs = np.abs(row_freqs(get_config(None)))
-    edges = [0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf]
+    freq_range = np.digitize(np.abs(row_freqs(get_config(None))), FREQ_EDGES) - 1
     by_row = result["by_row"]
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (freqs >= lo) & (freqs < hi)
+    for k in range(len(FREQ_EDGES) - 1):
+        sel = freq_range == k
         truth_px = by_row[patches[0]][[0, 2]][:, sel].sum()
-        rows.append([f"{lo / 1000:g}–{hi / 1000:g} kHz" if np.isfinite(hi) else f"≥ {lo / 1000:g} kHz",
-                     f"{truth_px:,}"] + [f"{_iou(c[:, sel].sum(axis=1)):.3f}" for c in by_row.values()])
+        rows.append([_freq_name(k), f"{truth_px:,}"] + [f"{_iou(c[:, sel].sum(axis=1)):.3f}" for c in by_row.values()])
     names = [f"oracle {k[0]} × {k[1]}" if k != "model" else "model" for k in by_row]
     out += ["\nIoU by frequency, all recordings", table(["rows", "truth pixels", *names], rows)]
+    for title, j, bins in (("the level of the strongest call there, relative to its peak (dB)", 0, MISS_LEVEL_BINS),
+                           ("the local call / background power (dB)", 1, MISS_RATIO_BINS)):
+        rows = [[_freq_name(k), f"{m[j, 0].sum():,}"] + [f"{x / max(n, 1):.2f}" for x, n in zip(m[j, 1], m[j, 0])]
+                for k, m in sorted(result["misses_by_freq"].items()) if m[j, 0].sum()]
+        if rows:
+            out += [f"\nShare of the truth the model misses, by frequency and by {title}",
+                    table(["rows", "truth pixels", *_bin_names(bins)], rows)]
     return "\n".join(out)
 
 

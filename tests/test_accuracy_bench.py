@@ -127,6 +127,9 @@ def test_accuracy_benchmark_end_to_end(small_real, tmp_path, capsys):
     assert c["errors"][("missed", "all")][0].sum() == unet_all["px_fn"]  # every miss lies in some call
     assert c["by_row"]["model"].sum(axis=1).tolist() == [unet_all["px_tp"], unet_all["px_fp"], unet_all["px_fn"]]
     assert c["by_row"][(3, 3)][1:].sum() == 0
+    misses = sum(c["misses_by_freq"].values())  # every row falls in one frequency range
+    assert (misses[:, 0].sum(axis=1) == unet_all["px_tp"] + unet_all["px_fn"]).all()
+    assert (misses[:, 1].sum(axis=1) == unet_all["px_fn"]).all()
     again = accuracy.main(["--out", str(out), "--test-n", "4", "--real", str(small_real), "--threads", "1"])
     assert again["synthetic"] == result["synthetic"] and again["real"] == result["real"]
 
