@@ -32,6 +32,14 @@ def shards(ray_session, tmp_path_factory, balanced_archive):
     return root, datasets, spec_json
 
 
+def test_load_datasets_says_when_there_are_no_shards(tmp_path):
+    (tmp_path / "shards").mkdir()
+    with pytest.raises(ValueError, match="no shards under"):
+        load_datasets(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        load_datasets(str(tmp_path / "missing"))
+
+
 def _checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
 
