@@ -116,7 +116,7 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
     ``MISS_RATIO_BINS`` ``[1]``."""
     cfg = get_config(None)
     preds = predicted_masks(pred_dir) if pred_dir else {}
-    freq_range = np.digitize(np.abs(row_freqs(cfg)), FREQ_EDGES) - 1
+    freq_range = _freq_ranges(cfg)
     ceiling, errors, by_row, misses_by_freq = {}, {}, {}, {}
     for i, rec, _, _ in synth.archive_recordings(n, seed, duration_s=duration, spec_config=cfg):
         if rec.meta["empty"]:
@@ -154,6 +154,11 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
     return {"ceiling": ceiling, "errors": errors, "by_row": by_row, "misses_by_freq": misses_by_freq}
 
 
+def _freq_ranges(cfg: SpecConfig) -> np.ndarray:
+    """Each spectrogram row's index into ``FREQ_EDGES``' ranges."""
+    return np.digitize(np.abs(row_freqs(cfg)), FREQ_EDGES) - 1
+
+
 def _freq_name(k: int) -> str:
     lo, hi = FREQ_EDGES[k], FREQ_EDGES[k + 1]
     return f"{lo / 1000:g}–{hi / 1000:g} kHz" if np.isfinite(hi) else f"≥ {lo / 1000:g} kHz"
@@ -182,7 +187,7 @@ def report(result: dict, patches: list[tuple[int, int]]) -> str:
         if rows:
             out += [f"\nThe model's pixel errors by the {title}: shares of each row's pixels",
                     table(["error", "band", "pixels", *_bin_names(bins)], rows)]
-    freq_range = np.digitize(np.abs(row_freqs(get_config(None))), FREQ_EDGES) - 1
+    freq_range = _freq_ranges(get_config(None))
     by_row = result["by_row"]
     rows = []
     for k in range(len(FREQ_EDGES) - 1):
