@@ -39,7 +39,7 @@ RATIO_BINS = (-np.inf, -3, 0, 3, 6, 10, 20, np.inf)                 # local call
 FREQ_EDGES = (0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf)  # Hz
 # coarser bins for the misses by frequency (truth pixels are within 40 dB of their call's peak)
 MISS_LEVEL_BINS = (-np.inf, -30, -20, -10, np.inf)
-MISS_RATIO_BINS = (-np.inf, 3, 10, 20, np.inf)
+MISS_RATIO_BINS = (-np.inf, 3, 10, 20, np.inf)  # as many bins as MISS_LEVEL_BINS: one array holds both
 
 
 def _mono(x: np.ndarray) -> np.ndarray:
@@ -117,6 +117,7 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
     cfg = get_config(None)
     preds = predicted_masks(pred_dir) if pred_dir else {}
     freq_range = _freq_ranges(cfg)
+    range_rows = [(int(k), freq_range == k) for k in np.unique(freq_range)]
     ceiling, errors, by_row, misses_by_freq = {}, {}, {}, {}
     for i, rec, _, _ in synth.archive_recordings(n, seed, duration_s=duration, spec_config=cfg):
         if rec.meta["empty"]:
@@ -138,16 +139,15 @@ def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[in
             continue
         _count(by_row, "model", truth, pred, axis=1)
         level, ratio = level_maps(calls, bg_power, shape)
-        for kind, sel in (("missed", truth & ~pred), ("false alarm", ~truth & pred)):
+        missed = truth & ~pred
+        for kind, sel in (("missed", missed), ("false alarm", ~truth & pred)):
             for b in bands:
                 e = errors.setdefault((kind, b), [np.zeros(len(LEVEL_BINS) - 1), np.zeros(len(RATIO_BINS) - 1), 0])
                 e[0] += np.histogram(level[sel], LEVEL_BINS)[0]
                 e[1] += np.histogram(ratio[sel], RATIO_BINS)[0]
                 e[2] += int(sel.sum())
-        missed = truth & ~pred
-        for k in np.unique(freq_range):
-            rows = freq_range == k
-            m = misses_by_freq.setdefault(int(k), np.zeros((2, 2, 4), np.int64))
+        for k, rows in range_rows:
+            m = misses_by_freq.setdefault(k, np.zeros((2, 2, len(MISS_LEVEL_BINS) - 1), np.int64))
             for j, (values, bins) in enumerate(((level[rows], MISS_LEVEL_BINS), (ratio[rows], MISS_RATIO_BINS))):
                 m[j, 0] += np.histogram(values[truth[rows]], bins)[0]
                 m[j, 1] += np.histogram(values[missed[rows]], bins)[0]

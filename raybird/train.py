@@ -132,7 +132,7 @@ def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
     spec_json = first[0]["spec_config"]
     tile_shape = (first[0]["n_rows"], first[0]["n_frames"])
     cols = ["spec", "mask", "valid_frames", "n_rows", "n_frames", "split", "spec_config"]
-    base = ray.data.read_parquet(path, filesystem=fs, columns=cols)
+    base = ray.data.read_parquet(shards.files, filesystem=fs, columns=cols)  # the files listed once
     out = {}
     for split in ("train", "val"):
         ds = split_tiles(base, split, tile_shape)
