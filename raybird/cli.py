@@ -122,17 +122,34 @@ def _add_export(sub):
     p.add_argument("checkpoint", nargs="+", help="a checkpoint.pt (e.g. RUN/best/checkpoint.pt); several: "
                                                  "checkpoints of one run or fine-tuned from one model, averaged")
     p.add_argument("--out", required=True, help="where to write the inference checkpoint")
+    p.add_argument("--recalibrate", metavar="DATA",
+                   help="ingest output (folder or s3://) whose training tiles, un-augmented, the BatchNorm "
+                        "statistics are recomputed on: do it after averaging, and for a checkpoint of a "
+                        "run trained before --bn-tiles")
+    p.add_argument("--recalibrate-tiles", type=int, default=256, metavar="N",
+                   help="tiles drawn for --recalibrate (default: %(default)s)")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(a) -> int:
-    from .engine import average_checkpoints, export_for_inference
+    from .engine import average_checkpoints, export_for_inference, load_checkpoint, recalibrate_checkpoint
+    from .spectrogram import SpecConfig
+    from .train import sample_tiles
+    tiles = None
+    if a.recalibrate:  # read and checked before anything is written
+        tiles, spec_json = sample_tiles(a.recalibrate, a.recalibrate_tiles)
+        model_spec = load_checkpoint(a.checkpoint[0])[1]["spec_config"]
+        if SpecConfig.from_json(spec_json) != SpecConfig.from_json(model_spec):
+            raise ValueError(f"--recalibrate {a.recalibrate}: its tiles were made with other spectrogram "
+                             f"settings than the model's ({spec_json} vs {model_spec})")
     if len(a.checkpoint) == 1:
         out = export_for_inference(a.checkpoint[0], a.out)
     else:
         out = average_checkpoints(a.checkpoint, a.out)
+    done = recalibrate_checkpoint(out, tiles, a.recalibrate) if tiles is not None else 0
     print(f"export: {out} ({out.stat().st_size / 1e6:.1f} MB)" +
-          (f", the average of {len(a.checkpoint)} checkpoints" if len(a.checkpoint) > 1 else ""))
+          (f", the average of {len(a.checkpoint)} checkpoints" if len(a.checkpoint) > 1 else "") +
+          (f", BatchNorm statistics recomputed on {done} tiles of {a.recalibrate}" if done else ""))
     return 0
 
 

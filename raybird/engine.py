@@ -211,6 +211,41 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn: Optional[LossFn] = No
             "loss_sum": loss_sum, "pixels": n_pix}
 
 
+def recalibrate_batchnorm(model: nn.Module, specs: Iterable,
+                          settings: Union[None, str, torch.device, DeviceSettings] = None) -> int:
+    """Recompute every BatchNorm layer's running mean and variance as the plain average over
+    ``specs`` (batches of un-augmented input tiles), dropout off; returns the tiles used.
+
+    Training leaves each layer with an exponential average over the last augmented batches,
+    which are not what the model sees at inference (gain, contrast and geometric jitter shift
+    the statistics), and the mean of several checkpoints' statistics (an average) is not the
+    statistics of the averaged weights. Recomputing them ("precise BN"; ``update_bn`` of SWA,
+    Izmailov et al. 2018) gained 0.019-0.020 IoU at SNR <= 0 dB and 0.004 overall for the shipped
+    model on 300 validation recordings; 256 tiles scored as well as 4096."""
+    settings = _settings_for(model, settings)
+    module = unwrap(model)  # not through DDP: workers may hold different numbers of batches
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    module.eval()  # dropout off; only the BatchNorm layers collect statistics
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch, not exponential
+        m.train()
+    n = 0
+    with torch.no_grad():
+        for spec in specs:
+            x = spec_tensor(spec, settings)
+            with settings.autocast():
+                module(x)
+            n += x.shape[0]
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+        m.eval()
+    if layers and n == 0:
+        raise ValueError("no tiles to recompute the BatchNorm statistics on")
+    return n
+
+
 def predict_proba(model: nn.Module, spec_batch, settings: Union[None, str, torch.device, DeviceSettings] = None,
                   quantize: bool = False) -> torch.Tensor:
     """Bird probability ``(N, H, W)`` on the CPU for a batch of spectrogram tiles: float32, or
@@ -381,6 +416,19 @@ def average_checkpoints(srcs: list[Union[str, os.PathLike]], dst: Union[str, os.
     payload = {**first, "model_state": mean, "optimizer_state": None, "scheduler_state": None, "metrics": {},
                "extra": {**first["extra"], "averaged": averaged}}
     return _save_atomic(payload, Path(dst))
+
+
+def recalibrate_checkpoint(path: Union[str, os.PathLike], specs: np.ndarray, source: str,
+                           batch_size: int = 16) -> int:
+    """Rewrite checkpoint file ``path`` with its BatchNorm statistics recomputed on ``specs``
+    (``(N, H, W)`` tiles of its spectrogram settings; :func:`recalibrate_batchnorm`), recording
+    ``source`` and the tile count in ``extra["bn_recalibrated"]``. Returns the tiles used."""
+    model, payload = load_checkpoint(path)
+    n = recalibrate_batchnorm(model, (specs[i:i + batch_size] for i in range(0, len(specs), batch_size)), "cpu")
+    payload["model_state"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload["extra"] = {**payload["extra"], "bn_recalibrated": {"data": str(source), "tiles": n}}
+    _save_atomic(payload, _checkpoint_file(path))
+    return n
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"

@@ -53,6 +53,7 @@ class TrainConfig:
     epochs: int = 35
     patience: int = 10
     augment: float = 0.5             # augmentation strength, 0 = off
+    bn_tiles: int = 256              # un-augmented tiles per epoch for BatchNorm statistics (0: running averages)
     workers: int = 2
     gpu: bool = False
     cpus_per_worker: float = 0.5     # fractional: leaves CPU for Ray Data on small machines
@@ -80,6 +81,8 @@ FLAG_HELP = {
     "epochs": "maximum epochs",
     "patience": "stop after this many epochs without a better val IoU",
     "augment": "augmentation strength in [0, 1]; 0 = off",
+    "bn_tiles": "before each validation, recompute the BatchNorm statistics on this many of the epoch's training "
+                "tiles, un-augmented (0: keep the running averages over augmented batches)",
     "workers": "Ray Train workers (DDP processes)",
     "gpu": "one GPU per worker (bf16 autocast, channels_last)",
     "cpus_per_worker": "logical CPUs per worker; fractional leaves room for Ray Data",
@@ -142,6 +145,25 @@ def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
     return out, spec_json
 
 
+def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Up to ``n`` spectrogram tiles ``(n, H, W)`` uint8 drawn at random from the training split
+    of ingest output ``data``, and the shards' SpecConfig JSON; read with pyarrow (the rows
+    drawn only), not Ray. For recomputing a model's BatchNorm statistics (``raybird export
+    --recalibrate``)."""
+    import pyarrow.dataset as pads
+    fs, root = storage.arrow_filesystem(data)
+    shards = pads.dataset(storage.join(root, "shards"), filesystem=fs, format="parquet")
+    in_train = pc.field("split") == "train"
+    count = shards.count_rows(filter=in_train) if shards.files else 0
+    if count == 0:
+        raise ValueError(f"no training tiles under {data}")
+    rows = np.sort(np.random.default_rng(seed).permutation(count)[:n])
+    t = shards.take(rows, columns=["spec", "n_rows", "n_frames", "spec_config"], filter=in_train)
+    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
+    spec = np.frombuffer(bytearray(b"".join(t["spec"].to_pylist())), np.uint8).reshape(len(t), h, w)  # writable
+    return spec, t["spec_config"][0].as_py()
+
+
 # ---- the worker loop ---------------------------------------------------------------------------
 def _allreduce(values: np.ndarray) -> np.ndarray:
     import torch
@@ -150,6 +172,29 @@ def _allreduce(values: np.ndarray) -> np.ndarray:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t.numpy()
+
+
+def _recalibrate_batchnorm(model, specs: list, settings) -> None:
+    """engine.recalibrate_batchnorm on this worker's tiles, then the statistics of all workers
+    averaged, weighted by their tiles, so every worker validates and saves the same model."""
+    import torch
+    import torch.distributed as dist
+    from . import engine
+    n = engine.recalibrate_batchnorm(model, specs, settings) if specs else 0
+    layers = [m for m in engine.unwrap(model).modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not (dist.is_available() and dist.is_initialized()) or not layers:
+        return
+    stats = torch.cat([torch.cat([m.running_mean, m.running_var]).double() for m in layers] +
+                      [torch.ones(1, dtype=torch.float64, device=layers[0].running_mean.device)]) * n
+    dist.all_reduce(stats)
+    if stats[-1] == 0:  # no worker saw a tile: keep the running averages
+        return
+    stats = stats[:-1] / stats[-1]
+    for m in layers:
+        k = m.running_mean.numel()
+        m.running_mean.copy_(stats[:k])
+        m.running_var.copy_(stats[k:2 * k])
+        stats = stats[2 * k:]
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -198,16 +243,23 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     # batch_size is the global batch (the report's 8), split over the workers
     worker_batch = max(1, -(-tc.batch_size // ctx.get_world_size()))
+    worker_bn_tiles = -(-tc.bn_tiles // ctx.get_world_size())
     for epoch in range(start, tc.epochs):
         meter, loss_sum, steps = PixelMetrics(), 0.0, 0
+        bn_specs, bn_kept = [], 0  # the epoch's first tiles, as read (before augmentation)
         lr = optimizer.param_groups[0]["lr"]
         # a buffer of many batches mixes tiles of different recordings into each batch
         for batch in train_shard.iter_torch_batches(batch_size=worker_batch, local_shuffle_buffer_size=32 * worker_batch,
                                                    local_shuffle_seed=tc.seed + epoch):
+            if bn_kept < worker_bn_tiles:
+                bn_specs.append(batch["spec"][:worker_bn_tiles - bn_kept])
+                bn_kept += len(bn_specs[-1])
             loss_sum += engine.train_step(model, batch, optimizer, loss_fn, settings, augment=augment,
                                           generator=gen, meter=meter)
             steps += 1
         scheduler.step()
+        if tc.bn_tiles > 0:
+            _recalibrate_batchnorm(model, bn_specs, settings)
         val_meter = PixelMetrics()
         val = engine.evaluate(model, val_shard.iter_torch_batches(batch_size=4 * worker_batch), loss_fn, settings,
                               meter=val_meter)

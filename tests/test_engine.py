@@ -10,7 +10,8 @@ from raybird.augment import AugmentConfig, augment_batch
 from raybird.engine import (IGNORE_INDEX, EarlyStopping, average_checkpoints, evaluate, export_for_inference,
                             fold_batchnorm, inference_settings, load_checkpoint,
                             make_loss, make_optimizer, make_scheduler, native_bf16_cpu, pick_device, predict_proba,
-                            prepare_batch, save_checkpoint, train_step)
+                            prepare_batch, recalibrate_batchnorm, recalibrate_checkpoint, save_checkpoint,
+                            train_step)
 from raybird.metrics import PixelMetrics
 from raybird.model import ModelConfig, build_model
 from raybird.spectrogram import PRESETS, SpecConfig
@@ -315,3 +316,43 @@ def test_inference_settings_fold_and_quantize():
     assert (inference_settings("cpu", "auto").amp_dtype == torch.bfloat16) == native_bf16_cpu()
     with pytest.raises(ValueError):
         inference_settings("cpu", "fp16")
+
+
+def test_recalibrated_batchnorm_holds_the_statistics_of_the_given_tiles(tmp_path):
+    """Each BatchNorm layer ends with the plain average, over the batches, of its input's batch
+    mean and (unbiased) variance, with dropout off (so twice gives the same), the model left in
+    eval mode with its momentum; a checkpoint file rewritten so, its source recorded."""
+    spec, mask = synthetic_tiles(12, rows=32, frames=64)
+    model = build_model("unet", width=4, depth=3, dropout=0.5)
+    opt = make_optimizer(model, lr=1e-2)
+    aug = AugmentConfig(strength=1.0)
+    for _ in range(3):  # running averages of augmented batches
+        train_step(model, {"spec": spec[:4], "mask": mask[:4]}, opt, make_loss("ce"), augment=aug)
+    first_conv, first_bn = model.encoders[0][0][0], model.encoders[0][0][1]
+    batches = [torch.from_numpy(spec[i:i + 4])[:, None] for i in range(0, 12, 4)]
+    with torch.no_grad():
+        outs = [first_conv(b) for b in batches]
+    want_mean = torch.stack([o.mean((0, 2, 3)) for o in outs]).mean(0)
+    want_var = torch.stack([o.transpose(0, 1).flatten(1).var(1) for o in outs]).mean(0)
+    assert not torch.allclose(first_bn.running_mean, want_mean, atol=1e-3)
+
+    assert recalibrate_batchnorm(model, [b[:, 0] for b in batches]) == 12
+    assert torch.allclose(first_bn.running_mean, want_mean, atol=1e-5)
+    assert torch.allclose(first_bn.running_var, want_var, rtol=1e-4)
+    assert not model.training and not first_bn.training and first_bn.momentum == 0.1
+    once = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    recalibrate_batchnorm(model, [b[:, 0] for b in batches])
+    deep = [k for k in once if k.startswith("decoders.1")]  # after a dropout layer
+    assert deep and all(torch.equal(once[k], model.state_dict()[k]) for k in once)
+    with pytest.raises(ValueError, match="no tiles"):
+        recalibrate_batchnorm(model, [])
+
+    path = save_checkpoint(tmp_path / "c", model, spec_config_json=PRESETS["default"].to_json())
+    tiles = (spec[:8] * 255).astype(np.uint8)  # as the shards hold them
+    assert recalibrate_checkpoint(path, tiles, "s3://bucket/ingest", batch_size=4) == 8
+    again, payload = load_checkpoint(path)
+    assert payload["extra"]["bn_recalibrated"] == {"data": "s3://bucket/ingest", "tiles": 8}
+    with torch.no_grad():
+        mean8 = torch.stack([first_conv(torch.from_numpy(tiles[i:i + 4])[:, None].float() / 255).mean((0, 2, 3))
+                             for i in (0, 4)]).mean(0)
+    assert torch.allclose(again.encoders[0][0][1].running_mean, mean8, atol=1e-5)

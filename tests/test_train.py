@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raybird import engine, ingest
+from raybird import cli, engine, ingest
 from raybird.model import ModelConfig
 from raybird.spectrogram import SpecConfig
-from raybird.train import TrainConfig, fit, initial_weights, load_datasets, split_tiles
+from raybird.train import TrainConfig, fit, initial_weights, load_datasets, sample_tiles, split_tiles
 
 pytestmark = pytest.mark.ray
 
@@ -104,6 +104,41 @@ def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
     assert [h["lr"] for h in again.history] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])  # decay went on
     payload = torch.load(Path(again.best_checkpoint).parent.parent / "best" / "checkpoint.pt", weights_only=True)
     assert payload["epoch"] in (0, 1, 2, 3)
+
+
+def test_batchnorm_statistics_are_those_of_the_unaugmented_training_tiles(shards, tmp_path, capsys):
+    """Each epoch ends by recomputing the BatchNorm statistics on the epoch's training tiles as
+    read, not augmented, averaged over the workers: the saved model's first layer holds its
+    input's mean over the train tiles. With bn_tiles 0 the layer keeps
+    its running average over augmented batches; `raybird export --recalibrate` recomputes it."""
+    root, datasets, spec_json = shards
+    tiles = np.concatenate([b["spec"] for b in datasets["train"].iter_batches(batch_size=64, batch_format="numpy")])
+
+    def first_layer(model, tiles=tiles):
+        """Its BatchNorm's running mean, and the mean of its input over ``tiles``."""
+        conv, bn = model.encoders[0][0][0], model.encoders[0][0][1]
+        with torch.no_grad():
+            return bn.running_mean, conv(torch.from_numpy(tiles)[:, None].float() / 255).mean((0, 2, 3))
+
+    fit(_config(root, "bn", epochs=1, augment=1.0), datasets, spec_json)
+    model = engine.load_checkpoint(root / "runs" / "bn" / "best" / "checkpoint.pt")[0]
+    assert torch.allclose(*first_layer(model), rtol=0.03, atol=1e-4)
+
+    fit(_config(root, "bn-off", epochs=1, augment=1.0, bn_tiles=0), datasets, spec_json)
+    off = root / "runs" / "bn-off" / "best" / "checkpoint.pt"
+    assert not torch.allclose(*first_layer(engine.load_checkpoint(off)[0]), rtol=0.03, atol=1e-4)
+    out = tmp_path / "recalibrated.pt"
+    assert cli.main(["export", str(off), "--recalibrate", str(root / "ingest"), "--recalibrate-tiles", "16",
+                     "--out", str(out)]) == 0
+    model, payload = engine.load_checkpoint(out)
+    drawn = sample_tiles(str(root / "ingest"), 16)[0]  # the same draw: one batch of 16
+    assert torch.allclose(*first_layer(model, drawn), atol=1e-5)
+    assert payload["extra"]["bn_recalibrated"] == {"data": str(root / "ingest"), "tiles": 16}
+    assert len(sample_tiles(str(root / "ingest"), 1000)[0]) == len(tiles)  # the training split's, no others
+    hop256 = engine.save_checkpoint(tmp_path / "hop", model, spec_config_json=SpecConfig.from_json(spec_json)
+                                    .replace(hop_length=256).to_json())
+    assert cli.main(["export", str(hop256), "--recalibrate", str(root / "ingest"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "other spectrogram settings" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def _trained_model(datasets, spec_json, path: Path, steps: int = 40) -> None:
