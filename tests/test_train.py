@@ -109,8 +109,8 @@ def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
 def test_batchnorm_statistics_are_those_of_the_unaugmented_training_tiles(shards, tmp_path, capsys):
     """Each epoch ends by recomputing the BatchNorm statistics on the epoch's training tiles as
     read, not augmented, averaged over the workers: the saved model's first layer holds its
-    input's mean over the train tiles. With bn_tiles 0 the layer keeps
-    its running average over augmented batches; `raybird export --recalibrate` recomputes it."""
+    input's mean over the train tiles. With bn_tiles 0 the layer keeps its running average over
+    augmented batches; `raybird export --recalibrate` recomputes it, on training tiles only."""
     root, datasets, spec_json = shards
     tiles = np.concatenate([b["spec"] for b in datasets["train"].iter_batches(batch_size=64, batch_format="numpy")])
 
