@@ -211,6 +211,11 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn: Optional[LossFn] = No
             "loss_sum": loss_sum, "pixels": n_pix}
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's BatchNorm layers (through a DDP wrapper), in module order."""
+    return [m for m in unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def recalibrate_batchnorm(model: nn.Module, specs: Iterable,
                           settings: Union[None, str, torch.device, DeviceSettings] = None) -> int:
     """Recompute every BatchNorm layer's running mean and variance as the plain average over
@@ -224,7 +229,7 @@ def recalibrate_batchnorm(model: nn.Module, specs: Iterable,
     validation recordings for the averaged default model; 256 tiles scored as well as 4096."""
     settings = _settings_for(model, settings)
     module = unwrap(model)  # not through DDP: workers may hold different numbers of batches
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    layers = batchnorm_layers(module)
     momenta = [m.momentum for m in layers]
     module.eval()  # dropout off; only the BatchNorm layers collect statistics
     for m in layers:

@@ -93,13 +93,17 @@ FLAG_HELP = {
 }
 
 # ---- data --------------------------------------------------------------------------------------
+def _tiles(t: pa.Table, column: str) -> np.ndarray:
+    """A binary column of shard rows as uint8 tiles ``(N, H, W)``, joined into one writable buffer
+    (``bytearray().join`` copies once, as ``b"".join`` does; torch warns on read-only arrays)."""
+    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
+    return np.frombuffer(bytearray().join(t[column].to_pylist()), np.uint8).reshape(len(t), h, w)
+
+
 def decode_batch(t: pa.Table) -> dict:
     """Shard rows -> ``spec`` uint8 (N, H, W), ``mask`` uint8 (N, H, W), ``valid_frames`` (N,)."""
-    n = len(t)
-    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
-    spec = np.frombuffer(b"".join(t["spec"].to_pylist()), np.uint8).reshape(n, h, w)
-    mask = np.frombuffer(b"".join(t["mask"].to_pylist()), np.uint8).reshape(n, h, w)
-    return {"spec": spec, "mask": mask, "valid_frames": t["valid_frames"].to_numpy().astype(np.int32)}
+    return {"spec": _tiles(t, "spec"), "mask": _tiles(t, "mask"),
+            "valid_frames": t["valid_frames"].to_numpy().astype(np.int32)}
 
 
 def split_tiles(shards, split: Optional[str], tile_shape: tuple[int, int]):
@@ -159,9 +163,7 @@ def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
         raise ValueError(f"no training tiles under {data}")
     rows = np.sort(np.random.default_rng(seed).permutation(count)[:n])
     t = shards.take(rows, columns=["spec", "n_rows", "n_frames", "spec_config"], filter=in_train)
-    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
-    spec = np.frombuffer(bytearray(b"".join(t["spec"].to_pylist())), np.uint8).reshape(len(t), h, w)  # writable
-    return spec, t["spec_config"][0].as_py()
+    return _tiles(t, "spec"), t["spec_config"][0].as_py()
 
 
 # ---- the worker loop ---------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def _recalibrate_batchnorm(model, specs: list, settings) -> None:
     import torch.distributed as dist
     from . import engine
     n = engine.recalibrate_batchnorm(model, specs, settings) if specs else 0
-    layers = [m for m in engine.unwrap(model).modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    layers = engine.batchnorm_layers(model)
     if not (dist.is_available() and dist.is_initialized()) or not layers:
         return
     stats = torch.cat([torch.cat([m.running_mean, m.running_var]).double() for m in layers] +
