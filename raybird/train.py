@@ -125,14 +125,18 @@ def _decode_split(t: pa.Table, split: Optional[str], tile_shape: tuple[int, int]
                      "valid_frames": pa.array([], pa.int32())})
 
 
+def _shards(data: str):
+    """The ingest output's ``shards/`` as a pyarrow dataset (its files listed once), and its filesystem."""
+    import pyarrow.dataset as pads
+    fs, root = storage.arrow_filesystem(data)
+    return pads.dataset(storage.join(root, "shards"), filesystem=fs, format="parquet"), fs
+
+
 def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
     """Ray Datasets ``{"train", "val"}`` of labelled tiles, and the shards' SpecConfig JSON."""
-    import pyarrow.dataset as pads
     import ray
-    fs, root = storage.arrow_filesystem(data)
-    path = storage.join(root, "shards")
     # the first row straight from Parquet: a Ray Data take(1) would cost a whole execution (1-4 s)
-    shards = pads.dataset(path, filesystem=fs, format="parquet")
+    shards, fs = _shards(data)
     first = shards.head(1, columns=["n_rows", "n_frames", "spec_config"]).to_pylist() if shards.files else []
     if not first:
         raise ValueError(f"no shards under {data}")
@@ -154,9 +158,7 @@ def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     of ingest output ``data``, and the shards' SpecConfig JSON; read with pyarrow (the rows
     drawn only), not Ray. For recomputing a model's BatchNorm statistics (``raybird export
     --recalibrate``)."""
-    import pyarrow.dataset as pads
-    fs, root = storage.arrow_filesystem(data)
-    shards = pads.dataset(storage.join(root, "shards"), filesystem=fs, format="parquet")
+    shards, _ = _shards(data)
     in_train = pc.field("split") == "train"
     count = shards.count_rows(filter=in_train) if shards.files else 0
     if count == 0:
@@ -167,28 +169,29 @@ def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
 
 # ---- the worker loop ---------------------------------------------------------------------------
-def _allreduce(values: np.ndarray) -> np.ndarray:
+def _allreduce(values, device):
+    """Sum of ``values`` over the workers, as a float64 tensor on ``device`` (NCCL reduces only
+    CUDA tensors, gloo CPU ones); the values themselves outside a process group."""
     import torch
     import torch.distributed as dist
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.as_tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
-    return t.numpy()
+    return t
 
 
 def _recalibrate_batchnorm(model, specs: list, settings) -> None:
     """engine.recalibrate_batchnorm on this worker's tiles, then the statistics of all workers
     averaged, weighted by their tiles, so every worker validates and saves the same model."""
     import torch
-    import torch.distributed as dist
     from . import engine
     n = engine.recalibrate_batchnorm(model, specs, settings) if specs else 0
     layers = engine.batchnorm_layers(model)
-    if not (dist.is_available() and dist.is_initialized()) or not layers:
+    if not layers:
         return
-    stats = torch.cat([torch.cat([m.running_mean, m.running_var]).double() for m in layers] +
-                      [torch.ones(1, dtype=torch.float64, device=layers[0].running_mean.device)]) * n
-    dist.all_reduce(stats)
+    device = layers[0].running_mean.device
+    stats = _allreduce(torch.cat([torch.cat([m.running_mean, m.running_var]).double() for m in layers] +
+                                 [torch.ones(1, dtype=torch.float64, device=device)]) * n, device)
     if stats[-1] == 0:  # no worker saw a tile: keep the running averages
         return
     stats = stats[:-1] / stats[-1]
@@ -267,7 +270,8 @@ def train_loop_per_worker(config: dict) -> None:
                               meter=val_meter)
         # every worker saw its own shard: sum counts and losses so all agree on the metrics
         summed = _allreduce(np.concatenate([meter.counts, val_meter.counts,
-                                            [loss_sum, steps, val["loss_sum"], val["pixels"]]]))
+                                            [loss_sum, steps, val["loss_sum"], val["pixels"]]]), device)
+        summed = summed.cpu().numpy()
         train_m, val_m = scores(summed[:4]), scores(summed[4:8])
         row = {"epoch": epoch, "lr": lr,
                "train_loss": summed[8] / max(summed[9], 1), "val_loss": summed[10] / max(summed[11], 1),
