@@ -218,8 +218,9 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
 
 def recalibrate_batchnorm(model: nn.Module, specs: Iterable,
                           settings: Union[None, str, torch.device, DeviceSettings] = None) -> int:
-    """Recompute every BatchNorm layer's running mean and variance as the plain average over
-    ``specs`` (batches of un-augmented input tiles), dropout off; returns the tiles used.
+    """Recompute every BatchNorm layer's running mean and variance as the average of the batch
+    statistics over ``specs`` (batches of un-augmented input tiles), each batch weighted by its
+    tiles (a short last batch counts less), dropout off; returns the tiles used.
 
     Training leaves each layer with an exponential average over the last augmented batches,
     which are not what the model sees at inference (gain, contrast and geometric jitter shift
@@ -234,12 +235,13 @@ def recalibrate_batchnorm(model: nn.Module, specs: Iterable,
     module.eval()  # dropout off; only the BatchNorm layers collect statistics
     for m in layers:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average over every batch, not exponential
         m.train()
     n = 0
     with torch.no_grad():
         for spec in specs:
             x = spec_tensor(spec, settings)
+            for m in layers:  # running average weighted by tiles: the first batch replaces the reset stats
+                m.momentum = x.shape[0] / (n + x.shape[0])
             with settings.autocast():
                 module(x)
             n += x.shape[0]

@@ -319,8 +319,8 @@ def test_inference_settings_fold_and_quantize():
 
 
 def test_recalibrated_batchnorm_holds_the_statistics_of_the_given_tiles(tmp_path):
-    """Each BatchNorm layer ends with the plain average, over the batches, of its input's batch
-    mean and (unbiased) variance, with dropout off (so twice gives the same), the model left in
+    """Each BatchNorm layer ends with the average, over the batches weighted by their tiles, of its
+    input's batch mean and (unbiased) variance, with dropout off (so twice gives the same), the model left in
     eval mode with its momentum; a checkpoint file rewritten so, its source recorded."""
     spec, mask = synthetic_tiles(12, rows=32, frames=64)
     model = build_model("unet", width=4, depth=3, dropout=0.5)
@@ -329,15 +329,18 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_the_given_tiles(tmp_path
     for _ in range(3):  # running averages of augmented batches
         train_step(model, {"spec": spec[:4], "mask": mask[:4]}, opt, make_loss("ce"), augment=aug)
     first_conv, first_bn = model.encoders[0][0][0], model.encoders[0][0][1]
-    batches = [torch.from_numpy(spec[i:i + 4])[:, None] for i in range(0, 12, 4)]
+    batches = [torch.from_numpy(spec[i:j])[:, None] for i, j in ((0, 5), (5, 9), (9, 12))]  # 5, 4, 3 tiles
     with torch.no_grad():
         outs = [first_conv(b) for b in batches]
-    want_mean = torch.stack([o.mean((0, 2, 3)) for o in outs]).mean(0)
-    want_var = torch.stack([o.transpose(0, 1).flatten(1).var(1) for o in outs]).mean(0)
+    weights = torch.tensor([5.0, 4.0, 3.0])[:, None] / 12
+    want_mean = (torch.stack([o.mean((0, 2, 3)) for o in outs]) * weights).sum(0)  # = the mean over all tiles
+    want_var = (torch.stack([o.transpose(0, 1).flatten(1).var(1) for o in outs]) * weights).sum(0)
     assert not torch.allclose(first_bn.running_mean, want_mean, atol=1e-3)
 
     assert recalibrate_batchnorm(model, [b[:, 0] for b in batches]) == 12
     assert torch.allclose(first_bn.running_mean, want_mean, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(want_mean, first_conv(torch.from_numpy(spec)[:, None]).mean((0, 2, 3)), atol=1e-6)
     assert torch.allclose(first_bn.running_var, want_var, rtol=1e-4)
     assert not model.training and not first_bn.training and first_bn.momentum == 0.1
     once = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
