@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
+
+# The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
+# workers to tee into its log as well as stdout, so a printed line reached the driver twice.
+log = logging.getLogger(__name__)
 
 METRICS = ("loss", "iou", "miou", "dice", "pixel_acc")
 
@@ -280,10 +285,9 @@ def train_loop_per_worker(config: dict) -> None:
         stop = stopper.step(row["val_iou"])
         metrics = {**row, "best_val_iou": stopper.best, "best_epoch": stopper.best_epoch, "stopped_early": stop}
         if ctx.get_world_rank() == 0:
-            print(f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f} IoU {row['train_iou']:.3f} | "
-                  f"val loss {row['val_loss']:.4f} IoU {row['val_iou']:.3f} Dice {row['val_dice']:.3f} "
-                  f"acc {row['val_pixel_acc']:.3f} | best {stopper.best:.3f} (epoch {stopper.best_epoch + 1})",
-                  flush=True)
+            log.info(f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f} IoU {row['train_iou']:.3f} | "
+                     f"val loss {row['val_loss']:.4f} IoU {row['val_iou']:.3f} Dice {row['val_dice']:.3f} "
+                     f"acc {row['val_pixel_acc']:.3f} | best {stopper.best:.3f} (epoch {stopper.best_epoch + 1})")
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, model, optimizer, epoch, model_cfg, config["spec_config"], row,
                                        extra={"stopper": stopper.state_dict(), "history": history, "resumes": resumes,

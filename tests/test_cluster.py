@@ -134,8 +134,9 @@ def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
     assert errors.to_pylist() == [{"source": f"{S3}/{FOLDER}/{BROKEN}", "reason": "empty file (0 bytes)"}]
 
     # train: two DDP workers of 1 CPU each on 1-CPU nodes, hence on two different nodes
-    cluster.run_ok("rb-train", "jobs/train.py", f"{S3}/ingest", "--storage-path", f"{S3}/runs", "--name", "unet",
-                   "--workers", "2", "--cpus-per-worker", "1", "--epochs", "1", "--width", "4", "--batch-size", "2")
+    out = cluster.run_ok("rb-train", "jobs/train.py", f"{S3}/ingest", "--storage-path", f"{S3}/runs", "--name", "unet",
+                         "--workers", "2", "--cpus-per-worker", "1", "--epochs", "1", "--width", "4", "--batch-size", "2")
+    assert out.count("epoch 1/1: train loss") == 1, out[-6000:]  # rank 0's line, once (Ray's print patch doubled it)
     job_id = next(j["job_id"] for j in cluster.state("jobs") if j["submission_id"] == "rb-train")
     workers = [a for a in cluster.state("actors") if a["class_name"] == "RayTrainWorker" and a["job_id"] == job_id]
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2
