@@ -376,7 +376,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--test-duration", type=float, nargs=2, default=(4.0, 10.0), metavar=("MIN", "MAX"))
     ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings ('' to skip)")
     ap.add_argument("--threshold", type=float, default=0.5)
-    ap.add_argument("--split-valley", type=float, help="cut segments at valleys (raybird segment --split-valley)")
+    ap.add_argument("--split-depth", type=lambda v: None if v == "off" else float(v),
+                    default=segment.SegmentOptions.split_depth_db,
+                    help="cut regions at gaps this deep, dB, or 'off' (raybird segment --split-depth)")
     ap.add_argument("--min-duration", type=float, default=segment.SegmentOptions.min_duration_s,
                     help="shortest segment kept, s (raybird segment --min-duration)")
     ap.add_argument("--merge-gap", type=float, help="join a song's calls into one segment (raybird segment --merge-gap)")
@@ -398,7 +400,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     test_dir = Path(a.test_dir) if a.test_dir else out / "test"
     snr = synthetic_test_set(test_dir, a.test_n, a.test_seed, tuple(a.test_duration))
-    options = segment.SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, split_valley=a.split_valley,
+    options = segment.SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, split_depth_db=a.split_depth,
                                      merge_gap_s=a.merge_gap)
     synthetic, rows_of, real = {}, {}, {}
     for name, path in models:

@@ -178,7 +178,8 @@ def _iou(c) -> float:
 def end_to_end(ckpt: segment.Checkpoint, folder: Path, secs: float, work: Path, cpus: int,
                ray_configs: list[dict]) -> list[dict]:
     """``run_local`` with 1 and ``cpus`` threads against ``run`` in each of ``ray_configs``
-    (keyword arguments of :func:`raybird.segment.run` plus a "name"); ratios are to the faster loop."""
+    (keyword arguments of :func:`raybird.segment.run` plus a "name"); ratios are to the faster loop.
+    A last loop row leaves regions uncut (``--split-depth off``): the cost of cutting them."""
     rows = []
     for threads in sorted({1, cpus}):
         t = time.perf_counter()
@@ -193,7 +194,12 @@ def end_to_end(ckpt: segment.Checkpoint, folder: Path, secs: float, work: Path, 
                          segments=dist.segments))
     if len({(r["recordings"], r["segments"]) for r in rows}) != 1:
         raise AssertionError(f"the runs disagree: {rows}")
-    best_loop = min(r["wall_s"] for r in rows if r["run"].startswith("single"))
+    t = time.perf_counter()
+    uncut = segment.run_local([str(folder)], str(work / "uncut"), ckpt, segment.SegmentOptions(split_depth_db=None),
+                              threads=cpus)
+    rows.append(dict(run=f"single-process loop, {cpus} threads, regions not cut (`--split-depth off`)",
+                     wall_s=time.perf_counter() - t, recordings=uncut.recordings, segments=uncut.segments))
+    best_loop = min(r["wall_s"] for r in rows[:-1] if r["run"].startswith("single"))
     for r in rows:
         r.update(x_realtime=secs / r["wall_s"], x_per_core=secs / r["wall_s"] / cpus, ratio=best_loop / r["wall_s"])
     return rows

@@ -103,13 +103,13 @@ SUMMARY_SCHEMA = pa.schema([
 # Rows between decoding and stitching, by kind: "tile", "end" (per channel, with the decoded
 # length), "error" (stage, reason). Decoded "tile" rows carry the
 # spectrogram (uint8, rows x tile_frames, row-major) with the tile's first_frame / valid_frames;
-# after prediction they carry ``prob`` (frame-major uint8) of the kept columns, first_frame /
-# n_frames then describe those columns.
+# after prediction they carry ``prob`` and ``level`` (the spectrogram), both frame-major uint8,
+# of the kept columns; first_frame / n_frames then describe those columns.
 _COMMON = [("recording_id", pa.string()), ("source", pa.string()), ("channel", pa.int16()),
            ("kind", pa.string()), ("tile_index", pa.int32()), ("first_frame", pa.int64())]
 _TAIL = [("n_samples", pa.int64()), ("stage", pa.string()), ("reason", pa.string())]
 TILE_SCHEMA = pa.schema(_COMMON + [("valid_frames", pa.int32()), ("spec", pa.binary())] + _TAIL)
-PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary())] + _TAIL)
+PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary()), ("level", pa.binary())] + _TAIL)
 STATUS_SCHEMA = pa.schema([("recording_id", pa.string()), ("source", pa.string()), ("status", pa.string()),
                            ("n_segments", pa.int32())])
 CPU_BATCH = 4   # tiles per model call on CPU (see Predictor)
@@ -130,7 +130,7 @@ class SegmentOptions:
     probabilities: bool = False
     group_overlap: Optional[float] = postprocess.GROUP_OVERLAP  # harmonics -> one segment; None: off
     group_gap_hz: float = postprocess.GROUP_GAP_HZ
-    split_valley: Optional[float] = None  # cut regions at valleys (syllables touching in the mask)
+    split_depth_db: Optional[float] = postprocess.SPLIT_DEPTH_DB  # cut regions at gaps (syllables touching in the mask)
     merge_gap_s: Optional[float] = None   # join a song's calls (at most this far apart) into one segment
 
 
@@ -302,15 +302,16 @@ def predict_rows(table: pa.Table, model, settings, cfg: SpecConfig, batch_size: 
             probs.append(predict_proba(model, spec[i:i + batch_size], settings, quantize=True).numpy())
         probs = np.concatenate(probs)
     cols = {name: table.column(name).to_pylist() for name in ("tile_index", "first_frame", "valid_frames")}
-    first, n_frames, prob = [None] * len(kinds), [None] * len(kinds), [None] * len(kinds)
+    first, n_frames, prob, level = ([None] * len(kinds) for _ in range(4))
     for j, i in enumerate(tiles):
         keep = postprocess.kept_columns(cols["tile_index"][i], cols["valid_frames"][i], cfg)
         first[i] = cols["first_frame"][i] + keep.start
         n_frames[i] = keep.stop - keep.start
         prob[i] = postprocess.encode_probability(probs[j][:, keep])
+        level[i] = np.ascontiguousarray(spec[j][:, keep].T).tobytes()
     out = {name: table.column(name) for name in PROB_SCHEMA.names if name in table.column_names}
     out.update(first_frame=pa.array(first, pa.int64()), n_frames=pa.array(n_frames, pa.int32()),
-               prob=pa.array(prob, pa.binary()))
+               prob=pa.array(prob, pa.binary()), level=pa.array(level, pa.binary()))
     return pa.table({name: out[name] for name in PROB_SCHEMA.names}, schema=PROB_SCHEMA)
 
 
@@ -419,12 +420,13 @@ class RecordingStitcher:
                 o = self.opts
                 seg = self.segmenters[ch] = postprocess.Segmenter(
                     self.cfg, o.threshold, o.min_duration_s, o.min_pixels, keep_probability=o.probabilities,
-                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz, split_valley=o.split_valley,
+                    group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz, split_depth_db=o.split_depth_db,
                     merge_gap_s=o.merge_gap_s)
             n = int(rows.column("n_frames")[i].as_py())
-            prob = np.frombuffer(rows.column("prob")[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
+            prob, level = (np.frombuffer(rows.column(name)[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
+                           for name in ("prob", "level"))
             try:
-                seg.add(prob, int(rows.column("first_frame")[i].as_py()))
+                seg.add(prob, int(rows.column("first_frame")[i].as_py()), level)
             except ValueError as e:
                 self.error = ("stitch", str(e))
                 return
@@ -760,10 +762,11 @@ def add_segment_parser(sub) -> None:
                         "apart in frequency, e.g. harmonics) form one segment; 'off': every region is one")
     p.add_argument("--group-gap-hz", type=float, default=postprocess.GROUP_GAP_HZ,
                    help="largest frequency gap between grouped regions (Hz)")
-    p.add_argument("--split-valley", type=lambda v: None if v == "off" else float(v),
-                   default=None,
-                   help="cut a region where its pixels per frame fall to this fraction of its peaks on both "
-                        "sides, for syllables that touch in the mask (0.15 suits song; default: never cut)")
+    p.add_argument("--split-depth", type=lambda v: None if v == "off" else float(v),
+                   default=postprocess.SPLIT_DEPTH_DB, metavar="DB",
+                   help="cut a region where its loudest pixel per frame falls this many dB under its loudest "
+                        "before and after (a silent gap the STFT window smears shut, as between syllables); "
+                        "'off': never cut (default: %(default)s)")
     p.add_argument("--merge-gap", type=float, metavar="SECONDS",
                    help="join segments at most this far apart in time (and --group-gap-hz in frequency) into "
                         "one, e.g. 0.3 for one segment per song; default: never")
@@ -789,7 +792,7 @@ def cmd_segment(a) -> int:
     options = SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, min_pixels=a.min_pixels,
                              channels=a.channels, raven=a.raven, denoise=a.denoise, probabilities=a.probabilities,
                              group_overlap=a.group_overlap, group_gap_hz=a.group_gap_hz,
-                             split_valley=a.split_valley, merge_gap_s=a.merge_gap)
+                             split_depth_db=a.split_depth, merge_gap_s=a.merge_gap)
     try:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:

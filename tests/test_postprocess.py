@@ -267,30 +267,46 @@ def test_denoising_keeps_the_masked_call_and_removes_the_rest():
     assert 0.7 < e_out[inside].sum() / e_in[inside].sum() < 1.1
 
 
-def test_valley_cuts_cut_only_deep_valleys_between_higher_peaks():
-    assert pp.valley_cuts([10, 10, 1, 2, 10, 10], 0.15) == [2]
-    assert pp.valley_cuts([10, 10, 1, 10, 3, 1, 12], 0.15) == [2, 5]
-    assert pp.valley_cuts([3, 3, 1, 3, 3], 0.15) == []      # a thin line: its counts are all small
-    assert pp.valley_cuts([1, 10, 10, 1], 0.15) == []        # falling at an end is no valley
-    assert pp.valley_cuts([10, 10, 2, 10], 0.15) == []       # 2 > 0.15 * 10
+def test_depth_cuts_cut_only_deep_gaps_between_louder_columns():
+    assert pp.depth_cuts([50, 50, 20, 24, 50], 25) == [2]
+    assert pp.depth_cuts([50, 20, 50, 40, 10, 60], 25) == [1, 4]
+    assert pp.depth_cuts([50, 30, 50], 25) == []        # a 20-dB dip inside a call
+    assert pp.depth_cuts([10, 50, 50, 10], 25) == []    # fading at an end is no gap
+    assert pp.depth_cuts([50, 20, 40], 25) == []        # 20 dB under the louder side only
 
 
-def test_split_valley_separates_touching_syllables_to_the_pixel():
+def test_level_db_reads_the_model_input_as_db():
+    assert pp.level_db(np.array([0, 255], np.uint8), CFG).tolist() == [0.0, CFG.top_db]
+    lin = PRESETS["bsd"]
+    assert pp.level_db(np.array([1.0, 0.1], np.float32), lin) == pytest.approx([0.0, -20.0])
+
+
+def test_split_depth_cuts_touching_syllables_at_their_gap_to_the_pixel():
     prob = np.zeros((CFG.n_rows, 300), np.float32)
-    prob[40:60, 20:50] = 0.9      # syllable A: 20 rows x 30 frames
-    prob[50, 50:53] = 0.9         # a one-row bridge of 3 frames: the mask joins A and B
-    prob[35:65, 53:90] = 0.8      # syllable B: 30 rows x 37 frames
-    prob[100:102, 120:200] = 0.9  # a thin whistle whose band thins to one row: never cut
-    prob[101, 150:160] = 0.0
+    level = np.zeros_like(prob)
+    prob[40:60, 20:50], level[40:60, 20:50] = 0.9, 0.9      # syllable A: 20 rows x 30 frames, 54 dB
+    prob[45:55, 50:53] = 0.9                                # the gap, smeared shut: 10 rows x 3 frames
+    level[45:55, 50:53] = np.array([0.5, 0.35, 0.45])       # at 30, 21 and 27 dB
+    prob[35:65, 53:90], level[35:65, 53:90] = 0.8, 0.8      # syllable B: 30 rows x 37 frames, 48 dB
+    prob[100:102, 120:200], level[100:102, 120:200] = 0.9, 0.9  # a whistle with a 20-dB dip: never cut
+    level[100:102, 150:160] = 0.9 - 20 / CFG.top_db
     assert [(s.first_frame, s.last_frame) for s in pp.segments_of(prob, CFG)] == [(20, 89), (120, 199)]
-    a, b, whistle = pp.segments_of(prob, CFG, split_valley=0.15)
-    assert (a.first_frame, a.last_frame, a.low_row, a.high_row) == (20, 50, 40, 59)   # the lowest bridge frame goes to A
-    assert (b.first_frame, b.last_frame, b.low_row, b.high_row) == (51, 89, 35, 64)
-    assert a.n_pixels + b.n_pixels == 20 * 30 + 3 + 30 * 37
-    assert b.n_pixels == 2 + 30 * 37
+    a, b, whistle = pp.segments_of(prob, CFG, split_depth_db=25, level=level)
+    # the quietest gap frame (51) is the gap: it belongs to neither syllable
+    assert (a.first_frame, a.last_frame, a.low_row, a.high_row, a.n_pixels) == (20, 50, 40, 59, 20 * 30 + 10)
+    assert (b.first_frame, b.last_frame, b.low_row, b.high_row, b.n_pixels) == (52, 89, 35, 64, 10 + 30 * 37)
     assert (whistle.first_frame, whistle.last_frame) == (120, 199)
-    # streamed in chunks that cut through the bridge and the syllables: the same segments
-    seg = pp.Segmenter(CFG, split_valley=0.15)
-    for lo, hi in ((0, 51), (51, 70), (70, 300)):
-        seg.add(prob[:, lo:hi], first_frame=lo)
-    assert seg.finish() == [a, b, whistle]
+    assert b.start_s - a.end_s == pytest.approx(CFG.frame_s)
+    # the gap lies 27 dB under the quieter syllable: a 28-dB threshold keeps one region
+    assert len(pp.segments_of(prob, CFG, split_depth_db=28, level=level)) == 2
+    # streamed in chunks that cut through the gap and the syllables: the same segments and mask
+    whole = pp.Segmenter(CFG)
+    whole.add(prob)
+    seg = pp.Segmenter(CFG, split_depth_db=25)
+    for lo, hi in ((0, 51), (51, 52), (52, 70), (70, 300)):
+        seg.add(prob[:, lo:hi], first_frame=lo, level=(level[:, lo:hi] * 255).round().astype(np.uint8))
+    assert [(s.first_frame, s.last_frame, s.n_pixels) for s in seg.finish()] == \
+        [(s.first_frame, s.last_frame, s.n_pixels) for s in (a, b, whistle)]
+    assert seg.mask_bytes() == whole.mask_bytes()
+    with pytest.raises(ValueError, match="input level"):
+        pp.Segmenter(CFG, split_depth_db=25).add(prob)

@@ -326,6 +326,32 @@ def test_cli_merge_gap_makes_a_song_one_segment(model_path, tmp_path):
     assert (lone["start_s"], lone["end_s"]) == (found[0][3]["start_s"], found[0][3]["end_s"])
 
 
+def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_path):
+    """Two syllables 8 ms apart, under the 16-ms window: the smeared gap joins them in the mask.
+    By default (``--split-depth 25``) the segment job cuts the region where its loudest pixel falls
+    at the gap and finds each syllable; ``--split-depth off`` gives one segment; the mask is the
+    same either way."""
+    notes = [sweep(0.5, 0.08, 3000.0, 3600.0, 0.2), sweep(0.588, 0.08, 3000.0, 3600.0, 0.2)]
+    x, _, boxes = recording(np.random.default_rng(5), 1.5, notes)
+    path = tmp_path / "syllables.wav"
+    sf.write(path, x, CFG.sample_rate)
+    found, masks = {}, {}
+    for flags in ([], ["--split-depth", "off"]):
+        out = str(tmp_path / f"out{len(flags)}")
+        a = parser().parse_args(["segment", str(path), "--out", out, "--model", model_path, "--local", *flags])
+        assert a.func(a) == 0
+        found[len(flags)] = segment.read_outputs(out, "segments").sort_by("start_s").to_pylist()
+        masks[len(flags)] = segment.read_mask(segment.read_outputs(out, "masks").to_pylist()[0])
+    [whole] = found[2]
+    first, second = found[0]
+    assert match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in found[0]], boxes)["tp"] == 2
+    # the cut frame is the gap: it belongs to neither syllable
+    assert first["start_s"] == whole["start_s"] and second["end_s"] == whole["end_s"]
+    assert second["start_s"] - first["end_s"] == pytest.approx(CFG.frame_s)
+    assert first["end_s"] < 0.588 + CFG.frame_s and second["start_s"] > 0.58 - CFG.frame_s
+    np.testing.assert_array_equal(masks[0], masks[2])
+
+
 def test_cli_reports_a_missing_model(tmp_path, capsys):
     a = parser().parse_args(["segment", str(tmp_path), "--out", str(tmp_path / "o"),
                              "--model", str(tmp_path / "no.pt")])
