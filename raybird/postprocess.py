@@ -202,12 +202,12 @@ class Segmenter:
         the model's input of the same pixels (needed with ``split_depth_db``)."""
         if prob.shape[1] == 0:  # a last tile whose new columns were all in the overlap
             return
-        if self.split_depth_db is not None:
-            if level is None or level.shape != prob.shape:
-                raise ValueError("split_depth_db needs the input level of every pixel")
-            level = level[self.rows]
-        else:
+        if self.split_depth_db is None:
             level = None
+        elif level is None or level.shape != prob.shape:
+            raise ValueError("split_depth_db needs the input level of every pixel")
+        else:
+            level = level[self.rows]
         if first_frame is not None and first_frame != self.n_frames:
             raise ValueError(f"columns must be contiguous: got frame {first_frame}, expected {self.n_frames}")
         p = prob.astype(np.float32) / 255.0 if prob.dtype == np.uint8 else np.asarray(prob, np.float32)
