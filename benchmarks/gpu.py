@@ -55,7 +55,7 @@ def _timed(fn, dev: torch.device, reps: int, warmup: int = 2) -> float:
 def predictor_rows(model: torch.nn.Module, cfg: SpecConfig, dev: torch.device, batches, compile_: bool,
                    reps: int) -> list[dict]:
     rows = []
-    variants = [("fp32", engine.inference_settings(dev, "fp32")), ("bf16", engine.inference_settings(dev, "bf16"))]
+    variants = [("fp32", engine.precision_settings(dev, "fp32")), ("bf16", engine.precision_settings(dev, "bf16"))]
     for name, settings in variants:
         m = settings.prepare_model(engine.fold_batchnorm(copy.deepcopy(model)))
         runs = [(name, m)]
@@ -76,8 +76,8 @@ def train_rows(model_cfg: ModelConfig, cfg: SpecConfig, dev: torch.device, batch
 
     rows = []
     loss_fn = engine.make_loss("ce+dice")
-    for name, amp in (("fp32", False), ("bf16 autocast", "bf16")):
-        settings = engine.pick_device(dev, amp=amp)
+    for name, precision in (("fp32", "fp32"), ("bf16 autocast", "bf16")):
+        settings = engine.precision_settings(dev, precision)
         variants = [(name, False)] + ([(name + " + torch.compile", True)] if compile_ else [])
         for label, comp in variants:
             for bs in batches:
@@ -94,6 +94,12 @@ def train_rows(model_cfg: ModelConfig, cfg: SpecConfig, dev: torch.device, batch
                                                      augment=AugmentConfig(), generator=gen), dev, reps)
                 rows.append(dict(setting=label, batch=bs, samples_per_s=bs / t))
     return rows
+
+
+def _vs_fp32(row: dict, rows: list[dict], key: str) -> float:
+    """``row``'s throughput over the plain fp32 row's at the same batch size (same process)."""
+    base = next(r for r in rows if r["setting"] == "fp32" and r["batch"] == row["batch"])
+    return row[key] / base[key]
 
 
 def main(argv=None) -> dict:
@@ -131,13 +137,14 @@ def main(argv=None) -> dict:
     for r in pred:
         r["x_realtime"] = r["tiles_per_s"] * sec_per_tile
     print("\n### predictor (uint8 tiles from host -> probabilities on host)\n")
-    print(table(["setting", "batch", "tiles / s", "audio-s / s"],
-                [[r["setting"], r["batch"], f"{r['tiles_per_s']:.1f}", f"{r['x_realtime']:.0f}"] for r in pred]),
-          flush=True)
+    print(table(["setting", "batch", "tiles / s", "audio-s / s", "vs fp32"],
+                [[r["setting"], r["batch"], f"{r['tiles_per_s']:.1f}", f"{r['x_realtime']:.0f}",
+                  f"{_vs_fp32(r, pred, 'tiles_per_s'):.2f}x"] for r in pred]), flush=True)
     train = train_rows(model_cfg, cfg, dev, train_batches, a.compile, reps)
     print("\n### train step (forward, backward, Adam, augmentation on the device)\n")
-    print(table(["setting", "batch", "samples / s"],
-                [[r["setting"], r["batch"], f"{r['samples_per_s']:.1f}"] for r in train]), flush=True)
+    print(table(["setting", "batch", "samples / s", "vs fp32"],
+                [[r["setting"], r["batch"], f"{r['samples_per_s']:.1f}", f"{_vs_fp32(r, train, 'samples_per_s'):.2f}x"]
+                 for r in train]), flush=True)
     return dict(device=device_name(dev), predictor=pred, train=train)
 
 

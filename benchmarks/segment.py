@@ -82,7 +82,7 @@ def ablation(model_path: str, tiles: np.ndarray, sec_per_tile: float, compile_: 
     """One row per setting: ms per tile (fastest of ``reps``) and audio-s per wall-s."""
     base, _ = engine.load_checkpoint(model_path)
     bf16 = engine.native_bf16_cpu()
-    fast = engine.inference_settings("cpu", "auto")
+    fast = engine.precision_settings("cpu", "auto")
     rows = []
 
     def measure(name, model, settings, grad_mode="inference_mode", batch=8, threads=1, note=""):
@@ -154,7 +154,7 @@ def accuracy(ckpt: segment.Checkpoint, records: list[dict], precisions=("fp32", 
     rows = []
     ref = precisions[0]
     for p in precisions:
-        settings = engine.inference_settings("cpu", p)
+        settings = engine.precision_settings("cpu", p)
         pooled = sum(np.array(_counts(m, t)) for m, t in zip(masks[p], truths))
         agree = sum(np.array(_counts(m, a)) for m, a in zip(masks[p], masks[ref]))
         rows.append(dict(precision=p, arithmetic="bf16" if settings.amp_dtype is not None else "fp32",

@@ -50,6 +50,7 @@ def cmd_synth(a) -> int:
 
 
 def _add_train(sub):
+    from .engine import PRECISIONS
     from .model import ARCHS
     from .train import FLAG_HELP, TrainConfig
     p = sub.add_parser("train", help="train the U-Net on ingest shards with Ray Train (DDP)")
@@ -64,6 +65,8 @@ def _add_train(sub):
             p.add_argument(flag, action="store_true", default=default, help=text)
         elif field == "arch":  # the threshold baseline has nothing to train: segment/evaluate take it
             p.add_argument(flag, choices=ARCHS, default=default, help=text)
+        elif field == "precision":
+            p.add_argument(flag, choices=PRECISIONS, default=default, help=text)
         else:
             p.add_argument(flag, type=type(default), default=default, help=text)
     p.set_defaults(func=cmd_train)

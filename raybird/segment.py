@@ -264,7 +264,7 @@ class Predictor:
             path = Path(tmp) / "checkpoint.pt"
             path.write_bytes(checkpoint)
             model, payload = engine.load_checkpoint(path, map_location=device)
-        self.settings = engine.inference_settings(device, precision)
+        self.settings = engine.precision_settings(device, precision)
         self.model = self.settings.prepare_model(engine.fold_batchnorm(model))
         self.cfg = SpecConfig.from_json(payload["spec_config"])
         self.batch_size = batch_size
@@ -676,7 +676,7 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
     Data; recordings already complete in ``out`` are skipped. ``actors``: model actors (default:
     one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs of the cluster). ``precision``:
-    see :func:`raybird.engine.inference_settings`.
+    see :func:`raybird.engine.precision_settings`.
 
     *Lost actors.* Ray Data retries an actor's tasks on that same actor once it restarts, which
     never happens when its node is gone and the surviving nodes' CPUs are all held by the rest

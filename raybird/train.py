@@ -62,6 +62,7 @@ class TrainConfig:
     workers: int = 2
     gpu: bool = False
     cpus_per_worker: float = 0.5     # fractional: leaves CPU for Ray Data on small machines
+    precision: str = "auto"          # bf16 autocast where the device computes bf16 natively, else fp32
     max_failures: int = 3
     seed: int = 0
     init: str = ""                   # fine-tune: start from this model's weights ("default": the shipped one)
@@ -89,8 +90,10 @@ FLAG_HELP = {
     "bn_tiles": "before each validation, recompute the BatchNorm statistics on this many of the epoch's training "
                 "tiles, un-augmented (0: keep the running averages over augmented batches)",
     "workers": "Ray Train workers (DDP processes)",
-    "gpu": "one GPU per worker (bf16 autocast, channels_last)",
+    "gpu": "one GPU per worker (channels_last; bf16 autocast with --precision auto)",
     "cpus_per_worker": "logical CPUs per worker; fractional leaves room for Ray Data",
+    "precision": "auto (bf16 autocast on CUDA and on CPUs with native bf16, e.g. AVX512-BF16 or AMX; else fp32), "
+                 "fp32 or bf16",
     "max_failures": "worker-group restarts from the last checkpoint before giving up",
     "seed": "seed for initialisation, shuffling and augmentation",
     "init": "start from this model's weights (fine-tuning): a checkpoint file or folder, s3:// path, or "
@@ -222,7 +225,11 @@ def train_loop_per_worker(config: dict) -> None:
     model_cfg = tc.model_config()
     # torch 2.13's CPU backward of this DeepLabV3 in channels_last segfaults (first step, any
     # batch; reproduced without Ray or DDP); NCHW trains. Other archs and CUDA keep channels_last.
-    settings = engine.pick_device(device, channels_last=not (model_cfg.arch == "deeplabv3" and device.type == "cpu"))
+    settings = engine.precision_settings(device, tc.precision,
+                                         channels_last=not (model_cfg.arch == "deeplabv3" and device.type == "cpu"))
+    precision = "bf16" if settings.amp_dtype == torch.bfloat16 else "fp32"  # what "auto" came to here
+    if ctx.get_world_rank() == 0:
+        log.info(f"training on {device.type} in {precision}")
     # memory format before DDP: its gradient buckets take the parameters' strides as they are then
     model = ray.train.torch.prepare_model(settings.prepare_model(model_cfg.build()))
     optimizer = engine.make_optimizer(model, lr=tc.lr)
@@ -291,7 +298,8 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, model, optimizer, epoch, model_cfg, config["spec_config"], row,
                                        extra={"stopper": stopper.state_dict(), "history": history, "resumes": resumes,
-                                              "train_config": dataclasses.asdict(tc)}, scheduler=scheduler)
+                                              "train_config": dataclasses.asdict(tc), "precision": precision},
+                                       scheduler=scheduler)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)
@@ -349,6 +357,9 @@ def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[st
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from .engine import PRECISIONS
+    if tc.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {tc.precision!r}; known: {', '.join(PRECISIONS)}")
     if datasets is None:
         datasets, spec_json = load_datasets(tc.data)
     init_state = initial_weights(tc, spec_json)

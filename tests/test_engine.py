@@ -8,7 +8,7 @@ import torch
 from raybird import cli
 from raybird.augment import AugmentConfig, augment_batch
 from raybird.engine import (IGNORE_INDEX, EarlyStopping, average_checkpoints, evaluate, export_for_inference,
-                            fold_batchnorm, inference_settings, load_checkpoint,
+                            fold_batchnorm, precision_settings, load_checkpoint,
                             make_loss, make_optimizer, make_scheduler, native_bf16_cpu, pick_device, predict_proba,
                             prepare_batch, recalibrate_batchnorm, recalibrate_checkpoint, save_checkpoint,
                             train_step)
@@ -45,12 +45,14 @@ def box_mask(n=3, h=32, w=48):
 
 
 # ---- training and evaluation ------------------------------------------------------------------
-def test_unet_overfits_synthetic_tiles():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_unet_overfits_synthetic_tiles(precision):
+    """Both training precisions learn the strokes (bf16: autocast, weights stay fp32)."""
     torch.manual_seed(0)
     spec, mask = synthetic_tiles(8)
     batch = {"spec": spec, "mask": mask}
     model = build_model("unet", width=8, dropout=0.0)
-    settings = pick_device("cpu")
+    settings = precision_settings("cpu", precision)
     settings.prepare_model(model)
     opt = make_optimizer(model, lr=3e-3)
     loss_fn = make_loss("ce")
@@ -295,7 +297,7 @@ def test_flips_time_by_default_and_frequency_only_when_asked():
     assert torch.equal(m, mask.flip(-2)) and (m[:, -1] == IGNORE_INDEX).all()
 
 
-def test_inference_settings_fold_and_quantize():
+def test_precision_settings_fold_and_quantize():
     """The predictor's speed settings: folding BatchNorm is the same function, uint8 made on the
     device equals quantizing the float probabilities on the host, bf16 only when asked or native."""
     torch.manual_seed(0)
@@ -311,11 +313,11 @@ def test_inference_settings_fold_and_quantize():
     q = predict_proba(folded, spec, exact, quantize=True)
     assert q.dtype == torch.uint8
     np.testing.assert_array_equal(q.numpy(), np.round(predict_proba(folded, spec, exact).numpy() * 255))
-    assert inference_settings("cpu", "fp32").amp_dtype is None
-    assert inference_settings("cpu", "bf16").amp_dtype == torch.bfloat16
-    assert (inference_settings("cpu", "auto").amp_dtype == torch.bfloat16) == native_bf16_cpu()
+    assert precision_settings("cpu", "fp32").amp_dtype is None
+    assert precision_settings("cpu", "bf16").amp_dtype == torch.bfloat16
+    assert (precision_settings("cpu", "auto").amp_dtype == torch.bfloat16) == native_bf16_cpu()
     with pytest.raises(ValueError):
-        inference_settings("cpu", "fp16")
+        precision_settings("cpu", "fp16")
 
 
 def test_recalibrated_batchnorm_holds_the_statistics_of_the_given_tiles(tmp_path):

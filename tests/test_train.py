@@ -63,6 +63,8 @@ def test_two_workers_two_epochs_write_checkpoints_metrics_and_curves(shards):
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     model, payload = engine.load_checkpoint(run / "best" / "checkpoint.pt")  # weights_only=True inside
     assert payload["spec_config"] == spec_json
+    # --precision auto: bf16 autocast where this CPU computes bf16 natively, recorded as resolved
+    assert payload["extra"]["precision"] == ("bf16" if engine.native_bf16_cpu() else "fp32")
     assert payload["metrics"]["val_iou"] == pytest.approx(r.best_val_iou)
     assert max(h["val_iou"] for h in r.history) == pytest.approx(r.best_val_iou)
     x = torch.rand(1, 1, 256, 512)
@@ -90,8 +92,15 @@ def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
 def test_early_stopping(shards):
     root, datasets, spec_json = shards
     # lr 0: val IoU cannot improve after epoch 0, so patience 2 stops after epoch 2
-    r = fit(_config(root, "stop", lr=0.0, epochs=10, patience=2), datasets, spec_json)
+    r = fit(_config(root, "stop", lr=0.0, epochs=10, patience=2, precision="fp32"), datasets, spec_json)
     assert r.epochs_run == 3
+    assert torch.load(r.best_checkpoint, weights_only=True)["extra"]["precision"] == "fp32"
+
+
+def test_an_unknown_precision_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; known: auto, fp32, bf16"):
+        fit(_config(tmp_path, "x", precision="fp16"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
