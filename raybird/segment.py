@@ -749,6 +749,7 @@ def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None
 
 # ---- command line --------------------------------------------------------------------------------
 def add_segment_parser(sub) -> None:
+    from .engine import PRECISIONS
     p = sub.add_parser("segment", help="recordings -> bird masks and segments (+ Raven tables, denoised audio)")
     p.add_argument("inputs", nargs="+", help="folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix (re-running resumes)")
@@ -776,7 +777,7 @@ def add_segment_parser(sub) -> None:
     p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
     p.add_argument("--gpu", action="store_true", help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help=f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="model arithmetic; auto: bf16 on GPUs and on CPUs with native bf16, else fp32")
     p.add_argument("--actors", type=int, help="model actors, each segmenting whole recordings (default: the "
                                               "cluster's GPUs with --gpu, else its CPUs / --actor-cpus)")

@@ -357,9 +357,8 @@ def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[st
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .engine import PRECISIONS
-    if tc.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {tc.precision!r}; known: {', '.join(PRECISIONS)}")
+    from .engine import check_precision
+    check_precision(tc.precision)  # before Ray Train starts, not in every worker
     if datasets is None:
         datasets, spec_json = load_datasets(tc.data)
     init_state = initial_weights(tc, spec_json)
