@@ -157,7 +157,7 @@ def accuracy(ckpt: segment.Checkpoint, records: list[dict], precisions=("fp32", 
         settings = engine.precision_settings("cpu", p)
         pooled = sum(np.array(_counts(m, t)) for m, t in zip(masks[p], truths))
         agree = sum(np.array(_counts(m, a)) for m, a in zip(masks[p], masks[ref]))
-        rows.append(dict(precision=p, arithmetic="bf16" if settings.amp_dtype is not None else "fp32",
+        rows.append(dict(precision=p, arithmetic=settings.precision,
                          iou=_iou(pooled), agreement=_iou(agree)))
     for r in rows:
         r["delta_points"] = 100 * (r["iou"] - rows[0]["iou"])

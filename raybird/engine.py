@@ -39,6 +39,11 @@ class DeviceSettings:
     amp_dtype: Optional[torch.dtype] = None
     channels_last: bool = True
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic in use ("auto" resolved): "fp32", "bf16" or "fp16" autocast."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 

@@ -227,9 +227,8 @@ def train_loop_per_worker(config: dict) -> None:
     # batch; reproduced without Ray or DDP); NCHW trains. Other archs and CUDA keep channels_last.
     settings = engine.precision_settings(device, tc.precision,
                                          channels_last=not (model_cfg.arch == "deeplabv3" and device.type == "cpu"))
-    precision = "bf16" if settings.amp_dtype == torch.bfloat16 else "fp32"  # what "auto" came to here
     if ctx.get_world_rank() == 0:
-        log.info(f"training on {device.type} in {precision}")
+        log.info(f"training on {device.type} in {settings.precision}")
     # memory format before DDP: its gradient buckets take the parameters' strides as they are then
     model = ray.train.torch.prepare_model(settings.prepare_model(model_cfg.build()))
     optimizer = engine.make_optimizer(model, lr=tc.lr)
@@ -298,7 +297,7 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, model, optimizer, epoch, model_cfg, config["spec_config"], row,
                                        extra={"stopper": stopper.state_dict(), "history": history, "resumes": resumes,
-                                              "train_config": dataclasses.asdict(tc), "precision": precision},
+                                              "train_config": dataclasses.asdict(tc), "precision": settings.precision},
                                        scheduler=scheduler)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:

@@ -315,6 +315,7 @@ def test_precision_settings_fold_and_quantize():
     np.testing.assert_array_equal(q.numpy(), np.round(predict_proba(folded, spec, exact).numpy() * 255))
     assert precision_settings("cpu", "fp32").amp_dtype is None
     assert precision_settings("cpu", "bf16").amp_dtype == torch.bfloat16
+    assert [precision_settings("cpu", p).precision for p in ("fp32", "bf16")] == ["fp32", "bf16"]
     assert (precision_settings("cpu", "auto").amp_dtype == torch.bfloat16) == native_bf16_cpu()
     with pytest.raises(ValueError):
         precision_settings("cpu", "fp16")
