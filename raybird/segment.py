@@ -102,13 +102,15 @@ SUMMARY_SCHEMA = pa.schema([
 ])
 # Rows between decoding and stitching, by kind: "tile", "end" (per channel, with the decoded
 # length), "error" (stage, reason). Decoded "tile" rows carry the
-# spectrogram (uint8, rows x tile_frames, row-major) with the tile's first_frame / valid_frames;
+# spectrogram (uint8, rows x tile_frames, row-major) and its silent frames (np.packbits of a
+# flag per frame) with the tile's first_frame / valid_frames;
 # after prediction they carry ``prob`` and ``level`` (the spectrogram), both frame-major uint8,
 # of the kept columns; first_frame / n_frames then describe those columns.
 _COMMON = [("recording_id", pa.string()), ("source", pa.string()), ("channel", pa.int16()),
            ("kind", pa.string()), ("tile_index", pa.int32()), ("first_frame", pa.int64())]
 _TAIL = [("n_samples", pa.int64()), ("stage", pa.string()), ("reason", pa.string())]
-TILE_SCHEMA = pa.schema(_COMMON + [("valid_frames", pa.int32()), ("spec", pa.binary())] + _TAIL)
+TILE_SCHEMA = pa.schema(_COMMON + [("valid_frames", pa.int32()), ("spec", pa.binary()), ("silent", pa.binary())]
+                        + _TAIL)
 PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary()), ("level", pa.binary())] + _TAIL)
 STATUS_SCHEMA = pa.schema([("recording_id", pa.string()), ("source", pa.string()), ("status", pa.string()),
                            ("n_segments", pa.int32())])
@@ -212,8 +214,8 @@ def recording_tiles(source: str, src, cfg: SpecConfig, channels: str = "mix",
             n_channels = tile.spec.shape[0]
             rows += [_row(TILE_SCHEMA, recording_id=rec_id, source=source, channel=ch, kind="tile",
                           tile_index=tile.index, first_frame=tile.first_frame, valid_frames=tile.valid_frames,
-                          spec=to_uint8(spec).tobytes())
-                     for ch, spec in enumerate(blank_above_nyquist(tile.spec, cfg, rate))]
+                          spec=to_uint8(spec).tobytes(), silent=np.packbits(silent).tobytes())
+                     for ch, (spec, silent) in enumerate(zip(blank_above_nyquist(tile.spec, cfg, rate), tile.silent))]
             if len(rows) >= rows_per_table:
                 yield pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
                 rows = []
@@ -301,6 +303,10 @@ def predict_rows(table: pa.Table, model, settings, cfg: SpecConfig, batch_size: 
         for i in range(0, len(spec), batch_size):
             probs.append(predict_proba(model, spec[i:i + batch_size], settings, quantize=True).numpy())
         probs = np.concatenate(probs)
+        # nothing is found in silence, whatever the model makes of an empty input
+        silent = np.stack([np.unpackbits(np.frombuffer(b, np.uint8), count=cfg.tile_frames).astype(bool)
+                           for b in _buffers(table.column("silent"), tiles)])
+        probs[np.broadcast_to(silent[:, None, :], probs.shape)] = 0
     cols = {name: table.column(name).to_pylist() for name in ("tile_index", "first_frame", "valid_frames")}
     first, n_frames, prob, level = ([None] * len(kinds) for _ in range(4))
     for j, i in enumerate(tiles):

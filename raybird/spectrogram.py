@@ -42,6 +42,7 @@ class SpecConfig:
     floor_percentile: float = 20.0
     tile_frames: int = 512        # width of a tile (frames); multiple of 32 keeps the U-Net exact
     tile_overlap: int = 64        # frames shared by consecutive tiles
+    silence_db: Optional[float] = -100.0  # frames quieter than this are silent (see silent_frames); None: off
 
     # ---- derived geometry -------------------------------------------------------------
     @property
@@ -194,13 +195,42 @@ def magnitude(samples: np.ndarray, cfg: SpecConfig, first_frame: int = 0, n_fram
     return np.ascontiguousarray(spec, dtype=np.float32)
 
 
-def normalise(mag: np.ndarray, cfg: SpecConfig, valid_frames: Optional[int] = None) -> np.ndarray:
-    """Map a magnitude tile onto [0, 1] (float32). Statistics use only the valid frames, so the
-    zero padding after the end of a recording does not shift them."""
-    v = mag[:, :valid_frames] if valid_frames else mag
+SILENCE_MIN_HZ = 100.0  # rows below this do not count for silence: a DC offset leaks into bins 0-1
+
+
+def frame_level_db(mag: np.ndarray, cfg: SpecConfig) -> np.ndarray:
+    """Per frame of a magnitude ``(rows, frames)``: its loudest bin at or above
+    :data:`SILENCE_MIN_HZ`, in dB relative to a full-scale sine (dBFS)."""
+    rows = np.abs(row_freqs(cfg)) >= SILENCE_MIN_HZ
+    full_scale = float(_window(cfg).sum()) / (1.0 if cfg.two_sided else 2.0)
+    peak = mag[rows].max(axis=0) if rows.any() else np.zeros(mag.shape[1], np.float32)
+    return 20.0 * np.log10(np.maximum(peak, 1e-12) / full_scale)
+
+
+def silent_frames(mag: np.ndarray, cfg: SpecConfig) -> np.ndarray:
+    """Frames with nothing above ``cfg.silence_db`` dBFS: digital silence (zero-filled dropouts,
+    silent files), a constant (DC) signal, or noise at the level of 16-bit quantisation (its
+    loudest bin lies near -112 dBFS). Real recordings stay far above it: on every shared real
+    recording, frames lie above -82 dBFS except zero-filled stretches. Nothing can be heard
+    there, so no per-tile normalisation may turn them into texture, and no model may find
+    anything there (the segment job sets their probabilities to 0)."""
+    if cfg.silence_db is None:
+        return np.zeros(mag.shape[1], bool)
+    return frame_level_db(mag, cfg) < cfg.silence_db
+
+
+def normalise(mag: np.ndarray, cfg: SpecConfig, valid_frames: Optional[int] = None,
+              silent: Optional[np.ndarray] = None) -> np.ndarray:
+    """Map a magnitude tile onto [0, 1] (float32). Statistics use only the valid frames that
+    are not ``silent`` (a boolean per frame), so neither the zero padding after the end of a
+    recording nor a zero-filled dropout shifts them; both come out as 0."""
+    keep = np.ones(mag.shape[1], bool) if silent is None else ~np.asarray(silent, bool)
+    if valid_frames is not None:
+        keep[valid_frames:] = False
+    v = mag[:, keep]
     if cfg.scale == "db":
         s = 20.0 * np.log10(np.maximum(mag, 1e-7))
-        sv = s[:, : v.shape[1]]
+        sv = s[:, keep]
         if cfg.norm == "floor":
             ref = np.percentile(sv, cfg.floor_percentile, axis=1, keepdims=True) if sv.size else 0.0
             out = (s - ref) / cfg.top_db
@@ -214,14 +244,14 @@ def normalise(mag: np.ndarray, cfg: SpecConfig, valid_frames: Optional[int] = No
     else:
         raise ValueError(f"unknown scale {cfg.scale!r}")
     out = np.clip(out, 0.0, 1.0).astype(np.float32)
-    if valid_frames is not None and valid_frames < out.shape[1]:
-        out[:, valid_frames:] = 0.0
+    out[:, ~keep] = 0.0
     return out
 
 
 def spectrogram(samples: np.ndarray, cfg: SpecConfig) -> np.ndarray:
     """Normalised spectrogram of a whole (1-D) signal: ``(rows, frames)`` in [0, 1]."""
-    return normalise(magnitude(samples, cfg), cfg)
+    mag = magnitude(samples, cfg)
+    return normalise(mag, cfg, silent=silent_frames(mag, cfg))
 
 
 def to_uint8(spec: np.ndarray) -> np.ndarray:
@@ -239,12 +269,14 @@ class Tile:
     """One tile of a recording: frames ``first_frame .. first_frame + cfg.tile_frames``.
 
     ``spec`` is ``(channels, rows, tile_frames)`` in [0, 1]; frames at or past
-    ``valid_frames`` lie after the end of the recording and are zero."""
+    ``valid_frames`` lie after the end of the recording and are zero. ``silent``
+    ``(channels, tile_frames)`` marks the frames of :func:`silent_frames` (zero in ``spec``)."""
 
     index: int
     first_frame: int
     valid_frames: int
     spec: np.ndarray
+    silent: np.ndarray
 
     def offset_s(self, cfg: SpecConfig) -> float:
         return self.first_frame * cfg.frame_s
@@ -276,8 +308,9 @@ def iter_tiles(blocks, cfg: SpecConfig):
                 return
             valid = min(W, n_total_frames - first) if final or lo + span > total else W
             mags = [magnitude(ch, cfg, first, W, sample_offset=buf_start) for ch in buf]
-            spec = np.stack([normalise(m, cfg, valid) for m in mags])
-            yield Tile(index, first, valid, spec)
+            silent = np.stack([silent_frames(m, cfg) for m in mags])
+            spec = np.stack([normalise(m, cfg, valid, s) for m, s in zip(mags, silent)])
+            yield Tile(index, first, valid, spec, silent)
             index += 1
             keep_from = (index * cfg.tile_step) * hop - lead - buf_start
             if keep_from > 0:

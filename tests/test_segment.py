@@ -352,6 +352,37 @@ def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_pat
     np.testing.assert_array_equal(masks[0], masks[2])
 
 
+def test_nothing_is_found_in_silence(real_data, tmp_path):
+    """With the shipped model (which, before silence was handled, found 231 "birds" in 10 minutes
+    of zeros): an all-zero file, a constant (DC) file and a real field survey with a 10-s zero-filled
+    dropout give no segment in silence; the survey's calls outside the dropout are still found."""
+    survey, sr = sf.read(real_data / "monitor_survey" / "survey.flac", dtype="float32")
+    dropout = survey.copy()
+    dropout[8 * sr:18 * sr] = 0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "zeros.flac", np.zeros(60 * 22050, np.int16), 22050)
+    sf.write(folder / "dc.wav", np.full(20 * 22050, 0.3, np.float32), 22050, subtype="FLOAT")
+    sf.write(folder / "survey.flac", survey, sr)
+    sf.write(folder / "dropout.flac", dropout, sr)
+    out = str(tmp_path / "out")
+    summary = segment.run_local([str(folder)], out, threads=2)
+    assert (summary.recordings, summary.errors) == (4, 0)
+    rows = segment.read_outputs(out, "segments").to_pylist()
+    by_file = {name: [(r["start_s"], r["end_s"]) for r in rows if r["source"].endswith(name)]
+               for name in ("zeros.flac", "dc.wav", "survey.flac", "dropout.flac")}
+    assert by_file["zeros.flac"] == [] and by_file["dc.wav"] == []
+    assert not [s for s in by_file["dropout.flac"] if s[1] > 8.0 + 0.02 and s[0] < 18.0 - 0.02]
+    # the calls clear of the dropout (and of its edges) are found as without it
+    clear = [s for s in by_file["survey.flac"] if s[1] < 7.5 or s[0] > 18.5]
+    assert len(clear) >= 20
+    found = [any(abs(a - c) < 0.02 and abs(b - d) < 0.02 for c, d in by_file["dropout.flac"]) for a, b in clear]
+    assert np.mean(found) >= 0.9
+    masks = {r["source"].rsplit("/", 1)[1]: segment.read_mask(r) for r in segment.read_outputs(out, "masks").to_pylist()}
+    assert not masks["zeros.flac"].any()
+    assert not masks["dc.wav"][:, 4:-4].any()  # only the step into the zero padding past the end may show
+
+
 def test_cli_reports_a_missing_model(tmp_path, capsys):
     a = parser().parse_args(["segment", str(tmp_path), "--out", str(tmp_path / "o"),
                              "--model", str(tmp_path / "no.pt")])

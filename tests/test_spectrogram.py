@@ -9,8 +9,9 @@ import soundfile as sf
 from PIL import Image
 
 from raybird import audio
-from raybird.spectrogram import (PRESETS, SpecConfig, frame_times, freq_to_rows, get_config, iter_tiles,
-                                 magnitude, n_frames_for, normalise, row_freqs, time_to_frames)
+from raybird.spectrogram import (PRESETS, SpecConfig, frame_level_db, frame_times, freq_to_rows, get_config,
+                                 iter_tiles, magnitude, n_frames_for, normalise, row_freqs, silent_frames,
+                                 time_to_frames)
 
 CFG = PRESETS["default"]
 
@@ -66,6 +67,46 @@ def test_streamed_tiles_equal_the_one_shot_transform(block):
     for t in tiles:
         want = normalise(magnitude(x, cfg, t.first_frame, cfg.tile_frames), cfg, t.valid_frames)
         np.testing.assert_array_equal(t.spec[0], want)
+
+
+def test_silence_is_zero_and_leaves_the_normalisation_of_the_rest_alone():
+    """A 1-s zero-filled dropout in noise: its frames are silent and 0, and the other frames
+    are normalised exactly as they are without the dropout in the tile."""
+    sr, cfg = CFG.sample_rate, CFG
+    rng = np.random.default_rng(3)
+    x = (0.01 * rng.standard_normal(3 * sr)).astype(np.float32)
+    x[sr:2 * sr] = 0
+    mag = magnitude(x, cfg, 0, cfg.tile_frames)
+    silent = silent_frames(mag, cfg)
+    t = frame_times(cfg.tile_frames, cfg)
+    # frames whose whole window lies inside the dropout (and the padding past the end)
+    inside = (t - cfg.win_length / 2 / sr >= 1.0) & (t + cfg.win_length / 2 / sr < 2.0)
+    np.testing.assert_array_equal(silent[t < 3.0], inside[t < 3.0])
+    spec = normalise(mag, cfg, silent=silent)
+    assert not spec[:, silent].any()
+    np.testing.assert_allclose(spec[:, ~silent], normalise(mag[:, ~silent], cfg), atol=1e-6)
+    # without the flags the dropout's -140 dB drags each row's floor down: everything else saturates
+    assert normalise(mag, cfg)[:, ~silent].mean() > spec[:, ~silent].mean() + 0.3
+
+
+@pytest.mark.parametrize("signal, silent", [
+    (np.zeros(22050), True),                                 # digital silence
+    (np.full(22050, 0.3), True),                             # DC offset only
+    # 16-bit TPDF dither alone (0.41 LSB rms): what a 16-bit recorder writes for silence
+    ((np.random.default_rng(0).random(22050) + np.random.default_rng(1).random(22050) - 1) / 32768, True),
+    (1e-4 * np.random.default_rng(0).standard_normal(22050), False),  # -80 dBFS noise: quiet, not silent
+])
+def test_silent_frames_are_digital_silence_dc_and_quantisation_noise(signal, silent):
+    mag = magnitude(np.asarray(signal, np.float32), CFG)
+    interior = slice(4, -4)  # frames not reaching into the zero padding around the signal
+    assert silent_frames(mag, CFG)[interior].all() == silent
+    assert silent_frames(mag, CFG)[interior].any() == silent
+
+
+def test_a_full_scale_sine_is_0_dbfs():
+    t = np.arange(22050) / 22050
+    level = frame_level_db(magnitude(np.sin(2 * np.pi * 1000.0 * t).astype(np.float32), CFG), CFG)
+    assert level[10:-10] == pytest.approx(0.0, abs=0.5)  # 1 kHz lies between bins: -0.27 dB
 
 
 def test_config_round_trips_through_json():
