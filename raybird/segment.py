@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import audio, denoise, labels, postprocess, storage
+from . import audio, boundaries, denoise, labels, postprocess, storage
 from .ingest import ERROR_SCHEMA, blank_above_nyquist
 from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, n_frames_for, row_freqs, to_uint8
 
@@ -134,6 +134,7 @@ class SegmentOptions:
     group_gap_hz: float = postprocess.GROUP_GAP_HZ
     split_depth_db: Optional[float] = postprocess.SPLIT_DEPTH_DB  # cut regions at gaps (syllables touching in the mask)
     merge_gap_s: Optional[float] = None   # join a song's calls (at most this far apart) into one segment
+    edge_fraction: Optional[float] = boundaries.FRACTION  # edges refined on the audio (raybird.boundaries); None: off
 
 
 # ---- the checkpoint ----------------------------------------------------------------------------
@@ -467,10 +468,29 @@ def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> t
     return stitcher.finish()
 
 
+def finish_with_edges(stitcher: RecordingStitcher, source: str) -> tuple[float, list[ChannelResult]]:
+    """:meth:`RecordingStitcher.finish`, then (``edge_fraction``) the segments' edges refined on
+    the recording's audio, decoded a second time as a stream (:func:`raybird.boundaries.refine`)."""
+    duration, results = stitcher.finish()
+    fraction, cfg = stitcher.opts.edge_fraction, stitcher.cfg
+    if fraction is None or not any(r.segments for r in results):
+        return duration, results
+    by_channel = {r.channel: r for r in results}
+    segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
+    try:
+        blocks = audio.iter_blocks(source_bytes(source), cfg.sample_rate, stitcher.opts.channels)
+        refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
+    except audio.AudioError as e:
+        raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
+    except OSError as e:
+        raise StitchError("read", f"second read, for the segment edges: {storage.describe(e)}") from None
+    return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
+
+
 def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str) -> dict:
     """Write one stitched recording's files (or its error row); returns its status row."""
     try:
-        duration, results = stitcher.finish()
+        duration, results = finish_with_edges(stitcher, source)
     except StitchError as e:
         _write_error(out, rec_id, source, e.stage, str(e))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0)
@@ -544,7 +564,7 @@ def predict_recording(source: str, ckpt: Checkpoint, opts: SegmentOptions = Segm
     stitcher = RecordingStitcher(ckpt.cfg, opts)
     for table in recording_tiles(source, source_bytes(source), ckpt.cfg, opts.channels):
         stitcher.add(predictor(table))
-    return stitcher.finish()
+    return finish_with_edges(stitcher, source)
 
 
 def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:
@@ -777,6 +797,12 @@ def add_segment_parser(sub) -> None:
     p.add_argument("--merge-gap", type=float, metavar="SECONDS",
                    help="join segments at most this far apart in time (and --group-gap-hz in frequency) into "
                         "one, e.g. 0.3 for one segment per song; default: never")
+    p.add_argument("--edges", type=lambda v: None if v == "off" else float(v), default=boundaries.FRACTION,
+                   metavar="FRACTION",
+                   help="move each segment's onset and offset to where the level in its band crosses this "
+                        "fraction (in dB) of the way from the noise up to the sound, measured on the audio every "
+                        "0.5 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
+                        "late by ~7 ms (default: %(default)s)")
     p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
     p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")
     p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.<recording_id>.wav (mask applied to the STFT)")
@@ -799,7 +825,7 @@ def cmd_segment(a) -> int:
     options = SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, min_pixels=a.min_pixels,
                              channels=a.channels, raven=a.raven, denoise=a.denoise, probabilities=a.probabilities,
                              group_overlap=a.group_overlap, group_gap_hz=a.group_gap_hz,
-                             split_depth_db=a.split_depth, merge_gap_s=a.merge_gap)
+                             split_depth_db=a.split_depth, merge_gap_s=a.merge_gap, edge_fraction=a.edges)
     try:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:

@@ -338,7 +338,8 @@ def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_pat
     found, masks = {}, {}
     for flags in ([], ["--split-depth", "off"]):
         out = str(tmp_path / f"out{len(flags)}")
-        a = parser().parse_args(["segment", str(path), "--out", out, "--model", model_path, "--local", *flags])
+        a = parser().parse_args(["segment", str(path), "--out", out, "--model", model_path, "--local",
+                                 "--edges", "off", *flags])  # edges on the mask's frames
         assert a.func(a) == 0
         found[len(flags)] = segment.read_outputs(out, "segments").sort_by("start_s").to_pylist()
         masks[len(flags)] = segment.read_mask(segment.read_outputs(out, "masks").to_pylist()[0])
