@@ -1,10 +1,10 @@
 """Run every benchmark, each in its own process (a fresh Ray each), and print their tables.
 
-    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,ceiling,accuracy] [--model CKPT]
+    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,ceiling,accuracy,real] [--model CKPT]
 
 ``./dev.sh bench`` runs this. ``gpu`` runs on CUDA when there is one, else its tiny CPU
 configuration (a smoke run, not a measurement). ``--model`` goes to the benchmarks that load
-a model (segment, gpu, accuracy); memory segments with the shipped default model.
+a model (segment, gpu, accuracy, real); memory segments with the shipped default model.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = ("segment", "train", "ingest", "memory", "gpu", "ceiling", "accuracy")
+ALL = ("segment", "train", "ingest", "memory", "gpu", "ceiling", "accuracy", "real")
 
 
 def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]:
@@ -30,6 +30,7 @@ def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]
         "ceiling": ["-m", "benchmarks.ceiling", *(["--n", "4"] if quick else [])],
         "accuracy": ["benchmarks/accuracy.py", *(["--model", f"model={model}"] if model else []),
                      *(["--test-n", "4", "--real", "", "--out", "out/accuracy-quick"] if quick else [])],
+        "real": ["-m", "benchmarks.real", *(["--model", f"model={model}"] if model else []), *q],
     }
 
 

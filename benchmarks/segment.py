@@ -179,7 +179,7 @@ def end_to_end(ckpt: segment.Checkpoint, folder: Path, secs: float, work: Path, 
                ray_configs: list[dict]) -> list[dict]:
     """``run_local`` with 1 and ``cpus`` threads against ``run`` in each of ``ray_configs``
     (keyword arguments of :func:`raybird.segment.run` plus a "name"); ratios are to the faster loop.
-    A last loop row leaves regions uncut (``--split-depth off``): the cost of cutting them."""
+    The last loop rows each turn one post-processing step off (:data:`VARIANTS`): its cost."""
     rows = []
     for threads in sorted({1, cpus}):
         t = time.perf_counter()
@@ -194,17 +194,20 @@ def end_to_end(ckpt: segment.Checkpoint, folder: Path, secs: float, work: Path, 
                          segments=dist.segments))
     if len({(r["recordings"], r["segments"]) for r in rows}) != 1:
         raise AssertionError(f"the runs disagree: {rows}")
-    t = time.perf_counter()
-    uncut = segment.run_local([str(folder)], str(work / "uncut"), ckpt, segment.SegmentOptions(split_depth_db=None),
-                              threads=cpus)
-    rows.append(dict(run=f"single-process loop, {cpus} threads, regions not cut (`--split-depth off`)",
-                     wall_s=time.perf_counter() - t, recordings=uncut.recordings, segments=uncut.segments))
-    best_loop = min(r["wall_s"] for r in rows[:-1] if r["run"].startswith("single"))
+    n_full = len(rows)
+    for i, (what, options) in enumerate(VARIANTS):
+        t = time.perf_counter()
+        variant = segment.run_local([str(folder)], str(work / f"variant{i}"), ckpt, options, threads=cpus)
+        rows.append(dict(run=f"single-process loop, {cpus} threads, {what}", wall_s=time.perf_counter() - t,
+                         recordings=variant.recordings, segments=variant.segments))
+    best_loop = min(r["wall_s"] for r in rows[:n_full] if r["run"].startswith("single"))
     for r in rows:
         r.update(x_realtime=secs / r["wall_s"], x_per_core=secs / r["wall_s"] / cpus, ratio=best_loop / r["wall_s"])
     return rows
 
 
+VARIANTS = [("regions not cut (`--split-depth off`)", segment.SegmentOptions(split_depth_db=None)),
+            ("edges not refined on the audio (`--edges off`)", segment.SegmentOptions(edge_fraction=None))]
 RAY_CONFIGS = [dict(name="raybird segment defaults (an actor per CPU)"),
                dict(name="4 actors x 0.5 CPU", actors=4, actor_cpus=0.5)]
 

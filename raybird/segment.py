@@ -801,7 +801,7 @@ def add_segment_parser(sub) -> None:
                    metavar="FRACTION",
                    help="move each segment's onset and offset to where the level in its band crosses this "
                         "fraction (in dB) of the way from the noise up to the sound, measured on the audio every "
-                        "0.5 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
+                        "1 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
                         "late by ~7 ms (default: %(default)s)")
     p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
     p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")

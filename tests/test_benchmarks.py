@@ -53,8 +53,9 @@ def test_segment_benchmark_quick(ray_session):
     assert fast["delta_points"] >= -2 and r["accuracy_ok"]
 
     e2e = r["end_to_end"]
-    *timed, uncut = e2e  # the last row: the loop without cutting regions at gaps, against the others
+    *timed, uncut, coarse = e2e  # the last rows: the loop without one post-processing step each
     assert "--split-depth off" in uncut["run"] and uncut["segments"] <= timed[0]["segments"]
+    assert "--edges off" in coarse["run"] and coarse["segments"] == timed[0]["segments"]
     loops = [row for row in timed if row["run"].startswith("single-process")]
     assert len(loops) == 2 and len(timed) == 2 + len(seg_bench.RAY_CONFIGS)
     assert max(row["ratio"] for row in loops) == 1.0
