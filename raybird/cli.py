@@ -8,12 +8,17 @@ from pathlib import Path
 
 
 def _add_ingest(sub):
+    from .ingest import TIME_LABELS
     p = sub.add_parser("ingest", help="recordings -> Parquet spectrogram shards + errors table")
     p.add_argument("inputs", nargs="+", help="folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
     p.add_argument("--preset", default="default", help="spectrogram preset name or SpecConfig JSON")
     p.add_argument("--channels", choices=("mix", "split"), default="mix",
                    help="mix down to mono, or one row per channel")
+    p.add_argument("--time-labels", choices=TIME_LABELS, default="energy",
+                   help="how time-only labels (Audacity, time-only Raven rows) become masks: each labelled "
+                        "column's pixels standing out from its noise floor (energy: the shape the shipped model "
+                        "draws; trains and fine-tunes better), or full-band columns (default: %(default)s)")
     p.add_argument("--local", action="store_true", help="run in this process without Ray")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any input failed")
     p.set_defaults(func=cmd_ingest)
@@ -22,11 +27,11 @@ def _add_ingest(sub):
 def cmd_ingest(a) -> int:
     from . import ingest
     if a.local:
-        summary = ingest.run_local(a.inputs, a.out, a.preset, a.channels)
+        summary = ingest.run_local(a.inputs, a.out, a.preset, a.channels, a.time_labels)
     else:
         from .runtime import init_ray
         init_ray()
-        summary = ingest.run(a.inputs, a.out, a.preset, a.channels)
+        summary = ingest.run(a.inputs, a.out, a.preset, a.channels, time_labels=a.time_labels)
     print(summary)
     return 1 if a.fail_on_error and summary.errors else 0
 

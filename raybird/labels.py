@@ -397,7 +397,8 @@ def refine_by_energy(mask: np.ndarray, spec: np.ndarray, margin: float = 0.1) ->
     exceeds the column's noise floor (its median: a call occupies a minority of the rows) by
     ``margin`` (spectrogram units; 0.1 = 6 dB with the default 60 dB range). A column where
     nothing passes keeps its loudest row, so no labelled event disappears. Other columns (box
-    labels) are unchanged. Off by default in ingest: an option for time-only label sets.
+    labels) are unchanged. Ingest applies it to time-only labels by default
+    (``--time-labels energy``, :func:`raybird.ingest.recording_rows`).
     """
     out = mask.copy()
     full = np.flatnonzero(mask.all(axis=0))

@@ -162,3 +162,26 @@ def test_ray_ingest_s3_in_and_out(ray_session, s3_bucket, archive, tmp_path):
     def split_by_name(t):
         return {Path(src).name: split for src, split in zip(t["source"].to_pylist(), t["split"].to_pylist())}
     assert split_by_name(local) == split_by_name(tiles) and len(split_by_name(tiles)) == n_audio
+
+
+def test_time_only_labels_become_the_calls_pixels_or_full_columns(real_data, tmp_path):
+    """A Bengalese finch recording with Audacity (time-only) syllable labels: by default each
+    labelled column keeps only the pixels standing out from its noise floor (a call's shape, at
+    least one pixel per column); ``time_labels="columns"`` keeps the full-band columns."""
+    src, folder = real_data / "bengalese_finch", tmp_path / "in"
+    folder.mkdir()
+    for f in ("gy6or6_baseline_230312_0808.138.wav", "gy6or6_baseline_230312_0808.138.txt"):
+        shutil.copy(src / f, folder / f)
+    masks = {}
+    for mode in ("energy", "columns"):
+        ingest.run_local([str(folder)], str(tmp_path / mode), time_labels=mode)
+        rows = ingest.read_table(str(tmp_path / mode), "shards").to_pylist()
+        masks[mode] = np.concatenate([ingest.decode_tile(r)[1][:, :r["valid_frames"]] for r in rows], axis=1)
+    columns, energy = masks["columns"].astype(bool), masks["energy"].astype(bool)
+    labelled = columns.any(axis=0)
+    assert labelled.sum() > 500 and columns[:, labelled].all()     # full band wherever a syllable is
+    assert not (energy & ~columns).any()                            # never outside a labelled column
+    assert (energy.any(axis=0) == labelled).all()                   # every labelled column keeps a pixel
+    assert 0.05 < energy[:, labelled].mean() < 0.5                  # ... but not the whole band
+    with pytest.raises(ValueError, match="time_labels"):
+        ingest.run_local([str(folder)], str(tmp_path / "bad"), time_labels="boxes")
