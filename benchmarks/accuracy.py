@@ -371,7 +371,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--out", default="out/accuracy")
     ap.add_argument("--test-dir", help="synthetic test archive (default OUT/test; generated if empty)")
     ap.add_argument("--test-n", type=int, default=300, help="recordings in a generated test set (was 60: 8-13 of "
-                    "them at SNR <= 0 dB, too few to judge a band; see the README)")
+                    "them at SNR <= 0 dB, too few to judge a band; see docs/accuracy.md)")
     ap.add_argument("--test-seed", type=int, default=TEST_SEED)
     ap.add_argument("--test-duration", type=float, nargs=2, default=(4.0, 10.0), metavar=("MIN", "MAX"))
     ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings ('' to skip)")

@@ -6,7 +6,7 @@ with the predicted mask and segment boxes (red) above the reference labels (cyan
 
 Each recording is predicted in this process (:func:`raybird.segment.predict_recording`, the
 segment job's defaults) and drawn by :func:`raybird.plot.plot_recording` with the labels read
-as ``raybird plot --ref`` reads them. PNGs are kept small for the README (a palette of 64 colours,
+as ``raybird plot --ref`` reads them. PNGs are kept small for the docs (a palette of 64 colours,
 fewer if one exceeds 150 KB).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raybird import postprocess, segment  # noqa: E402
 from raybird.plot import plot_recording, read_reference, stitched_spectrogram  # noqa: E402
 
-MAX_BYTES = 150 * 1024  # README images
+MAX_BYTES = 150 * 1024  # images in docs/
 REAL_DEFAULT = Path(os.environ.get("RAYBIRD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"))
 
 

@@ -92,7 +92,7 @@ def precision_settings(device: Union[None, str, torch.device] = None, precision:
     their gradients and the optimizer state stay fp32), or "auto": bf16 on CUDA and on CPUs with
     native bf16, else fp32. Measured against fp32 on such a CPU: the mask stays within 2 IoU
     points (benchmarks/segment.py); training runs 1.37x faster end to end and, in the same wall
-    time, reached a higher val IoU, though 0.02 lower after the same number of epochs (README, Train)."""
+    time, reached a higher val IoU, though 0.02 lower after the same number of epochs (docs/training.md)."""
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if check_precision(precision) == "auto":
         precision = "bf16" if dev.type == "cuda" or native_bf16_cpu() else "fp32"
