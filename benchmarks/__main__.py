@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process (a fresh Ray each), and print their tables.
 
-    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,ceiling,accuracy,real] [--model CKPT]
+    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,ceiling,accuracy,real,learning_curve] [--model CKPT]
 
 ``./dev.sh bench`` runs this. ``gpu`` runs on CUDA when there is one, else its tiny CPU
 configuration (a smoke run, not a measurement). ``--model`` goes to the benchmarks that load
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = ("segment", "train", "ingest", "memory", "gpu", "ceiling", "accuracy", "real")
+ALL = ("segment", "train", "ingest", "memory", "gpu", "ceiling", "accuracy", "real", "learning_curve")
 
 
 def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]:
@@ -31,6 +31,7 @@ def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]
         "accuracy": ["benchmarks/accuracy.py", *(["--model", f"model={model}"] if model else []),
                      *(["--test-n", "4", "--real", "", "--out", "out/accuracy-quick"] if quick else [])],
         "real": ["-m", "benchmarks.real", *(["--model", f"model={model}"] if model else []), *q],
+        "learning_curve": ["-m", "benchmarks.learning_curve", *q],
     }
 
 

@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .plot import add_plot_parser
     from .segment import add_segment_parser
     from .tune import add_tune_parser
+    from . import __version__
     parser = argparse.ArgumentParser(prog="raybird", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"raybird {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_ingest, _add_train, add_tune_parser, add_segment_parser,
                 add_evaluate_parser, add_plot_parser, _add_export, _add_demo):
