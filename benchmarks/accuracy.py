@@ -67,8 +67,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raybird import baseline, segment  # noqa: E402
-from raybird.evaluate import (EDGE_PX, error_shares, evaluate_run, event_scores, load_references,  # noqa: E402
-                              mask_events, match_events, pool)
+from raybird.evaluate import EDGE_PX, error_shares, evaluate_run, load_references, mask_events, pool  # noqa: E402
+from raybird.field_scores import event_scores, match_events  # noqa: E402
 from benchmarks.common import table  # noqa: E402
 
 ARCH_NAMES = {"unet": "U-Net", "segnet": "SegNet", "deeplabv3": "DeepLabV3", "unet-se": "U-Net-SE"}

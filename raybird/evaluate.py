@@ -43,6 +43,11 @@ whole-song box earns from the song's syllables, and ``pred_covered / n_pred`` th
 precision: a prediction mostly outside every labelled box is a false alarm. Not one-to-one, so
 for tight per-call labels the IoU and onset matching above remain the measure.
 
+**The field's measures** (:mod:`raybird.field_scores`, ``field`` in every row and in the pooled
+scores): frame precision/recall/F1 on 10-ms frames, segment F1 with onset and offset within
+20 ms, onset F1 within 10 ms, median onset/offset errors, and box recall/precision (a
+prediction at least half inside a label), the measures published segmenters report.
+
 **Pooling.** Per recording and channel, and pooled: confusion counts summed (micro average),
 TP/FP/FN summed. "Nothing there, nothing found" scores 1 (as in :mod:`raybird.metrics`).
 The report is a JSON file (settings, pooled scores, per-recording rows and the lists above) and
@@ -62,12 +67,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.ndimage
-import scipy.optimize
 
-from . import labels, storage
+from . import field_scores, labels, storage
+from .field_scores import event_scores, match_events, match_onsets, merge_intervals
 from .labels import Box, GridMask, Labels
 from .metrics import confusion, scores
-from .postprocess import box_iou, segments_of
+from .postprocess import segments_of
 from .spectrogram import SpecConfig
 
 _MASK_SUFFIXES = (".npz", ".png")  # label files that are pixel masks, not boxes
@@ -139,61 +144,6 @@ def _edge_tolerant_iou(c: dict) -> float:
     return c["px_tp"] / (c["px_tp"] + far) if c["px_tp"] + far else 1.0
 
 
-def event_scores(tp: int, fp: int, fn: int) -> dict:
-    """Precision, recall, F1; precision (recall) is 1 with nothing predicted (nothing to find)."""
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return dict(precision=precision, recall=recall, f1=f1)
-
-
-def _max_matching(feasible: np.ndarray, closeness: np.ndarray) -> list[tuple[int, int]]:
-    """Most pairs (i, j) with ``feasible[i, j]``, each index used once; among those, the largest
-    total ``closeness`` (in [0, 1]). Its weight share is below 1 in total, so it never trades a
-    pair away."""
-    if not feasible.any():
-        return []
-    w = np.where(feasible, 1.0 + np.clip(closeness, 0, 1) / (min(feasible.shape) + 1), 0.0)
-    rows, cols = scipy.optimize.linear_sum_assignment(w, maximize=True)
-    return [(int(i), int(j)) for i, j in zip(rows, cols) if feasible[i, j]]
-
-
-def _result(pairs: list, n_pred: int, n_ref: int) -> dict:
-    tp = len(pairs)
-    return dict(tp=tp, fp=n_pred - tp, fn=n_ref - tp, **event_scores(tp, n_pred - tp, n_ref - tp), pairs=pairs)
-
-
-def match_events(pred_boxes, ref_boxes, iou: float = 0.5) -> dict:
-    """One-to-one matching of boxes ``(start_s, end_s, low_hz, high_hz)`` with IoU >= ``iou``.
-    Returns tp, fp, fn, precision, recall, f1 and the matched (pred, ref) index pairs."""
-    p, r = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(ref_boxes, float).reshape(-1, 4)
-    m = box_iou(p, r)
-    return _result(_max_matching(m >= iou, m), len(p), len(r))
-
-
-def match_onsets(pred, ref, tolerance_s: float = 0.05, offsets: bool = True) -> dict:
-    """One-to-one matching of intervals (first two columns: start_s, end_s): onsets within
-    ``tolerance_s`` and, with ``offsets``, offsets too. Same result dict as :func:`match_events`."""
-    p, r = (np.asarray(x, float).reshape(len(x), -1)[:, :2] if len(x) else np.zeros((0, 2)) for x in (pred, ref))
-    d_on = np.abs(p[:, None, 0] - r[None, :, 0])
-    d_off = np.abs(p[:, None, 1] - r[None, :, 1]) if offsets else np.zeros_like(d_on)
-    tol = tolerance_s + 1e-9
-    feasible = (d_on <= tol) & (d_off <= tol)
-    return _result(_max_matching(feasible, 1 - (d_on + d_off) / (2 * tol)), len(p), len(r))
-
-
-def merge_intervals(intervals) -> np.ndarray:
-    """Union of overlapping ``(start, end)`` intervals, sorted: ``(K, 2)``."""
-    iv = np.asarray(intervals, float).reshape(-1, 2)
-    out: list[list[float]] = []
-    for a, b in iv[np.argsort(iv[:, 0], kind="stable")]:
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return np.array(out, float).reshape(-1, 2)
-
-
 def detected_events(pred, ref, time_only: bool) -> np.ndarray:
     """Per reference event: overlapped (in time, and in frequency unless ``time_only``) by any prediction."""
     p, r = np.asarray(pred, float).reshape(-1, 4), np.asarray(ref, float).reshape(-1, 4)
@@ -259,6 +209,7 @@ def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg:
     ref_mask = labels.label_mask(ref.pixels, cfg, 0, pred_mask.shape[1], channel)
     events = [b for b in ref.events if channel is None or b.channel is None or b.channel == channel]
     pred = np.asarray(pred_boxes, float).reshape(-1, 4)
+    field = field_scores.recording_counts(events, pred, (pred_mask.shape[1] - 1) * cfg.frame_s)
     time_only = any(b.low_hz is None or b.high_hz is None for b in events)
     r = _box_array(events)
     if time_only:
@@ -273,7 +224,8 @@ def evaluate_recording(pred_mask: np.ndarray, pred_boxes, ref: "Reference", cfg:
     return dict(event_mode="onset" if time_only else "box", n_pred=len(pred), n_ref=len(r),
                 **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")},
                 detected=int(detected.sum()), covered=int(covered.sum()), pred_covered=int(pred_covered.sum()),
-                **_pixel_scores(pred_mask, ref_mask), labels=label_counts(events, matched, covered, detected))
+                **_pixel_scores(pred_mask, ref_mask), labels=label_counts(events, matched, covered, detected),
+                field=field)
 
 
 # ---- references ---------------------------------------------------------------------------------
@@ -480,7 +432,7 @@ def pool(rows: Sequence[dict]) -> dict:
                 cover_precision=pred_covered / n_pred if n_pred else 1.0,
                 **dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), px)), **scores(px), **anatomy,
                 iou_edge_tolerant=_edge_tolerant_iou(dict(zip(("px_tp", "px_fp", "px_fn"), px), **anatomy)),
-                labels=pool_labels(rows))
+                labels=pool_labels(rows), field=field_scores.pooled([r["field"] for r in rows]))
 
 
 def pool_labels(rows: Sequence[dict]) -> dict[str, dict]:
@@ -539,6 +491,7 @@ class Report:
                     f"{c['detected_frac']:5.3f}" for label, c in list(by_label.items())[:max_rows]]
             if len(by_label) > max_rows:
                 out.append(f"... {len(by_label) - max_rows} more labels in the report")
+        out.append(field_line(self.pooled["field"]))
         if self.pooled["px_fp"] + self.pooled["px_fn"]:
             share = error_shares(self.pooled)
             out.append(f"pixel errors: {share['edges']:.0%} within {EDGE_PX} px of the other mask (IoU with those "
@@ -548,6 +501,19 @@ class Report:
                  (self.errors, "recordings the segment run failed on"), (self.reference_errors, "unreadable labels")]
         out += [f"{len(items)} {what}" for items, what in notes if items]
         return "\n".join(out)
+
+
+def field_line(f: dict) -> str:
+    """The pooled measures of :mod:`raybird.field_scores` in one line."""
+    def num(x, spec=".3f"):
+        return "—" if x is None else format(x, spec)
+    line = (f"field measures: frame P/R/F1 {num(f['frame_precision'])}/{num(f['frame_recall'])}/{num(f['frame_f1'])} "
+            f"(10-ms frames), segment F1 {num(f['segment_f1'])} (onset and offset within 20 ms), onset F1 "
+            f"{num(f['onset_f1'])} (10 ms), median onset/offset error {num(f['onset_error_ms'], '+.1f')}/"
+            f"{num(f['offset_error_ms'], '+.1f')} ms")
+    if f["box_recall"] is not None:
+        line += f", box recall/precision {num(f['box_recall'])}/{num(f['box_precision'])} (half inside)"
+    return line
 
 
 def evaluate_run(pred_dir: str, refs: Union[Sequence[str], Sequence[Reference]], iou: float = 0.5,

@@ -11,9 +11,9 @@ average) and turns them into scores. The measures, and why each:
   F1 = 2TP / (2TP + FP + FN) over frames. It needs no matching, credits partial overlap in
   proportion, and ignores frequency.
 * **Segment F1, onset and offset both within 20 ms** (WhisperSeg's): predictions projected on
-  the time axis (overlapping segments merged, :func:`raybird.evaluate.merge_intervals`: a
+  the time axis (overlapping segments merged, :func:`merge_intervals`: a
   time-only label cannot tell two bands of one call apart) and matched one-to-one to the
-  events (:func:`raybird.evaluate.match_onsets`, maximum bipartite matching). Strict: a call
+  events (:func:`match_onsets`, maximum bipartite matching). Strict: a call
   found but cut 30 ms late counts as a miss and a false alarm.
 * **Onset F1 within 10 ms** (DAS's): the same matching on onsets alone.
 * **Timing errors**: over events matched one-to-one with onset and offset both within
@@ -27,7 +27,7 @@ average) and turns them into scores. The measures, and why each:
   something; a prediction straddling two calls is right if half of it is in one.
 
 Pooling sums TP/FP/FN (and found/right counts) over recordings, so long recordings weigh more.
-As in :func:`raybird.evaluate.event_scores`, precision is 1 with nothing predicted and recall 1
+As in :func:`event_scores`, precision is 1 with nothing predicted and recall 1
 with nothing to find; box scores are None for a set without boxes.
 """
 from __future__ import annotations
@@ -35,9 +35,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+import scipy.optimize
 
-from .evaluate import event_scores, match_onsets, merge_intervals
 from .labels import Box
+from .postprocess import box_iou
 
 FRAME_S = 0.010
 SEGMENT_TOLERANCE_S = 0.020
@@ -49,6 +50,64 @@ _SUMS = ("n_frames", "frame_tp", "frame_fp", "frame_fn", "segment_tp", "n_segmen
          "box_labels", "box_found", "box_pred", "box_right")
 
 
+# ---- one-to-one matching (also the event metrics of raybird.evaluate) -------------------------------
+def event_scores(tp: int, fp: int, fn: int) -> dict:
+    """Precision, recall, F1; precision (recall) is 1 with nothing predicted (nothing to find)."""
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return dict(precision=precision, recall=recall, f1=f1)
+
+
+def _max_matching(feasible: np.ndarray, closeness: np.ndarray) -> list[tuple[int, int]]:
+    """Most pairs (i, j) with ``feasible[i, j]``, each index used once; among those, the largest
+    total ``closeness`` (in [0, 1]). Its weight share is below 1 in total, so it never trades a
+    pair away."""
+    if not feasible.any():
+        return []
+    w = np.where(feasible, 1.0 + np.clip(closeness, 0, 1) / (min(feasible.shape) + 1), 0.0)
+    rows, cols = scipy.optimize.linear_sum_assignment(w, maximize=True)
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if feasible[i, j]]
+
+
+def _result(pairs: list, n_pred: int, n_ref: int) -> dict:
+    tp = len(pairs)
+    return dict(tp=tp, fp=n_pred - tp, fn=n_ref - tp, **event_scores(tp, n_pred - tp, n_ref - tp), pairs=pairs)
+
+
+def match_events(pred_boxes, ref_boxes, iou: float = 0.5) -> dict:
+    """One-to-one matching of boxes ``(start_s, end_s, low_hz, high_hz)`` with IoU >= ``iou``.
+    Returns tp, fp, fn, precision, recall, f1 and the matched (pred, ref) index pairs."""
+    p, r = np.asarray(pred_boxes, float).reshape(-1, 4), np.asarray(ref_boxes, float).reshape(-1, 4)
+    m = box_iou(p, r)
+    return _result(_max_matching(m >= iou, m), len(p), len(r))
+
+
+def match_onsets(pred, ref, tolerance_s: float = 0.05, offsets: bool = True) -> dict:
+    """One-to-one matching of intervals (first two columns: start_s, end_s): onsets within
+    ``tolerance_s`` and, with ``offsets``, offsets too. Same result dict as :func:`match_events`."""
+    p, r = (np.asarray(x, float).reshape(len(x), -1)[:, :2] if len(x) else np.zeros((0, 2)) for x in (pred, ref))
+    d_on = np.abs(p[:, None, 0] - r[None, :, 0])
+    d_off = np.abs(p[:, None, 1] - r[None, :, 1]) if offsets else np.zeros_like(d_on)
+    tol = tolerance_s + 1e-9
+    feasible = (d_on <= tol) & (d_off <= tol)
+    return _result(_max_matching(feasible, 1 - (d_on + d_off) / (2 * tol)), len(p), len(r))
+
+
+def merge_intervals(intervals) -> np.ndarray:
+    """Union of overlapping ``(start, end)`` intervals, sorted: ``(K, 2)``."""
+    iv = np.asarray(intervals, float).reshape(-1, 2)
+    out: list[list[float]] = []
+    for a, b in iv[np.argsort(iv[:, 0], kind="stable")]:
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return np.array(out, float).reshape(-1, 2)
+
+
+
+# ---- the measures ---------------------------------------------------------------------------------
 def frame_positives(intervals, n_frames: int, frame_s: float = FRAME_S) -> np.ndarray:
     """Bool per frame ``k`` (``n_frames`` frames of ``frame_s`` seconds): some interval
     ``[start, end)`` covers the frame's centre ``(k + 1/2) * frame_s``."""

@@ -7,7 +7,8 @@ import torch
 
 from raybird import engine, labels, segment
 from raybird.baseline import DEFAULTS, ThresholdSegmenter, contrast, detect, write_checkpoint
-from raybird.evaluate import evaluate_run, match_events
+from raybird.evaluate import evaluate_run
+from raybird.field_scores import match_events
 from raybird.model import ModelConfig
 from raybird.spectrogram import PRESETS
 from raybird.synth import generate_archive

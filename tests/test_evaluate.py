@@ -12,8 +12,9 @@ import soundfile as sf
 
 from raybird import labels, postprocess, segment, storage
 from raybird.evaluate import (Reference, ReferenceIndex, add_evaluate_parser, coverage, covered_fraction,
-                              error_anatomy, evaluate_masks, evaluate_run, event_scores, load_references,
-                              mask_events, match_events, match_onsets, merge_intervals, pool_labels, write_report)
+                              error_anatomy, evaluate_masks, evaluate_run, load_references, mask_events, pool_labels,
+                              write_report)
+from raybird.field_scores import event_scores, match_events, match_onsets, merge_intervals
 from raybird.metrics import pixel_metrics
 from raybird.spectrogram import PRESETS, n_frames_for
 from raybird.synth import generate_archive
@@ -283,6 +284,12 @@ def test_time_only_reference_uses_onsets(tmp_path):
     # full-band reference columns: every predicted pixel of the first syllable is inside them
     cols = lambda a, b: np.flatnonzero((labels.boxes_to_mask([labels.Box(a, b)], CFG, 207)).any(axis=0))  # noqa
     assert row["px_fn"] == CFG.n_rows * (len(cols(0.1, 0.2)) + len(cols(0.6, 0.7))) - row["px_tp"]
+    # the field's measures: syllable a found within 20 ms, b missed, a false alarm at 0.5-0.55 s
+    f = evaluate_run(str(tmp_path / "pred"), [str(ref_dir)]).pooled["field"]
+    assert (f["n_labels"], f["segment_tp"], f["onset_tp"], f["n_segments"]) == (2, 1, 1, 2)
+    assert f["segment_f1"] == f["onset_f1"] == 0.5 and f["box_recall"] is None
+    assert f["frame_recall"] == pytest.approx(0.5, abs=0.06) and f["frame_precision"] == pytest.approx(2 / 3, abs=0.06)
+    assert abs(f["onset_error_ms"]) <= CFG.frame_s * 1000
 
 
 def test_stem_fallback_only_when_unambiguous():

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from raybird import audio, engine, labels, postprocess, segment, storage, synth
-from raybird.evaluate import match_events
+from raybird.field_scores import match_events
 from raybird.model import build_model
 from raybird.plot import add_plot_parser
 from raybird.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
