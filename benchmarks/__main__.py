@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke runs (seconds each), not measurements")
     ap.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
-    ap.add_argument("--model", help="checkpoint for segment and gpu (default: models/default.pt)")
+    ap.add_argument("--model", help="checkpoint for segment and gpu (default: raybird/weights/default.pt)")
     a = ap.parse_args(argv)
     import torch
     cmds = commands(a.quick, a.model, torch.cuda.is_available())

@@ -1,7 +1,7 @@
 """Accuracy table (issue 6): every model, and the threshold baseline, on a held-out synthetic test
 set broken down by SNR, and on the shared real recordings.
 
-    python benchmarks/accuracy.py                                  # models/default.pt + baseline
+    python benchmarks/accuracy.py                                  # raybird/weights/default.pt + baseline
     python benchmarks/accuracy.py --model U-Net=runs/unet/best/checkpoint.pt --model SegNet=...
     python benchmarks/accuracy.py --train-epochs 35 --train-data ingest/   # trains missing archs
 

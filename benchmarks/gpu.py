@@ -1,6 +1,6 @@
 """Plain-PyTorch throughput of the predictor and the train step, for a GPU (no Ray imported).
 
-    python -m benchmarks.gpu [--model models/default.pt] [--compile] [--batches 64,128,256]
+    python -m benchmarks.gpu [--model raybird/weights/default.pt] [--compile] [--batches 64,128,256]
     python -m benchmarks.gpu --tiny      # CPU smoke run: tiny U-Net, small tiles
 
 The predictor is ``raybird.engine.predict_proba`` as ``raybird segment`` calls it: uint8 tiles

@@ -1,6 +1,6 @@
 """Segment throughput and the inference settings behind it.
 
-    python -m benchmarks.segment [--model models/default.pt] [--recordings 24] [--duration 60] [--quick]
+    python -m benchmarks.segment [--model raybird/weights/default.pt] [--recordings 24] [--duration 60] [--quick]
 
 Three tables, all measured in this run on the same synthetic recordings:
 

@@ -62,7 +62,7 @@ from . import audio, boundaries, denoise, labels, postprocess, storage
 from .ingest import ERROR_SCHEMA, blank_above_nyquist
 from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, n_frames_for, row_freqs, to_uint8
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default.pt"  # the repo's models/
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "default.pt"  # package data (weights/MODEL_CARD.md)
 
 SEGMENT_SCHEMA = pa.schema([
     ("recording_id", pa.string()),
@@ -146,15 +146,16 @@ class Checkpoint:
 
 
 def read_checkpoint(model: Optional[str] = None) -> Checkpoint:
-    """Read a checkpoint (local path, directory or ``s3://``; default: the shipped model)."""
+    """Read a checkpoint (local path, directory or ``s3://``; None or ``"default"``: the shipped model)."""
     import torch
     from .engine import CHECKPOINT_FILE
 
-    path = str(model) if model else str(DEFAULT_MODEL)
+    path = str(model) if model and model != "default" else str(DEFAULT_MODEL)
     if not path.startswith("s3://") and os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_FILE)
     if not path.startswith("s3://") and not os.path.isfile(path):
-        hint = " (the default model is not shipped yet: pass --model CKPT)" if not model else ""
+        hint = " (the shipped model is missing from this installation: pass --model CKPT)" \
+            if not model or model == "default" else ""
         raise FileNotFoundError(f"model checkpoint not found: {path}{hint}")
     data = storage.read_bytes(path)
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -779,7 +780,8 @@ def add_segment_parser(sub) -> None:
     p = sub.add_parser("segment", help="recordings -> bird masks and segments (+ Raven tables, denoised audio)")
     p.add_argument("inputs", nargs="+", help="folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix (re-running resumes)")
-    p.add_argument("--model", help=f"checkpoint (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default="default",
+                   help="checkpoint file or folder, s3:// path, or 'default': the shipped model (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=0.5, help="bird probability threshold")
     p.add_argument("--min-duration", type=float, default=0.02, help="shortest segment kept (s)")
     p.add_argument("--min-pixels", type=int, default=10, help="smallest segment kept (pixels)")

@@ -319,7 +319,7 @@ def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
     from .segment import read_checkpoint
     from .spectrogram import SpecConfig
 
-    ckpt = read_checkpoint(None if tc.init == "default" else tc.init)
+    ckpt = read_checkpoint(tc.init)
     payload = torch.load(io.BytesIO(ckpt.data), map_location="cpu", weights_only=True)
     have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config()
     # every field but dropout, which holds no weights, fixes the network's shape
