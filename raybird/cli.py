@@ -38,11 +38,11 @@ def cmd_ingest(a) -> int:
 
 def _add_synth(sub):
     p = sub.add_parser("synth", help="write a deterministic synthetic archive with exact truth")
-    p.add_argument("--out", required=True)
-    p.add_argument("-n", "--recordings", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-duration", type=float, default=5.0)
-    p.add_argument("--max-duration", type=float, default=15.0)
+    p.add_argument("--out", required=True, help="folder for the recordings, their Raven tables and truth masks")
+    p.add_argument("-n", "--recordings", type=int, default=20, help="how many recordings")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same archive")
+    p.add_argument("--min-duration", type=float, default=5.0, help="shortest recording (s)")
+    p.add_argument("--max-duration", type=float, default=15.0, help="longest recording (s)")
     p.set_defaults(func=cmd_synth)
 
 
@@ -90,9 +90,9 @@ def cmd_train(a) -> int:
 
 def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole pipeline on a small synthetic archive, local Ray")
-    p.add_argument("--out", default="demo_out")
-    p.add_argument("-n", "--recordings", type=int, default=24)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--out", default="demo_out", help="folder for everything the demo writes")
+    p.add_argument("-n", "--recordings", type=int, default=24, help="synthetic recordings to generate")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs")
     p.set_defaults(func=cmd_demo)
 
 
@@ -173,7 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_synth, _add_ingest, _add_train, add_tune_parser, add_segment_parser,
                 add_evaluate_parser, add_plot_parser, _add_export, _add_demo):
         add(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _ShowDefaults
     return parser
+
+
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every --help line ends with its flag's default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
 
 
 def main(argv: list[str] | None = None) -> int:

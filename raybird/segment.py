@@ -805,7 +805,8 @@ def add_segment_parser(sub) -> None:
                         "fraction (in dB) of the way from the noise up to the sound, measured on the audio every "
                         "1 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
                         "late by ~7 ms (default: %(default)s)")
-    p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix")
+    p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix",
+                   help="mix down to mono, or segment each channel on its own")
     p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")
     p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.<recording_id>.wav (mask applied to the STFT)")
     p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
