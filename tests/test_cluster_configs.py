@@ -117,5 +117,7 @@ def test_runtime_env_uploads_the_code_and_nothing_big(tmp_path):
     create_package(str(ROOT), package, include_gitignore=True, excludes=runtime_env["excludes"])
     names = zipfile.ZipFile(package).namelist()
     assert {"raybird/__init__.py", "raybird/cli.py", "jobs/train.py", "jobs/ingest.py", "pyproject.toml"} <= set(names)
-    assert not [n for n in names if n.startswith((".venv/", ".git/", "runs/", "demo_out/", "tests/"))]
+    assert "raybird/weights/default.pt" in names  # the jobs' default model
+    assert not [n for n in names if n.startswith((".venv/", ".git/", "runs/", "demo_out/", "tests/", "benchmarks/",
+                                                   "docs/"))]
     assert package.stat().st_size < 20 * 2**20
