@@ -189,12 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one sub-command. A missing or unreadable input or a bad argument ends with one
     redacted line and exit code 2 (inputs may be URLs carrying credentials); set
     ``RAYBIRD_TRACEBACK=1`` for the full traceback."""
+    from .extras import MissingExtra
     from .storage import redact
 
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, MissingExtra) as e:
         if os.environ.get("RAYBIRD_TRACEBACK"):
             raise
         print(f"raybird {a.command}: {redact(f'{type(e).__name__}: {e}')}", file=sys.stderr)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator
 
-import librosa
 import numpy as np
 import soundfile as sf
 
+from .extras import require
 from .spectrogram import SpecConfig, n_frames_for, row_freqs
 
 MaskFrames = Callable[[int, int], np.ndarray]  # (g0, g1) -> (channels, rows, g1 - g0)
@@ -40,6 +40,7 @@ def _lead(cfg: SpecConfig) -> int:
 def _chunk(buf: np.ndarray, buf_start: int, a: int, b: int, n_frames: int, mask_frames: MaskFrames,
            cfg: SpecConfig) -> np.ndarray:
     """Denoised samples ``[a, b)`` of every channel; ``buf[:, 0]`` is sample ``buf_start``."""
+    librosa = require("librosa")
     hop, win, n_fft = cfg.hop_length, cfg.win_length, cfg.n_fft
     g0 = max(0, (a + _lead(cfg) - win) // hop + 1)
     g1 = min(n_frames, (b - 1 + _lead(cfg)) // hop + 1)

@@ -10,12 +10,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from . import labels, postprocess, storage
+from .extras import require
 from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, row_freqs
 
 PRED_COLOUR, REF_COLOUR = "#ff3030", "#00e5ff"
@@ -35,6 +32,12 @@ def plot_recording(path: str | Path, spec: np.ndarray, cfg: SpecConfig, mask: Op
     predicted ``mask`` (same shape) shaded and ``boxes`` outlined in red; with ``ref`` (a list
     of :class:`labels.Box` or a :class:`labels.GridMask`) a second panel shows the reference,
     a mask shaded and boxes (or ``ref_boxes``, e.g. the events of a mask) outlined in cyan."""
+    require("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     freqs, flip = _rows_ascending(cfg)
     n = spec.shape[1]
     t0 = frame_offset_s(cfg) + (first_frame - 0.5) * cfg.frame_s
@@ -121,6 +124,7 @@ def add_plot_parser(sub) -> None:
 
 def cmd_plot(a) -> int:
     from . import segment
+    require("matplotlib")  # before any work
     source = a.recording if a.recording.startswith("s3://") else os.path.abspath(a.recording)
     if a.segments:
         rec_id = storage.recording_id(source)

@@ -59,6 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import audio, boundaries, denoise, labels, postprocess, storage
+from .extras import require
 from .ingest import ERROR_SCHEMA, blank_above_nyquist
 from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, n_frames_for, row_freqs, to_uint8
 
@@ -830,6 +831,8 @@ def cmd_segment(a) -> int:
                              group_overlap=a.group_overlap, group_gap_hz=a.group_gap_hz,
                              split_depth_db=a.split_depth, merge_gap_s=a.merge_gap, edge_fraction=a.edges)
     try:
+        if options.denoise:
+            require("librosa")  # before any work: a missing extra fails fast
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:
             summary = run_local(a.inputs, a.out, ckpt, options, a.batch_size, "cuda" if a.gpu else None,

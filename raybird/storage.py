@@ -20,6 +20,8 @@ from typing import Iterator
 
 import fsspec
 
+from .extras import require
+
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 MANIFEST_SUFFIXES = (".manifest", ".lst", ".list")
 # Files next to recordings that are labels or notes, never recordings themselves.
@@ -119,6 +121,7 @@ def filesystem(uri: str):
     if uri.startswith("s3://"):
         if "@" in uri.split("/", 3)[2]:
             raise ValueError("credentials in the URL are refused: give them through the environment")
+        require("s3fs")
         fs = fsspec.filesystem("s3", **storage_options())
         return fs, uri[len("s3://"):]
     scheme = URL_SCHEME.match(uri)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
+from .extras import available
 
 # The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
 # workers to tee into its log as well as stdout, so a printed line reached the driver twice.
@@ -400,21 +401,25 @@ def export(tc: TrainConfig, result) -> TrainResult:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
-    _, png_path = storage.filesystem(storage.join(run_dir, "curves.png"))
-    with fs.open(png_path, "wb") as f:
-        f.write(plot_curves(history, title=tc.name))
+    if available("matplotlib"):
+        _, png_path = storage.filesystem(storage.join(run_dir, "curves.png"))
+        with fs.open(png_path, "wb") as f:
+            f.write(plot_curves(history, title=tc.name, loss=tc.loss))
+    else:
+        log.warning("train: curves.png not drawn (matplotlib missing: pip install 'raybird[plot]'); "
+                    "metrics.csv holds the same numbers")
     return TrainResult(run_dir, best_path, float(best_metrics["val_iou"]), int(best_metrics["epoch"]),
                        len(history), history, extra["resumes"])
 
 
-def plot_curves(history: list[dict], title: str = "") -> bytes:
-    """PNG of train/val loss and foreground IoU per epoch."""
+def plot_curves(history: list[dict], title: str = "", loss: str = "training") -> bytes:
+    """PNG of train/val loss (named ``loss``, e.g. ce+dice) and foreground IoU per epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     epochs = [h["epoch"] + 1 for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, label in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "iou", "foreground IoU")):
+    for ax, key, label in ((axes[0], "loss", f"{loss} loss"), (axes[1], "iou", "foreground IoU")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label="validation")
         ax.set_xlabel("epoch")
