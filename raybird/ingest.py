@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import uuid
 from typing import Iterator, Optional
@@ -18,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import audio, labels, storage
+from . import audio, labels, runrecord, storage
 from .spectrogram import SpecConfig, get_config, iter_tiles, row_freqs, to_uint8
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ def run(inputs: list[str], out: str, preset: str | SpecConfig | None = None, cha
     units = storage.discover(inputs)
     if not units:
         raise ValueError(f"no input files found in {inputs}")
+    record = begin_record(cfg, channels, time_labels, ray=True)
     items = [dataclasses.asdict(u) for u in units]
     fs, root = storage.arrow_filesystem(out)
     staging = _staging(fs, root)
@@ -266,7 +268,21 @@ def run(inputs: list[str], out: str, preset: str | SpecConfig | None = None, cha
     if files:
         fs.delete_dir(parts)
     _publish(fs, root, staging, out)
-    return _summary(read_table(out, "shards", columns=["recording_id"]), read_table(out, "errors"), len(units), out)
+    return _finished(out, record, len(units))
+
+
+def begin_record(cfg: SpecConfig, channels: str, time_labels: str, **run) -> dict:
+    """Ingest replaces its output every run, and its record (:mod:`raybird.runrecord`) with it:
+    written once the tables are in place, so a killed run leaves the previous tables and their
+    record as they were."""
+    settings = dict(spec_config=json.loads(cfg.to_json()), channels=channels, time_labels=time_labels)
+    return runrecord.begin("ingest", settings, run)
+
+
+def _finished(out: str, record: dict, n_inputs: int) -> IngestSummary:
+    summary = _summary(read_table(out, "shards", columns=["recording_id"]), read_table(out, "errors"), n_inputs, out)
+    runrecord.finish(out, record, dataclasses.asdict(summary))
+    return summary
 
 
 def run_local(inputs: list[str], out: str, preset: str | SpecConfig | None = None,
@@ -275,6 +291,7 @@ def run_local(inputs: list[str], out: str, preset: str | SpecConfig | None = Non
     _check_time_labels(time_labels)
     cfg = get_config(preset)
     units = storage.discover(inputs)
+    record = begin_record(cfg, channels, time_labels, ray=False)
     tiles, errors = [], []
     for unit in units:
         for t, e in process_unit(unit, cfg, channels, time_labels):
@@ -284,7 +301,7 @@ def run_local(inputs: list[str], out: str, preset: str | SpecConfig | None = Non
     for name, tables, schema in (("shards", tiles, SHARD_SCHEMA), ("errors", errors, ERROR_SCHEMA)):
         _write_single(fs, storage.join(staging, name), pa.concat_tables(tables) if tables else schema.empty_table())
     _publish(fs, root, staging, out)
-    return _summary(read_table(out, "shards", columns=["recording_id"]), read_table(out, "errors"), len(units), out)
+    return _finished(out, record, len(units))
 
 
 # ---- atomic output -------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ Output tables (one Parquet file per recording in each): ``segments/`` (:data:`SE
 the DESIGN.md contract), ``masks/`` (:data:`MASK_SCHEMA`; decode with :func:`read_mask`),
 ``summary/`` (:data:`SUMMARY_SCHEMA`), ``errors/`` (ingest's error schema); optionally
 ``raven/<stem>.<recording_id>.Table.1.selections.txt`` and ``denoised/<stem>.<recording_id>.wav``.
+``run.json`` records the settings and every run (:mod:`raybird.runrecord`): a re-run with other
+settings is refused unless it overwrites.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import audio, boundaries, denoise, labels, postprocess, storage
+from . import audio, boundaries, denoise, labels, postprocess, runrecord, storage
 from .extras import require
 from .ingest import ERROR_SCHEMA, blank_above_nyquist
 from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, n_frames_for, row_freqs, to_uint8
@@ -698,13 +700,26 @@ def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str,
     return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
 
 
+OUTPUT_TABLES = ("segments", "masks", "summary", "errors", "raven", "denoised")
+
+
+def start_record(out: str, ckpt: Checkpoint, options: SegmentOptions, overwrite: bool, **run) -> dict:
+    """:func:`raybird.runrecord.start` for a segment run: its results depend on the model, its
+    spectrogram and every option; ``run`` (arithmetic, devices) is recorded, not compared."""
+    settings = dict(model_id=ckpt.model_id, spec_config=json.loads(ckpt.cfg.to_json()),
+                    options=dataclasses.asdict(options))
+    return runrecord.start(out, "segment", settings, overwrite, OUTPUT_TABLES, run)
+
+
 def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
         options: SegmentOptions = SegmentOptions(), gpu: bool = False, batch_size: Optional[int] = None,
-        actors: Optional[int] = None, actor_cpus: float = 1, precision: str = "auto") -> SegmentSummary:
+        actors: Optional[int] = None, actor_cpus: float = 1, precision: str = "auto",
+        overwrite: bool = False) -> SegmentSummary:
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
-    Data; recordings already complete in ``out`` are skipped. ``actors``: model actors (default:
-    one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs of the cluster). ``precision``:
-    see :func:`raybird.engine.precision_settings`.
+    Data; recordings already complete in ``out`` are skipped, if ``out`` was written with the same
+    settings (else ``ValueError``; ``overwrite`` deletes its output first: :mod:`raybird.runrecord`).
+    ``actors``: model actors (default: one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs
+    of the cluster). ``precision``: see :func:`raybird.engine.precision_settings`.
 
     *Lost actors.* Ray Data retries an actor's tasks on that same actor once it restarts, which
     never happens when its node is gone and the surviving nodes' CPUs are all held by the rest
@@ -713,6 +728,8 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
     the cluster that is left, takes the units that did not close (no :data:`UNIT_DONE` row),
     skipping their recordings already written; up to :data:`PASSES` passes."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    record = start_record(out, ckpt, options, overwrite, precision=precision, gpu=gpu, actors=actors,
+                          actor_cpus=actor_cpus, ray=True)
     pending, done, n_inputs = _pending(inputs, out)
     skipped = n_inputs - len(pending)
     ok = failed = segments = 0
@@ -732,7 +749,9 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
         raise RuntimeError(f"{len(pending)} inputs unfinished after {PASSES} passes (their tasks failed or "
                            f"their actors were lost: see Ray Data's log), e.g. {pending[0].uri}; "
                            f"re-run the same command to resume")
-    return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+    summary = SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+    runrecord.finish(out, record, dataclasses.asdict(summary))
+    return summary
 
 
 def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, options: SegmentOptions,
@@ -764,15 +783,19 @@ def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, op
 
 def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None,
               options: SegmentOptions = SegmentOptions(), batch_size: Optional[int] = None,
-              device: Optional[str] = None, threads: Optional[int] = None, precision: str = "auto") -> SegmentSummary:
+              device: Optional[str] = None, threads: Optional[int] = None, precision: str = "auto",
+              overwrite: bool = False) -> SegmentSummary:
     """The same work in this process, one recording at a time (no Ray)."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    record = start_record(out, ckpt, options, overwrite, precision=precision, device=device or "cpu", ray=False)
     pending, done, n_inputs = _pending(inputs, out)
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
     statuses = (s for unit in pending
                 for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0))
-    return _summary(statuses, n_inputs, n_inputs - len(pending), out)
+    summary = _summary(statuses, n_inputs, n_inputs - len(pending), out)
+    runrecord.finish(out, record, dataclasses.asdict(summary))
+    return summary
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -821,6 +844,9 @@ def add_segment_parser(sub) -> None:
                                                     "(at least 1; default 1); with --local: the threads of this "
                                                     "process, default all")
     p.add_argument("--local", action="store_true", help="run in this process without Ray")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete --out's tables and run record first and segment everything again (a re-run "
+                        "into an --out written with other settings is refused without it)")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any recording failed")
     p.set_defaults(func=cmd_segment)
 
@@ -836,12 +862,12 @@ def cmd_segment(a) -> int:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:
             summary = run_local(a.inputs, a.out, ckpt, options, a.batch_size, "cuda" if a.gpu else None,
-                                a.actor_cpus, a.precision)
+                                a.actor_cpus, a.precision, a.overwrite)
         else:
             from .runtime import init_ray
             init_ray()
             summary = run(a.inputs, a.out, ckpt, options, a.gpu, a.batch_size, a.actors, a.actor_cpus or 1,
-                          a.precision)
+                          a.precision, a.overwrite)
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")
         return 2

@@ -3,6 +3,7 @@ corrupt inputs in the errors table, and input count = recordings + errors."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -183,5 +184,8 @@ def test_time_only_labels_become_the_calls_pixels_or_full_columns(real_data, tmp
     assert not (energy & ~columns).any()                            # never outside a labelled column
     assert (energy.any(axis=0) == labelled).all()                   # every labelled column keeps a pixel
     assert 0.05 < energy[:, labelled].mean() < 0.5                  # ... but not the whole band
+    record = json.loads((tmp_path / "columns" / "run.json").read_text())  # what made these shards
+    assert (record["job"], record["settings"]["time_labels"], record["runs"][0]["counts"]["recordings"]) == \
+        ("ingest", "columns", 1)
     with pytest.raises(ValueError, match="time_labels"):
         ingest.run_local([str(folder)], str(tmp_path / "bad"), time_labels="boxes")

@@ -455,7 +455,7 @@ def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp
     assert after == before
     assert list(out.glob(".staging-*")), "the kill did not land in the write phase"
     ingest.run_local(inputs, str(out), CFG)   # the next run clears the leftover and publishes
-    assert sorted(p.name for p in out.iterdir()) == ["errors", "shards"]
+    assert sorted(p.name for p in out.iterdir()) == ["errors", "run.json", "shards"]
     for name in ingest.TABLES:
         assert ingest.read_table(str(out), name).equals(want[name]), name
 

@@ -1,6 +1,7 @@
 """The segmentation job end to end: a tiny U-Net trained here in seconds on synthetic calls,
 run through Ray Data (and without Ray) over local folders, archives and S3."""
 import argparse
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from raybird import audio, engine, labels, postprocess, segment, storage, synth
+from raybird.cli import main
 from raybird.field_scores import match_events
 from raybird.model import build_model
 from raybird.plot import add_plot_parser
@@ -382,6 +384,37 @@ def test_nothing_is_found_in_silence(real_data, tmp_path):
     masks = {r["source"].rsplit("/", 1)[1]: segment.read_mask(r) for r in segment.read_outputs(out, "masks").to_pylist()}
     assert not masks["zeros.flac"].any()
     assert not masks["dc.wav"][:, 4:-4].any()  # only the step into the zero padding past the end may show
+
+
+def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path, archive, tmp_path, capsys):
+    """OUT/run.json records the settings and each run; resuming with the same settings appends a
+    run and skips everything; another --threshold is refused before any work (exit 2, one line
+    naming the change), and with --overwrite everything is segmented again with the new one."""
+    out = str(tmp_path / "out")
+    args = ["segment", archive["folder"], "--out", out, "--model", model_path, "--local"]
+    a = parser().parse_args(args)
+    assert a.func(a) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["job"] == "segment" and record["settings"]["options"]["threshold"] == 0.5
+    (first,) = record["runs"]
+    assert first["counts"]["recordings"] == 6 and first["finished"] >= first["started"]
+    assert first["versions"]["torch"] == torch.__version__ and first["run"]["ray"] is False
+    a = parser().parse_args(args)
+    assert a.func(a) == 0 and "8 already complete, skipped" in capsys.readouterr().out  # 2 are errors
+    assert len(json.loads((tmp_path / "out" / "run.json").read_text())["runs"]) == 2
+
+    before = segment.read_outputs(out, "masks").sort_by("recording_id")
+    assert main(args + ["--threshold", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "options.threshold: 0.5 -> 0.9" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert segment.read_outputs(out, "masks").sort_by("recording_id").equals(before)  # nothing touched
+
+    a = parser().parse_args(args + ["--threshold", "0.9", "--overwrite"])
+    assert a.func(a) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["settings"]["options"]["threshold"] == 0.9 and len(record["runs"]) == 1
+    assert (record["runs"][0]["counts"]["recordings"], record["runs"][0]["counts"]["skipped"]) == (6, 0)
+    assert segment.read_outputs(out, "masks").column("threshold").to_pylist() == [pytest.approx(0.9)] * 6
 
 
 def test_cli_reports_a_missing_model(tmp_path, capsys):
