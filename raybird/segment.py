@@ -472,9 +472,10 @@ def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> t
     return stitcher.finish()
 
 
-def finish_with_edges(stitcher: RecordingStitcher, source: str) -> tuple[float, list[ChannelResult]]:
+def finish_with_edges(stitcher: RecordingStitcher, source: str, src=None) -> tuple[float, list[ChannelResult]]:
     """:meth:`RecordingStitcher.finish`, then (``edge_fraction``) the segments' edges refined on
-    the recording's audio, decoded a second time as a stream (:func:`raybird.boundaries.refine`)."""
+    the recording's audio (``src``, a path or bytes; default: read from ``source`` again), decoded
+    a second time as a stream (:func:`raybird.boundaries.refine`)."""
     duration, results = stitcher.finish()
     fraction, cfg = stitcher.opts.edge_fraction, stitcher.cfg
     if fraction is None or not any(r.segments for r in results):
@@ -482,7 +483,8 @@ def finish_with_edges(stitcher: RecordingStitcher, source: str) -> tuple[float, 
     by_channel = {r.channel: r for r in results}
     segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
     try:
-        blocks = audio.iter_blocks(source_bytes(source), cfg.sample_rate, stitcher.opts.channels)
+        blocks = audio.iter_blocks(source_bytes(source) if src is None else src, cfg.sample_rate,
+                                   stitcher.opts.channels)
         refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
     except audio.AudioError as e:
         raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
@@ -562,13 +564,16 @@ class SegmentWorker:
 
 
 def predict_recording(source: str, ckpt: Checkpoint, opts: SegmentOptions = SegmentOptions(),
-                      device: Optional[str] = None) -> tuple[float, list[ChannelResult]]:
-    """One recording in this process (no Ray, nothing written): ``(duration_s, results)``."""
+                      device: Optional[str] = None, src=None) -> tuple[float, list[ChannelResult]]:
+    """One recording in this process (no Ray, nothing written): ``(duration_s, results)``.
+    ``src``: its audio (a path or bytes) when ``source`` names no file. Raises
+    :class:`StitchError` (a ``ValueError``) for audio that cannot be used."""
+    src = source_bytes(source) if src is None else src
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
     stitcher = RecordingStitcher(ckpt.cfg, opts)
-    for table in recording_tiles(source, source_bytes(source), ckpt.cfg, opts.channels):
+    for table in recording_tiles(source, src, ckpt.cfg, opts.channels):
         stitcher.add(predictor(table))
-    return finish_with_edges(stitcher, source)
+    return finish_with_edges(stitcher, source, src)
 
 
 def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:

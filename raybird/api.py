@@ -1,0 +1,57 @@
+"""raybird from Python, for notebooks and scripts: one recording (a file or an array) in, its
+segments as a pandas DataFrame out, in this process, without Ray.
+
+    >>> import raybird
+    >>> segments = raybird.segment_file("dawn.flac")                 # the shipped model
+    >>> segments = raybird.segment_file(samples, sr=48000, threshold=0.6)
+    >>> model = raybird.load_model("runs/unet/best/checkpoint.pt")   # load once, segment many
+    >>> for path in paths:
+    ...     table = raybird.segment_file(path, model=model)
+
+The columns are those of the segment job's ``segments/`` table (the DESIGN contract): one row
+per segment, in time order. Keyword options are :class:`raybird.segment.SegmentOptions`
+(``threshold``, ``min_duration_s``, ``split_depth_db``, ``merge_gap_s``, ``edge_fraction``, ...).
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Optional, Union
+
+import numpy as np
+
+from . import segment, storage
+
+ARRAY_SOURCE = "<array>"
+
+
+def load_model(model: Union[str, os.PathLike, None] = "default") -> segment.Checkpoint:
+    """A checkpoint (file, folder, ``s3://`` path, or ``"default"``: the shipped model), read once."""
+    return segment.read_checkpoint(None if model is None else str(model))
+
+
+def segment_file(audio, sr: Optional[int] = None, model: Union[str, os.PathLike, segment.Checkpoint] = "default",
+                 device: Optional[str] = None, **options):
+    """Segments of one recording: ``audio`` is a path (any format the segment job reads) or
+    samples ``(n,)`` / ``(channels, n)`` at ``sr`` Hz. Returns a pandas DataFrame with the
+    columns of :data:`raybird.segment.SEGMENT_SCHEMA`. Unusable audio raises ``ValueError``."""
+    ckpt = model if isinstance(model, segment.Checkpoint) else load_model(model)
+    opts = segment.SegmentOptions(**options)
+    if isinstance(audio, (str, os.PathLike)):
+        source = str(audio)
+        src = segment.source_bytes(source)
+    else:
+        if sr is None:
+            raise ValueError("samples need their sample rate: segment_file(samples, sr=...)")
+        import soundfile as sf
+        x = np.asarray(audio, np.float32)
+        buf = io.BytesIO()
+        sf.write(buf, x.T if x.ndim == 2 else x, int(sr), format="WAV", subtype="FLOAT")
+        source, src = ARRAY_SOURCE, buf.getvalue()
+    _, results = segment.predict_recording(source, ckpt, opts, device, src)
+    rec_id = storage.recording_id(source)
+    rows = [dict(recording_id=rec_id, source=source, channel=r.channel, segment_id=s.segment_id, start_s=s.start_s,
+                 end_s=s.end_s, low_hz=s.low_hz, high_hz=s.high_hz, score=s.score, model_id=ckpt.model_id)
+            for r in results for s in r.segments]
+    import pyarrow as pa
+    return pa.Table.from_pylist(rows, schema=segment.SEGMENT_SCHEMA).to_pandas()
