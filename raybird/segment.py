@@ -48,6 +48,7 @@ import io
 import json
 import logging
 import os
+import sys
 import tempfile
 import uuid
 import warnings
@@ -116,7 +117,7 @@ TILE_SCHEMA = pa.schema(_COMMON + [("valid_frames", pa.int32()), ("spec", pa.bin
                         + _TAIL)
 PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary()), ("level", pa.binary())] + _TAIL)
 STATUS_SCHEMA = pa.schema([("recording_id", pa.string()), ("source", pa.string()), ("status", pa.string()),
-                           ("n_segments", pa.int32())])
+                           ("n_segments", pa.int32()), ("duration_s", pa.float64())])
 CPU_BATCH = 4   # tiles per model call on CPU (see Predictor)
 GPU_BATCH = 64
 log = logging.getLogger(__name__)
@@ -499,9 +500,10 @@ def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out:
         duration, results = finish_with_edges(stitcher, source)
     except StitchError as e:
         _write_error(out, rec_id, source, e.stage, str(e))
-        return dict(recording_id=rec_id, source=source, status="error", n_segments=0)
+        return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
     write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts)
-    return dict(recording_id=rec_id, source=source, status="ok", n_segments=sum(len(r.segments) for r in results))
+    return dict(recording_id=rec_id, source=source, status="ok", n_segments=sum(len(r.segments) for r in results),
+                duration_s=duration)
 
 
 def prefetched(items: Iterator, depth: int) -> Iterator:
@@ -559,7 +561,8 @@ class SegmentWorker:
         statuses = [s for uri, kind in zip(batch["uri"], batch["kind"])
                     for s in segment_unit(storage.Unit(str(uri), str(kind)), self.predictor, self.out,
                                           self.ckpt, self.opts, self.done, self.prefetch)]
-        statuses += [dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0) for uri in batch["uri"]]
+        statuses += [dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
+                     for uri in batch["uri"]]
         return pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
 
 
@@ -689,6 +692,21 @@ def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset
     return pending, done, len(units)
 
 
+def progress(statuses: Iterable[dict], pending: list, show: bool = True) -> Iterator[dict]:
+    """The status rows, passed on while a tqdm bar counts recordings and hours of audio done,
+    with rate and ETA (the total is known when no archive is pending: one recording per file)."""
+    from tqdm import tqdm
+    total = None if any(u.kind == "archive" for u in pending) else len(pending)
+    audio_s = 0.0
+    with tqdm(total=total, unit="rec", desc="segment", disable=not show, mininterval=1.0, file=sys.stderr) as bar:
+        for s in statuses:
+            if s["status"] != UNIT_DONE:
+                audio_s += s["duration_s"] or 0.0
+                bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio", refresh=False)
+                bar.update(1)
+            yield s
+
+
 def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str,
              units_done: Optional[set] = None) -> SegmentSummary:
     """Counts over the status rows, consumed as a stream (a run may finish millions); the
@@ -719,7 +737,7 @@ def start_record(out: str, ckpt: Checkpoint, options: SegmentOptions, overwrite:
 def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
         options: SegmentOptions = SegmentOptions(), gpu: bool = False, batch_size: Optional[int] = None,
         actors: Optional[int] = None, actor_cpus: float = 1, precision: str = "auto",
-        overwrite: bool = False) -> SegmentSummary:
+        overwrite: bool = False, show_progress: bool = True) -> SegmentSummary:
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
     Data; recordings already complete in ``out`` are skipped, if ``out`` was written with the same
     settings (else ``ValueError``; ``overwrite`` deletes its output first: :mod:`raybird.runrecord`).
@@ -745,8 +763,9 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
             log.warning("segment: %d units unfinished (actors lost); pass %d on the cluster that is left",
                         len(pending), n_pass)
         units_done: set = set()
-        s = _summary(_segment_pass(pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus,
-                                   precision, after_loss=n_pass > 1), n_inputs, skipped, out, units_done)
+        statuses = _segment_pass(pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision,
+                                 after_loss=n_pass > 1)
+        s = _summary(progress(statuses, pending, show_progress), n_inputs, skipped, out, units_done)
         ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
         pending = [u for u in pending if u.uri not in units_done]
         done = frozenset(completed_ids(out)) if pending else done
@@ -789,7 +808,7 @@ def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, op
 def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None,
               options: SegmentOptions = SegmentOptions(), batch_size: Optional[int] = None,
               device: Optional[str] = None, threads: Optional[int] = None, precision: str = "auto",
-              overwrite: bool = False) -> SegmentSummary:
+              overwrite: bool = False, show_progress: bool = True) -> SegmentSummary:
     """The same work in this process, one recording at a time (no Ray)."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
     record = start_record(out, ckpt, options, overwrite, precision=precision, device=device or "cpu", ray=False)
@@ -798,7 +817,7 @@ def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
     statuses = (s for unit in pending
                 for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0))
-    summary = _summary(statuses, n_inputs, n_inputs - len(pending), out)
+    summary = _summary(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
     runrecord.finish(out, record, dataclasses.asdict(summary))
     return summary
 
@@ -853,6 +872,7 @@ def add_segment_parser(sub) -> None:
                    help="delete --out's tables and run record first and segment everything again (a re-run "
                         "into an --out written with other settings is refused without it)")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any recording failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (recordings and hours done, rate, ETA)")
     p.set_defaults(func=cmd_segment)
 
 
@@ -867,12 +887,12 @@ def cmd_segment(a) -> int:
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:
             summary = run_local(a.inputs, a.out, ckpt, options, a.batch_size, "cuda" if a.gpu else None,
-                                a.actor_cpus, a.precision, a.overwrite)
+                                a.actor_cpus, a.precision, a.overwrite, not a.no_progress)
         else:
             from .runtime import init_ray
             init_ray()
             summary = run(a.inputs, a.out, ckpt, options, a.gpu, a.batch_size, a.actors, a.actor_cpus or 1,
-                          a.precision, a.overwrite)
+                          a.precision, a.overwrite, not a.no_progress)
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")
         return 2

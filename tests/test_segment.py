@@ -394,6 +394,8 @@ def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path,
     args = ["segment", archive["folder"], "--out", out, "--model", model_path, "--local"]
     a = parser().parse_args(args)
     assert a.func(a) == 0
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]  # the progress bar's last state
+    assert bar.startswith("segment: 100%") and "8/8" in bar and "rec/s" in bar and "h audio" in bar, bar
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["job"] == "segment" and record["settings"]["options"]["threshold"] == 0.5
     (first,) = record["runs"]
