@@ -44,9 +44,10 @@ onset F1 (10 ms); median onset and offset error, signed / absolute, ms. The grea
 one box per song clip (pykanto JSON without onsets), so there: frame scores and box recall /
 precision (a label is found when a predicted box lies at least half inside it) instead; as
 those boxes span whole clips, every test frame is labelled and frame precision is 1 by
-construction. "best val IoU" is the trainer's pixel IoU against the label masks: time-only
-labels make full-band columns, a shape the shipped model (trained on call-shaped masks) starts
-far from, so it ranks scratch above fine-tune runs more than the test measures do.
+construction. "best val IoU" is the trainer's pixel IoU against the label masks, which ingest
+draws from time-only labels as each labelled column's pixels above its noise floor (the default
+``--time-labels energy``; with full-band columns, a shape the shipped model starts far from,
+fine-tuning scored below training from scratch).
 
 Output: per set a table, printed and in ``OUT/learning_curve.md``; everything, with the
 per-epoch val history of every run, in ``OUT/learning_curve.json`` (default OUT:
