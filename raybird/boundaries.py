@@ -26,6 +26,7 @@ import dataclasses
 from typing import Iterable, Sequence
 
 import numpy as np
+import scipy.fft
 
 WINDOW_S = 0.004      # short enough to resolve a 10-ms gap, long enough for ~250 Hz bins
 STEP_S = 0.001
@@ -36,13 +37,13 @@ MIN_CONTRAST_DB = 10.0  # above the noise; noise alone (4-ms window, 3-5 kHz) ne
 FRACTION = 0.15       # see the docstring of refine
 
 
-def band_power(x: np.ndarray, sr: int, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """Power spectra ``(frames, bins)`` of ``x`` (1-D) with a :data:`WINDOW_S` Hann window centred
-    on samples ``first, first + hop, ..`` of ``x`` (zero outside it), and the bins' frequencies."""
+def band_power(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectra ``(frames, bins)`` of the :data:`WINDOW_S` Hann windows starting at samples
+    ``0, hop, ..`` of ``x`` (1-D float32), and the bins' frequencies."""
     n, hop = _window_samples(sr), _hop(sr)
-    pad = np.pad(np.asarray(x, np.float32), (n // 2, n // 2))
-    frames = np.lib.stride_tricks.sliding_window_view(pad, n)[first::hop] * np.hanning(n).astype(np.float32)
-    return np.abs(np.fft.rfft(frames, axis=1)) ** 2, np.fft.rfftfreq(n, 1.0 / sr)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n)[::hop] * np.hanning(n).astype(np.float32)
+    spec = scipy.fft.rfft(frames, axis=1)  # float32 in, complex64 out: half numpy's cost
+    return spec.real ** 2 + spec.imag ** 2, np.fft.rfftfreq(n, 1.0 / sr)
 
 
 def band_level_db(power: np.ndarray, freqs: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
@@ -65,7 +66,8 @@ def edge_time(level: np.ndarray, t: np.ndarray, edge_s: float, onset: bool, frac
     """The refined time of one edge from the band level ``level`` at times ``t`` (evenly
     spaced, covering about :data:`CONTEXT_S` either side of ``edge_s``, the mask's edge)."""
     step = float(t[1] - t[0]) if len(t) > 1 else STEP_S
-    noise = np.percentile(level, 10)
+    k = len(level) // 10
+    noise = np.partition(level, k)[k]  # the 10th percentile (np.percentile costs 5x more here)
     inside = (t >= edge_s) & (t <= edge_s + PEAK_S) if onset else (t <= edge_s) & (t >= edge_s - PEAK_S)
     if not inside.any():
         return edge_s
@@ -96,7 +98,8 @@ def refine(segments: Sequence[Sequence], blocks: Iterable[np.ndarray], sr: int,
     jobs = sorted((edge, ch, k, onset) for ch, segs in enumerate(segments) for k, s in enumerate(segs)
                   for edge, onset in ((s.start_s, True), (s.end_s, False)))
     edges = [[[s.start_s, s.end_s] for s in segs] for segs in segments]
-    context, hop, half = int(round(CONTEXT_S * sr)), _hop(sr), _window_samples(sr) // 2 + 1
+    context, hop, win = int(round(CONTEXT_S * sr)), _hop(sr), _window_samples(sr)
+    half = win // 2 + 1
     buf, buf_start, n, next_job = np.zeros((0, 0), np.float32), 0, 0, 0
 
     def run(final: bool) -> None:
@@ -107,10 +110,15 @@ def refine(segments: Sequence[Sequence], blocks: Iterable[np.ndarray], sr: int,
             centre = int(round(edge * sr))
             if not final and centre + context + half > n:
                 return
-            # frames on the global grid of hops (the same whatever the blocks), within the context
-            g0, g1 = max(-(-(centre - context) // hop), 0) * hop, (centre + context) // hop * hop
-            a = max(g0 - half - buf_start, 0)
-            power, freqs = band_power(buf[ch, a:g1 + half - buf_start], sr, g0 - buf_start - a)
+            # windows centred on the global grid of hops (the same whatever the blocks), within the
+            # context and the recording (zero where a window reaches past its start or end)
+            g0, g1 = max(-(-(centre - context) // hop), 0) * hop, min(centre + context, n - 1) // hop * hop
+            lo = g0 - win // 2
+            x = np.zeros(g1 - g0 + win, np.float32)
+            a, b = max(lo, buf_start), min(lo + len(x), buf_start + buf.shape[1])
+            if b > a:
+                x[a - lo:b - lo] = buf[ch, a - buf_start:b - buf_start]
+            power, freqs = band_power(x, sr)
             s = segments[ch][k]
             level = band_level_db(power[:(g1 - g0) // hop + 1], freqs, s.low_hz, s.high_hz)
             if len(level):

@@ -61,3 +61,10 @@ def test_the_band_keeps_a_louder_sound_elsewhere_from_moving_the_edges():
     x = burst_in_noise(0.5, 0.62) + 0.5 * np.sin(2 * np.pi * 500.0 * np.arange(int(2.0 * SR)) / SR).astype(np.float32)
     [[s]] = boundaries.refine([[seg(0.491, 0.628)]], [x[None]], SR)
     assert s.start_s == pytest.approx(0.5, abs=0.0025) and s.end_s == pytest.approx(0.62, abs=0.0025)
+
+
+def test_a_call_at_the_very_end_of_a_recording_keeps_its_offset():
+    """Nothing past the recording's end counts as quiet: the noise level stays the recording's."""
+    x = burst_in_noise(1.9, 1.985, duration=2.0)
+    [[s]] = boundaries.refine([[seg(1.891, 2.0)]], [x[None]], SR)
+    assert s.start_s == pytest.approx(1.9, abs=0.0025) and s.end_s == pytest.approx(1.985, abs=0.0025)
