@@ -239,12 +239,17 @@ def recording_tiles(source: str, src, cfg: SpecConfig, channels: str = "mix",
     yield pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
 
 
-def unit_tiles(unit: storage.Unit, cfg: SpecConfig, channels: str = "mix",
-               done: frozenset = frozenset()) -> Iterator[pa.Table]:
+def unit_tiles(unit: storage.Unit, cfg: SpecConfig, channels: str = "mix", done: frozenset = frozenset(),
+               sources: Optional[dict] = None) -> Iterator[pa.Table]:
+    """:func:`recording_tiles` of every recording of a unit; ``sources``, when given, receives
+    ``{source: src}`` (a path or the bytes of an archive member) before the recording's first
+    table, so that its audio can be read again without reading the archive again."""
     for source, src, error in iter_sources(unit, done):
         if error is not None:
             yield _error_rows(source, *error)
         else:
+            if sources is not None:
+                sources[source] = src
             yield from recording_tiles(source, src, cfg, channels)
 
 
@@ -494,14 +499,16 @@ def finish_with_edges(stitcher: RecordingStitcher, source: str, src=None) -> tup
     return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
 
 
-def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str) -> dict:
-    """Write one stitched recording's files (or its error row); returns its status row."""
+def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str,
+                     src=None) -> dict:
+    """Write one stitched recording's files (or its error row); returns its status row. ``src``:
+    its audio as decoded first (a path or bytes), for the edges and denoising."""
     try:
-        duration, results = finish_with_edges(stitcher, source)
+        duration, results = finish_with_edges(stitcher, source, src)
     except StitchError as e:
         _write_error(out, rec_id, source, e.stage, str(e))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
-    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts)
+    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, src)
     return dict(recording_id=rec_id, source=source, status="ok", n_segments=sum(len(r.segments) for r in results),
                 duration_s=duration)
 
@@ -534,7 +541,8 @@ def segment_unit(unit: storage.Unit, predictor: "Predictor", out: str, ckpt: Che
                  done: frozenset = frozenset(), prefetch: int = 0) -> Iterator[dict]:
     """Segment every recording of a unit not in ``done``: decode, infer and stitch as a stream,
     write each recording's files when its last tile is in; yield a status row per recording."""
-    tables = unit_tiles(unit, ckpt.cfg, opts.channels, done)
+    sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
+    tables = unit_tiles(unit, ckpt.cfg, opts.channels, done, sources)
     stitcher, rec_id, source = None, None, None
     for table in prefetched(tables, prefetch) if prefetch else tables:
         rid = table.column("recording_id")[0].as_py()  # a table holds rows of one recording
@@ -542,7 +550,7 @@ def segment_unit(unit: storage.Unit, predictor: "Predictor", out: str, ckpt: Che
             stitcher, rec_id, source = RecordingStitcher(ckpt.cfg, opts), rid, table.column("source")[0].as_py()
         stitcher.add(predictor(table))
         if stitcher.done:
-            yield finish_recording(rec_id, source, stitcher, out, ckpt.model_id)
+            yield finish_recording(rec_id, source, stitcher, out, ckpt.model_id, sources.pop(source, None))
             stitcher, rec_id = None, None
 
 
@@ -586,8 +594,9 @@ def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) ->
 
 
 def write_outputs(out: str, rec_id: str, source: str, duration: float, results: list[ChannelResult],
-                  cfg: SpecConfig, model_id: str, opts: SegmentOptions) -> None:
-    """Segments, summary, Raven and denoised audio, then (last: the completion mark) masks."""
+                  cfg: SpecConfig, model_id: str, opts: SegmentOptions, src=None) -> None:
+    """Segments, summary, Raven and denoised audio, then (last: the completion mark) masks.
+    ``src``: the recording's audio (a path or bytes; default: read from ``source`` again)."""
     seg_rows = [dict(recording_id=rec_id, source=source, channel=r.channel, segment_id=s.segment_id,
                      start_s=s.start_s, end_s=s.end_s, low_hz=s.low_hz, high_hz=s.high_hz, score=s.score,
                      model_id=model_id) for r in results for s in r.segments]
@@ -606,7 +615,7 @@ def write_outputs(out: str, rec_id: str, source: str, duration: float, results: 
         def frames(g0: int, g1: int) -> np.ndarray:
             return np.stack([_mask_frames(r.mask, cfg.n_rows, r.n_frames, g0, g1) for r in results])
 
-        blocks = audio.iter_blocks(source_bytes(source), cfg.sample_rate, opts.channels)
+        blocks = audio.iter_blocks(source_bytes(source) if src is None else src, cfg.sample_rate, opts.channels)
         write_file(out, f"denoised/{stem}.wav",
                    lambda p: denoise.write_denoised(p, blocks, frames, cfg, len(results)))
     freqs = row_freqs(cfg)
