@@ -9,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import soundfile as sf
 
