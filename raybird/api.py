@@ -49,9 +49,4 @@ def segment_file(audio, sr: Optional[int] = None, model: Union[str, os.PathLike,
         sf.write(buf, x.T if x.ndim == 2 else x, int(sr), format="WAV", subtype="FLOAT")
         source, src = ARRAY_SOURCE, buf.getvalue()
     _, results = segment.predict_recording(source, ckpt, opts, device, src)
-    rec_id = storage.recording_id(source)
-    rows = [dict(recording_id=rec_id, source=source, channel=r.channel, segment_id=s.segment_id, start_s=s.start_s,
-                 end_s=s.end_s, low_hz=s.low_hz, high_hz=s.high_hz, score=s.score, model_id=ckpt.model_id)
-            for r in results for s in r.segments]
-    import pyarrow as pa
-    return pa.Table.from_pylist(rows, schema=segment.SEGMENT_SCHEMA).to_pandas()
+    return segment.segment_table(storage.recording_id(source), source, results, ckpt.model_id).to_pandas()

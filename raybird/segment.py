@@ -478,10 +478,10 @@ def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> t
     return stitcher.finish()
 
 
-def finish_with_edges(stitcher: RecordingStitcher, source: str, src=None) -> tuple[float, list[ChannelResult]]:
+def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[ChannelResult]]:
     """:meth:`RecordingStitcher.finish`, then (``edge_fraction``) the segments' edges refined on
-    the recording's audio (``src``, a path or bytes; default: read from ``source`` again), decoded
-    a second time as a stream (:func:`raybird.boundaries.refine`)."""
+    the recording's audio ``src`` (the path or bytes it was first decoded from), decoded a second
+    time as a stream (:func:`raybird.boundaries.refine`)."""
     duration, results = stitcher.finish()
     fraction, cfg = stitcher.opts.edge_fraction, stitcher.cfg
     if fraction is None or not any(r.segments for r in results):
@@ -489,8 +489,7 @@ def finish_with_edges(stitcher: RecordingStitcher, source: str, src=None) -> tup
     by_channel = {r.channel: r for r in results}
     segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
     try:
-        blocks = audio.iter_blocks(source_bytes(source) if src is None else src, cfg.sample_rate,
-                                   stitcher.opts.channels)
+        blocks = audio.iter_blocks(src, cfg.sample_rate, stitcher.opts.channels)
         refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
     except audio.AudioError as e:
         raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
@@ -499,12 +498,11 @@ def finish_with_edges(stitcher: RecordingStitcher, source: str, src=None) -> tup
     return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
 
 
-def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str,
-                     src=None) -> dict:
+def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str, src) -> dict:
     """Write one stitched recording's files (or its error row); returns its status row. ``src``:
     its audio as decoded first (a path or bytes), for the edges and denoising."""
     try:
-        duration, results = finish_with_edges(stitcher, source, src)
+        duration, results = finish_with_edges(stitcher, src)
     except StitchError as e:
         _write_error(out, rec_id, source, e.stage, str(e))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
@@ -584,7 +582,7 @@ def predict_recording(source: str, ckpt: Checkpoint, opts: SegmentOptions = Segm
     stitcher = RecordingStitcher(ckpt.cfg, opts)
     for table in recording_tiles(source, src, ckpt.cfg, opts.channels):
         stitcher.add(predictor(table))
-    return finish_with_edges(stitcher, source, src)
+    return finish_with_edges(stitcher, src)
 
 
 def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:
@@ -593,14 +591,19 @@ def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) ->
         schema=ERROR_SCHEMA))
 
 
+def segment_table(rec_id: str, source: str, results: list[ChannelResult], model_id: str) -> pa.Table:
+    """One recording's rows of the segments table (:data:`SEGMENT_SCHEMA`)."""
+    return pa.Table.from_pylist([dict(recording_id=rec_id, source=source, channel=r.channel, segment_id=s.segment_id,
+                                      start_s=s.start_s, end_s=s.end_s, low_hz=s.low_hz, high_hz=s.high_hz,
+                                      score=s.score, model_id=model_id) for r in results for s in r.segments],
+                                schema=SEGMENT_SCHEMA)
+
+
 def write_outputs(out: str, rec_id: str, source: str, duration: float, results: list[ChannelResult],
                   cfg: SpecConfig, model_id: str, opts: SegmentOptions, src=None) -> None:
     """Segments, summary, Raven and denoised audio, then (last: the completion mark) masks.
     ``src``: the recording's audio (a path or bytes; default: read from ``source`` again)."""
-    seg_rows = [dict(recording_id=rec_id, source=source, channel=r.channel, segment_id=s.segment_id,
-                     start_s=s.start_s, end_s=s.end_s, low_hz=s.low_hz, high_hz=s.high_hz, score=s.score,
-                     model_id=model_id) for r in results for s in r.segments]
-    _write_table(out, "segments", rec_id, pa.Table.from_pylist(seg_rows, schema=SEGMENT_SCHEMA))
+    _write_table(out, "segments", rec_id, segment_table(rec_id, source, results, model_id))
     _write_table(out, "summary", rec_id, pa.Table.from_pylist(
         [dict(recording_id=rec_id, source=source, channel=r.channel, duration_s=duration,
               n_segments=len(r.segments), bird_seconds=postprocess.covered_seconds(r.segments))
