@@ -31,6 +31,7 @@ and the spread of the frame-F1 differences), printed and in ``OUT/real.md``; eve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -90,11 +91,11 @@ def duration_s(audio: str) -> float:
     return len(x) / sr
 
 
-def model_segments(ckpt: segment.Checkpoint, files: list[str], out: Path, threads: Optional[int]
-                   ) -> tuple[dict[str, list], list[str]]:
+def model_segments(ckpt: segment.Checkpoint, files: list[str], out: Path, threads: Optional[int],
+                   options: segment.SegmentOptions = segment.SegmentOptions()) -> tuple[dict[str, list], list[str]]:
     """Segments ``(start_s, end_s, low_hz, high_hz)`` per recording, and the recordings the
     segment job failed on."""
-    pred = predict(ckpt, files, out, segment.SegmentOptions(), threads)
+    pred = predict(ckpt, files, out, options, threads)
     rows = segment.read_outputs(pred, "segments").select(["source", "start_s", "end_s", "low_hz", "high_hz"])
     by_source: dict[str, list] = {}
     for r in rows.to_pylist():
@@ -102,6 +103,18 @@ def model_segments(ckpt: segment.Checkpoint, files: list[str], out: Path, thread
     if unknown := set(by_source) - set(files):
         raise RuntimeError(f"segments of recordings not asked for: {sorted(unknown)[:3]}")
     return by_source, segment.read_outputs(pred, "errors").column("source").to_pylist()
+
+
+def segment_options(pairs: list[str]) -> segment.SegmentOptions:
+    """``["min_level_db=6", "group_overlap=none"]`` -> the segment job's defaults with those set."""
+    fields = {f.name: f for f in dataclasses.fields(segment.SegmentOptions)}
+    values = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in fields:
+            raise SystemExit(f"unknown segment option {name!r}; choose from {sorted(fields)}")
+        values[name] = None if value.lower() == "none" else json.loads(value)
+    return segment.SegmentOptions(**values)
 
 
 # ---- tables -------------------------------------------------------------------------------------
@@ -174,7 +187,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--out", help="output folder (default out/real, out/real-quick with --quick)")
     ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="a segment option for the models (a raybird.segment.SegmentOptions field; "
+                         "'none' for None), e.g. --option min_level_db=6")
     a = ap.parse_args(argv)
+    options = segment_options(a.option)
     t0 = time.perf_counter()
 
     by_key = {s.key: s for s in SETS}
@@ -199,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             return pooled([recording_counts(events[f], preds.get(f, []), durations[f]) for f in files])
         methods = {}
         for name, ckpt in ckpts:
-            preds, errors = model_segments(ckpt, files, out, a.threads)
+            preds, errors = model_segments(ckpt, files, out, a.threads, options)
             methods[name] = dict(score(preds), model_id=ckpt.model_id, errors=errors)
         methods[PEER] = score({f: maad_rois(f) for f in files})
         results[fs.key] = dict(asdict(fs), recordings=len(files), seconds=sum(durations.values()), methods=methods)

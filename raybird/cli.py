@@ -43,13 +43,18 @@ def _add_synth(sub):
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same archive")
     p.add_argument("--min-duration", type=float, default=5.0, help="shortest recording (s)")
     p.add_argument("--max-duration", type=float, default=15.0, help="longest recording (s)")
+    p.add_argument("--backgrounds", metavar="DIR",
+                   help="a folder of real background clips (raybird backgrounds) mixed under the calls")
+    p.add_argument("--p-real", type=float, default=0.5, help="share of recordings on a real background "
+                                                              "(with --backgrounds)")
     p.set_defaults(func=cmd_synth)
 
 
 def cmd_synth(a) -> int:
+    from .backgrounds import BackgroundBank
     from .synth import generate_archive
-    records = generate_archive(a.out, a.recordings, seed=a.seed,
-                               duration_s=(a.min_duration, a.max_duration))
+    records = generate_archive(a.out, a.recordings, seed=a.seed, duration_s=(a.min_duration, a.max_duration),
+                               backgrounds=BackgroundBank(a.backgrounds) if a.backgrounds else None, p_real=a.p_real)
     print(f"synth: {len(records)} recordings in {a.out}")
     return 0
 
@@ -162,6 +167,8 @@ def cmd_export(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backgrounds import add_backgrounds_parser
+    from .clips import add_export_clips_parser
     from .evaluate import add_evaluate_parser
     from .plot import add_plot_parser
     from .segment import add_segment_parser
@@ -171,10 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raybird {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_ingest, _add_train, add_tune_parser, add_segment_parser,
-                add_evaluate_parser, add_plot_parser, _add_export, _add_demo):
+                add_evaluate_parser, add_plot_parser, add_export_clips_parser, add_backgrounds_parser, _add_export,
+                _add_demo):
         add(sub)
     for command in sub.choices.values():
         command.formatter_class = _ShowDefaults
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="also show Ray's own log lines (else only in its session's log files)")
     return parser
 
 
@@ -190,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     redacted line and exit code 2 (inputs may be URLs carrying credentials); set
     ``RAYBIRD_TRACEBACK=1`` for the full traceback."""
     from .extras import MissingExtra
+    from .runtime import set_verbose
     from .storage import redact
 
     a = build_parser().parse_args(argv)
+    set_verbose(a.verbose)
     try:
         return a.func(a)
     except (OSError, ValueError, MissingExtra) as e:

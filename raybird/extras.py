@@ -12,6 +12,8 @@ EXTRAS = {  # module -> (pip extra, what needs it)
     "s3fs": ("s3", "s3:// inputs and outputs"),
     "librosa": ("denoise", "denoised audio (--denoise)"),
     "matplotlib": ("plot", "plots (raybird plot, training curves)"),
+    "crowsetta": ("labels", "label files in formats read through crowsetta (Praat TextGrid, evsonganaly .not.mat, "
+                            "crowsetta's simple-seq CSV)"),
 }
 
 

@@ -1,7 +1,8 @@
 """Label readers and writers, and label -> pixel-mask conversion on a spectrogram grid.
 
 Labels come in two shapes: a list of :class:`Box` (Raven, Audacity, pykanto JSON, Sonic
-Visualiser), drawn onto any grid with :func:`boxes_to_mask`, or a :class:`GridMask` (a pixel
+Visualiser; Praat TextGrid, evsonganaly ``.not.mat`` and simple-seq CSV through crowsetta, the
+library vak and OpenSoundscape read them with), drawn onto any grid with :func:`boxes_to_mask`, or a :class:`GridMask` (a pixel
 mask on a known grid: BirdSoundsDenoising PNGs, the synthetic generator's truth), resampled
 onto any grid with :func:`remap_mask`. :func:`label_mask` does either.
 
@@ -14,16 +15,18 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import glob
 import io
 import json
 import os
 import posixpath
+import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import scipy.signal
@@ -31,6 +34,7 @@ import soundfile as sf
 import soxr
 from PIL import Image
 
+from .extras import require
 from .spectrogram import PRESETS, SpecConfig, frame_offset_s, frame_times, freq_to_rows, row_freqs, time_to_frames
 from .storage import MEMBER_SEP
 
@@ -92,20 +96,25 @@ def _checked(box: Box, path, where: str) -> Box:
 
 
 # ---- Raven ---------------------------------------------------------------------------------
-def write_raven(path: str | Path, boxes: Iterable[Box]) -> None:
-    """Raven Pro selection table (tab-separated, Raven's exact column names, 1-based channel).
-    Times and frequencies are written with full precision so that a round trip keeps every
-    pixel; a time-only box is written with 0-0 Hz, which :func:`read_raven` reads back as
-    time-only."""
+def write_raven(path: str | Path, boxes: Iterable[Box], extra: Optional[dict[str, Sequence]] = None) -> None:
+    """Raven Pro selection table (tab-separated, Raven's exact column names, 1-based channel),
+    rows in time order, the label in ``Annotation`` (OpenSoundscape's convention); ``extra``:
+    further columns (name -> one value per box, in the order of ``boxes``). Times and
+    frequencies are written with full precision so that a round trip keeps every pixel; a
+    time-only box is written with 0-0 Hz, which :func:`read_raven` reads back as time-only."""
+    boxes = list(boxes)
+    extra = extra or {}
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].begin_s, boxes[i].end_s))
     with open(path, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(RAVEN_COLUMNS + ["Annotation"])
-        for i, b in enumerate(sorted(boxes, key=lambda b: (b.begin_s, b.end_s)), start=1):
+        w.writerow(RAVEN_COLUMNS + ["Annotation", *extra])
+        for n, i in enumerate(order, start=1):
+            b = boxes[i]
             time_only = b.low_hz is None and b.high_hz is None
-            w.writerow([i, "Spectrogram 1", (b.channel or 0) + 1, repr(float(b.begin_s)), repr(float(b.end_s)),
+            w.writerow([n, "Spectrogram 1", (b.channel or 0) + 1, repr(float(b.begin_s)), repr(float(b.end_s)),
                         "0.0" if time_only else repr(float(b.low_hz or 0.0)),
                         "0.0" if time_only else repr(float(b.high_hz if b.high_hz is not None else 0.0)),
-                        b.label])
+                        b.label, *(values[i] for values in extra.values())])
 
 
 def read_raven(path: str | Path, data: Optional[bytes] = None) -> list[Box]:
@@ -182,6 +191,43 @@ def read_audacity(path: str | Path, data: Optional[bytes] = None) -> list[Box]:
         boxes.append(_checked(Box(t0, t1, label=label.strip()), path, where))
         freq_done = False
     return boxes
+
+
+def write_audacity(path: str | Path, boxes: Iterable[Box]) -> None:
+    """Audacity label track (File > Import > Labels): ``start<TAB>end<TAB>label``, each followed
+    by its spectral selection line ``\\<TAB>low<TAB>high`` when it has a band; time order."""
+    with open(path, "w", newline="") as f:
+        for b in sorted(boxes, key=lambda b: (b.begin_s, b.end_s)):
+            f.write(f"{float(b.begin_s)!r}\t{float(b.end_s)!r}\t{b.label}\n")
+            if b.low_hz is not None and b.high_hz is not None:
+                f.write(f"\\\t{float(b.low_hz)!r}\t{float(b.high_hz)!r}\n")
+
+
+# ---- formats read through crowsetta ----------------------------------------------------------
+CROWSETTA_FORMATS = {"textgrid": "textgrid", "notmat": "notmat", "simple_seq": "simple-seq"}
+
+
+def read_crowsetta(path: str | Path, data: Optional[bytes] = None, fmt: str = "textgrid") -> list[Box]:
+    """Time-only labelled events from a format crowsetta reads (``fmt``: a key of
+    :data:`CROWSETTA_FORMATS`): a Praat TextGrid (its first interval tier, empty intervals
+    skipped), an evsonganaly ``.not.mat``, crowsetta's simple-seq CSV (``onset_s``, ``offset_s``,
+    ``label``). crowsetta reads files by name, so given bytes it reads a copy under the same name."""
+    crowsetta = require("crowsetta")
+    reader = crowsetta.formats.by_name(CROWSETTA_FORMATS[fmt])
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            local = str(path)
+            if data is not None:
+                local = os.path.join(d, PurePosixPath(str(path)).name)
+                with open(local, "wb") as f:
+                    f.write(data)
+            seq = reader.from_file(local).to_seq()
+    except Exception as e:  # noqa: BLE001  crowsetta's parsers fail with any exception type on a bad file
+        raise ValueError(f"{path}: not a readable {fmt} file: {type(e).__name__}: {e}") from None
+    if isinstance(seq, list):  # several tiers
+        seq = seq[0]
+    return [_checked(Box(float(a), float(b), label=str(lab)), path, f"event {i + 1}")
+            for i, (a, b, lab) in enumerate(zip(seq.onsets_s, seq.offsets_s, seq.labels))]
 
 
 # ---- pykanto JSON ----------------------------------------------------------------------------
@@ -423,10 +469,15 @@ LABEL_PATTERNS: tuple[tuple[str, Optional[str], str], ...] = (
     ("../JSON/{stem}.JSON", "WAV", "kanto"),
     ("../JSON/{stem}.json", "WAV", "kanto"),
     ("{stem}.xml", None, "sonic_visualiser"),
+    ("{stem}.TextGrid", None, "textgrid"),
+    ("{stem}.textgrid", None, "textgrid"),
+    ("{name}.not.mat", None, "notmat"),
+    ("{stem}.csv", None, "simple_seq"),
     ("../Masks/{stem}.png", "Raw_audios", "bsd"),
 )
 _READERS = {"truth": read_truth, "raven": read_raven, "audacity": read_audacity,
-            "sonic_visualiser": read_sonic_visualiser}
+            "sonic_visualiser": read_sonic_visualiser,
+            **{kind: functools.partial(read_crowsetta, fmt=kind) for kind in CROWSETTA_FORMATS}}
 
 
 def _split_scheme(key: str) -> tuple[str, str]:
@@ -456,8 +507,8 @@ def load_labels(source: str, side_files: Iterable[str], read: Callable[[str], by
     for rel, parent, kind in LABEL_PATTERNS:
         if parent is not None and name.parent.name != parent:
             continue
-        label_dir = posixpath.dirname(_candidate(key, rel.format(stem=name.stem)))
-        base = posixpath.basename(rel).format(stem=glob.escape(name.stem))
+        label_dir = posixpath.dirname(_candidate(key, rel.format(stem=name.stem, name=name.name)))
+        base = posixpath.basename(rel).format(stem=glob.escape(name.stem), name=glob.escape(name.name))
         hits = sorted(s for s in side if posixpath.dirname(s) == label_dir
                       and fnmatch.fnmatchcase(posixpath.basename(s), base))
         if not hits:
@@ -483,6 +534,7 @@ def find_labels(audio_path: str | Path) -> Optional[Labels]:
     """Labels of a local audio file by the conventions of :data:`LABEL_PATTERNS`, or None."""
     audio_path = os.path.abspath(audio_path)
     folder, stem = os.path.dirname(audio_path), Path(audio_path).stem
+    name = glob.escape(os.path.basename(audio_path))
     side = [os.path.normpath(p) for rel, _, _ in LABEL_PATTERNS
-            for p in glob.glob(os.path.join(glob.escape(folder), rel.format(stem=glob.escape(stem))))]
+            for p in glob.glob(os.path.join(glob.escape(folder), rel.format(stem=glob.escape(stem), name=name)))]
     return load_labels(audio_path, side, _read_local)

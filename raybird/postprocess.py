@@ -157,8 +157,10 @@ class Segmenter:
     def __init__(self, cfg: SpecConfig, threshold: float = 0.5, min_duration_s: float = 0.0,
                  min_pixels: int = 0, keep_probability: bool = False,
                  group_overlap: Optional[float] = GROUP_OVERLAP, group_gap_hz: float = GROUP_GAP_HZ,
-                 split_depth_db: Optional[float] = None, merge_gap_s: Optional[float] = None):
+                 split_depth_db: Optional[float] = None, merge_gap_s: Optional[float] = None,
+                 min_level_db: Optional[float] = None):
         self.cfg, self.threshold = cfg, threshold
+        self.min_level_db = min_level_db
         self.min_duration_s, self.min_pixels = min_duration_s, min_pixels
         self.group_overlap, self.group_gap_hz, self.merge_gap_s = group_overlap, group_gap_hz, merge_gap_s
         self.split_depth_db = split_depth_db
@@ -202,10 +204,10 @@ class Segmenter:
         the model's input of the same pixels (needed with ``split_depth_db``)."""
         if prob.shape[1] == 0:  # a last tile whose new columns were all in the overlap
             return
-        if self.split_depth_db is None:
+        if self.split_depth_db is None and self.min_level_db is None:
             level = None
         elif level is None or level.shape != prob.shape:
-            raise ValueError("split_depth_db needs the input level of every pixel")
+            raise ValueError("split_depth_db and min_level_db need the input level of every pixel")
         else:
             level = level[self.rows]
         if first_frame is not None and first_frame != self.n_frames:
@@ -215,7 +217,10 @@ class Segmenter:
         self._mask.append(encode_mask(mask))
         if self._prob is not None:
             self._prob.append(encode_probability(prob))
-        self._label(mask[self.rows], p[self.rows], level)
+        regions = mask[self.rows]
+        if self.min_level_db is not None:
+            regions = regions & (level_db(level, self.cfg) >= self.min_level_db)
+        self._label(regions, p[self.rows], level if self.split_depth_db is not None else None)
         self.n_frames += prob.shape[1]
 
     def _label(self, mask: np.ndarray, p: np.ndarray, level: Optional[np.ndarray]) -> None:

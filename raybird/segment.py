@@ -61,7 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import audio, boundaries, denoise, labels, postprocess, runrecord, storage
+from . import audio, boundaries, denoise, postprocess, runrecord, selections, storage
 from .extras import require
 from .ingest import ERROR_SCHEMA, blank_above_nyquist
 from .spectrogram import SpecConfig, frame_offset_s, iter_tiles, n_frames_for, row_freqs, to_uint8
@@ -131,7 +131,7 @@ class SegmentOptions:
     min_duration_s: float = 0.02
     min_pixels: int = 10
     channels: str = "mix"            # "mix" (mono) or "split" (one mask per channel)
-    raven: bool = False
+    formats: tuple[str, ...] = ()    # per-recording tables for other tools (raybird.selections.FORMATS)
     denoise: bool = False
     probabilities: bool = False
     group_overlap: Optional[float] = postprocess.GROUP_OVERLAP  # harmonics -> one segment; None: off
@@ -139,6 +139,7 @@ class SegmentOptions:
     split_depth_db: Optional[float] = postprocess.SPLIT_DEPTH_DB  # cut regions at gaps (syllables touching in the mask)
     merge_gap_s: Optional[float] = None   # join a song's calls (at most this far apart) into one segment
     edge_fraction: Optional[float] = boundaries.FRACTION  # edges refined on the audio (raybird.boundaries); None: off
+    min_level_db: Optional[float] = None  # segments from the mask's pixels this far above the row's noise floor
 
 
 # ---- the checkpoint ----------------------------------------------------------------------------
@@ -384,12 +385,10 @@ def source_bytes(source: str):
     return storage.read_bytes(source) if source.startswith("s3://") else source
 
 
-def output_stem(source: str) -> str:
-    """``<file stem>.<recording_id>``: names of a recording's Raven table and denoised audio.
-    The id keeps recorders' same-named files (``20240501_060000.WAV`` in every device's folder)
-    apart, and joins the files to the tables' ``recording_id``."""
-    name = source.split(storage.MEMBER_SEP, 1)[-1]
-    return f"{PurePosixPath(name.replace(chr(92), '/')).stem}.{storage.recording_id(source)}"
+def output_stem(rel: str) -> str:
+    """A recording's relative name (:attr:`raybird.storage.Unit.rel`) without its audio suffix:
+    the name of its denoised audio and its tables for other tools (:mod:`raybird.selections`)."""
+    return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
 
 
 @dataclass
@@ -438,7 +437,7 @@ class RecordingStitcher:
                 seg = self.segmenters[ch] = postprocess.Segmenter(
                     self.cfg, o.threshold, o.min_duration_s, o.min_pixels, keep_probability=o.probabilities,
                     group_overlap=o.group_overlap, group_gap_hz=o.group_gap_hz, split_depth_db=o.split_depth_db,
-                    merge_gap_s=o.merge_gap_s)
+                    merge_gap_s=o.merge_gap_s, min_level_db=o.min_level_db)
             n = int(rows.column("n_frames")[i].as_py())
             prob, level = (np.frombuffer(rows.column(name)[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
                            for name in ("prob", "level"))
@@ -498,15 +497,17 @@ def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[Cha
     return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
 
 
-def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str, src) -> dict:
+def finish_recording(rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str, src,
+                     rel: str) -> dict:
     """Write one stitched recording's files (or its error row); returns its status row. ``src``:
-    its audio as decoded first (a path or bytes), for the edges and denoising."""
+    its audio as decoded first (a path or bytes), for the edges and denoising; ``rel``: its
+    relative name (:func:`raybird.storage.member_rel`)."""
     try:
         duration, results = finish_with_edges(stitcher, src)
     except StitchError as e:
         _write_error(out, rec_id, source, e.stage, str(e))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
-    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, src)
+    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, src, rel)
     return dict(recording_id=rec_id, source=source, status="ok", n_segments=sum(len(r.segments) for r in results),
                 duration_s=duration)
 
@@ -548,7 +549,8 @@ def segment_unit(unit: storage.Unit, predictor: "Predictor", out: str, ckpt: Che
             stitcher, rec_id, source = RecordingStitcher(ckpt.cfg, opts), rid, table.column("source")[0].as_py()
         stitcher.add(predictor(table))
         if stitcher.done:
-            yield finish_recording(rec_id, source, stitcher, out, ckpt.model_id, sources.pop(source, None))
+            yield finish_recording(rec_id, source, stitcher, out, ckpt.model_id, sources.pop(source, None),
+                                   storage.member_rel(unit, source))
             stitcher, rec_id = None, None
 
 
@@ -564,8 +566,8 @@ class SegmentWorker:
         self.prefetch = 4 if device == "cuda" else 0  # on CPU the cores are the actors'
 
     def __call__(self, batch: dict) -> pa.Table:
-        statuses = [s for uri, kind in zip(batch["uri"], batch["kind"])
-                    for s in segment_unit(storage.Unit(str(uri), str(kind)), self.predictor, self.out,
+        statuses = [s for uri, kind, rel in zip(batch["uri"], batch["kind"], batch["rel"])
+                    for s in segment_unit(storage.Unit(str(uri), str(kind), rel=str(rel)), self.predictor, self.out,
                                           self.ckpt, self.opts, self.done, self.prefetch)]
         statuses += [dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
                      for uri in batch["uri"]]
@@ -600,26 +602,25 @@ def segment_table(rec_id: str, source: str, results: list[ChannelResult], model_
 
 
 def write_outputs(out: str, rec_id: str, source: str, duration: float, results: list[ChannelResult],
-                  cfg: SpecConfig, model_id: str, opts: SegmentOptions, src=None) -> None:
-    """Segments, summary, Raven and denoised audio, then (last: the completion mark) masks.
-    ``src``: the recording's audio (a path or bytes; default: read from ``source`` again)."""
-    _write_table(out, "segments", rec_id, segment_table(rec_id, source, results, model_id))
+                  cfg: SpecConfig, model_id: str, opts: SegmentOptions, src=None, rel: Optional[str] = None) -> None:
+    """Segments, summary, tables for other tools and denoised audio, then (last: the completion
+    mark) masks. ``src``: the recording's audio (a path or bytes; default: read from ``source``
+    again); ``rel``: its relative name, for the files named after it (default: its whole path)."""
+    segments = segment_table(rec_id, source, results, model_id)
+    _write_table(out, "segments", rec_id, segments)
     _write_table(out, "summary", rec_id, pa.Table.from_pylist(
         [dict(recording_id=rec_id, source=source, channel=r.channel, duration_s=duration,
               n_segments=len(r.segments), bird_seconds=postprocess.covered_seconds(r.segments))
          for r in results], schema=SUMMARY_SCHEMA))
-    stem = output_stem(source)
-    if opts.raven:
-        f32 = lambda x: float(np.float32(x))  # noqa: E731  the values the segments table holds
-        boxes = [labels.Box(s.start_s, s.end_s, f32(s.low_hz), f32(s.high_hz), "bird", r.channel)
-                 for r in results for s in r.segments]
-        write_file(out, f"raven/{stem}.Table.1.selections.txt", lambda p: labels.write_raven(p, boxes))
+    rel = rel or storage.mirrored(source.replace(storage.MEMBER_SEP, "/"))
+    for fmt in opts.formats:
+        write_file(out, selections.relative_path(fmt, rel), lambda p: selections.write(fmt, p, segments))
     if opts.denoise:
         def frames(g0: int, g1: int) -> np.ndarray:
             return np.stack([_mask_frames(r.mask, cfg.n_rows, r.n_frames, g0, g1) for r in results])
 
         blocks = audio.iter_blocks(source_bytes(source) if src is None else src, cfg.sample_rate, opts.channels)
-        write_file(out, f"denoised/{stem}.wav",
+        write_file(out, f"denoised/{output_stem(rel)}.wav",
                    lambda p: denoise.write_denoised(p, blocks, frames, cfg, len(results)))
     freqs = row_freqs(cfg)
     step = float(freqs[1] - freqs[0]) if len(freqs) > 1 else cfg.bin_hz
@@ -735,24 +736,38 @@ def _summary(statuses: Iterable[dict], n_inputs: int, skipped: int, out: str,
     return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
 
 
-OUTPUT_TABLES = ("segments", "masks", "summary", "errors", "raven", "denoised")
+OUTPUT_TABLES = ("segments", "masks", "summary", "errors", *selections.FORMATS, "denoised")
 
 
 def start_record(out: str, ckpt: Checkpoint, options: SegmentOptions, overwrite: bool, **run) -> dict:
     """:func:`raybird.runrecord.start` for a segment run: its results depend on the model, its
     spectrogram and every option; ``run`` (arithmetic, devices) is recorded, not compared."""
     settings = dict(model_id=ckpt.model_id, spec_config=json.loads(ckpt.cfg.to_json()),
-                    options=dataclasses.asdict(options))
+                    options=json.loads(json.dumps(dataclasses.asdict(options))))  # as read back (tuples: lists)
     return runrecord.start(out, "segment", settings, overwrite, OUTPUT_TABLES, run)
+
+
+def write_combined(out: str, formats: Iterable[str]) -> list[str]:
+    """The run's combined tables of ``formats`` (:func:`raybird.selections.write_combined`):
+    every recording in OUT's segments table, this run's and earlier ones'. Returns their paths."""
+    formats = selections.combinable(formats)
+    if not formats:
+        return []
+    segments, summary = read_outputs(out, "segments"), read_outputs(out, "summary")
+    durations = {r["source"]: r["duration_s"] for r in summary.select(["source", "duration_s"]).to_pylist()}
+    for fmt in formats:
+        write_file(out, selections.COMBINED[fmt], lambda p: selections.write_combined(fmt, p, segments, durations))
+    return [storage.join(out, selections.COMBINED[fmt]) for fmt in formats]
 
 
 def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
         options: SegmentOptions = SegmentOptions(), gpu: bool = False, batch_size: Optional[int] = None,
         actors: Optional[int] = None, actor_cpus: float = 1, precision: str = "auto",
-        overwrite: bool = False, show_progress: bool = True) -> SegmentSummary:
+        overwrite: bool = False, show_progress: bool = True, combine: bool = False) -> SegmentSummary:
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
     Data; recordings already complete in ``out`` are skipped, if ``out`` was written with the same
     settings (else ``ValueError``; ``overwrite`` deletes its output first: :mod:`raybird.runrecord`).
+    ``combine``: then write the run's combined tables of ``options.formats`` (:func:`write_combined`).
     ``actors``: model actors (default: one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs
     of the cluster). ``precision``: see :func:`raybird.engine.precision_settings`.
 
@@ -786,6 +801,8 @@ def run(inputs: list[str], out: str, model: str | Checkpoint | None = None,
                            f"their actors were lost: see Ray Data's log), e.g. {pending[0].uri}; "
                            f"re-run the same command to resume")
     summary = SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+    if combine:
+        write_combined(out, options.formats)
     runrecord.finish(out, record, dataclasses.asdict(summary))
     return summary
 
@@ -802,7 +819,8 @@ def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, op
     if actors is None or after_loss:
         actors = capacity if actors is None else min(actors, capacity)
     actors = max(1, min(actors, len(pending)))
-    units = ray.data.from_items([dict(uri=u.uri, kind=u.kind) for u in pending], override_num_blocks=len(pending))
+    units = ray.data.from_items([dict(uri=u.uri, kind=u.kind, rel=u.rel) for u in pending],
+                                override_num_blocks=len(pending))
     units.context.op_resource_reservation_enabled = False  # one operator: see raybird.ingest.run
     units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
     worker_args = (ckpt, out, dataclasses.asdict(options), done, "cuda" if gpu else "cpu",
@@ -820,7 +838,7 @@ def _segment_pass(pending: list, done: frozenset, out: str, ckpt: Checkpoint, op
 def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None,
               options: SegmentOptions = SegmentOptions(), batch_size: Optional[int] = None,
               device: Optional[str] = None, threads: Optional[int] = None, precision: str = "auto",
-              overwrite: bool = False, show_progress: bool = True) -> SegmentSummary:
+              overwrite: bool = False, show_progress: bool = True, combine: bool = False) -> SegmentSummary:
     """The same work in this process, one recording at a time (no Ray)."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
     record = start_record(out, ckpt, options, overwrite, precision=precision, device=device or "cpu", ray=False)
@@ -830,6 +848,8 @@ def run_local(inputs: list[str], out: str, model: str | Checkpoint | None = None
     statuses = (s for unit in pending
                 for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0))
     summary = _summary(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
+    if combine:
+        write_combined(out, options.formats)
     runrecord.finish(out, record, dataclasses.asdict(summary))
     return summary
 
@@ -867,8 +887,15 @@ def add_segment_parser(sub) -> None:
                         "late by ~7 ms (default: %(default)s)")
     p.add_argument("--channels", choices=audio.CHANNEL_MODES, default="mix",
                    help="mix down to mono, or segment each channel on its own")
-    p.add_argument("--raven", action="store_true", help="also write raven/<stem>.<recording_id>.Table.1.selections.txt")
-    p.add_argument("--denoise", action="store_true", help="also write denoised/<stem>.<recording_id>.wav (mask applied to the STFT)")
+    p.add_argument("--format", type=selections.parse_formats, metavar="FORMATS", dest="formats",
+                   help="also write a table per recording for other tools, comma-separated from "
+                        f"{','.join(selections.FORMATS)}: raven/<name>.Table.1.selections.txt, audacity/<name>.txt, "
+                        "csv/<name>.csv, <name> the recording's path under its input's parent folder, "
+                        "suffix dropped (see docs/outputs.md)")
+    p.add_argument("--combine", action="store_true",
+                   help="also write one table for the whole run per --format that has one: "
+                        "raven/combined.selections.txt, csv/combined.csv")
+    p.add_argument("--denoise", action="store_true", help="also write denoised/<name>.wav (mask applied to the STFT)")
     p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
     p.add_argument("--gpu", action="store_true", help="one GPU per model actor")
     p.add_argument("--batch-size", type=int, help=f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})")
@@ -890,21 +917,24 @@ def add_segment_parser(sub) -> None:
 
 def cmd_segment(a) -> int:
     options = SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, min_pixels=a.min_pixels,
-                             channels=a.channels, raven=a.raven, denoise=a.denoise, probabilities=a.probabilities,
+                             channels=a.channels, formats=a.formats or (), denoise=a.denoise, probabilities=a.probabilities,
                              group_overlap=a.group_overlap, group_gap_hz=a.group_gap_hz,
                              split_depth_db=a.split_depth, merge_gap_s=a.merge_gap, edge_fraction=a.edges)
+    if a.combine and not selections.combinable(a.formats or ()):
+        print("raybird segment: --combine needs --format raven or csv (an Audacity track belongs to one file)")
+        return 2
     try:
         if options.denoise:
             require("librosa")  # before any work: a missing extra fails fast
         ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
         if a.local:
             summary = run_local(a.inputs, a.out, ckpt, options, a.batch_size, "cuda" if a.gpu else None,
-                                a.actor_cpus, a.precision, a.overwrite, not a.no_progress)
+                                a.actor_cpus, a.precision, a.overwrite, not a.no_progress, a.combine)
         else:
             from .runtime import init_ray
             init_ray()
             summary = run(a.inputs, a.out, ckpt, options, a.gpu, a.batch_size, a.actors, a.actor_cpus or 1,
-                          a.precision, a.overwrite, not a.no_progress)
+                          a.precision, a.overwrite, not a.no_progress, a.combine)
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")
         return 2

@@ -14,6 +14,7 @@ import re
 import stat
 import tarfile
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Iterator
@@ -26,7 +27,7 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 MANIFEST_SUFFIXES = (".manifest", ".lst", ".list")
 # Files next to recordings that are labels or notes, never recordings themselves.
 SIDE_SUFFIXES = (".txt", ".csv", ".json", ".xml", ".npz", ".png", ".jpg", ".jpeg", ".md",
-                 ".pdf", ".parquet", ".yaml", ".yml", ".log", ".html")
+                 ".pdf", ".parquet", ".yaml", ".yml", ".log", ".html", ".textgrid", ".mat")
 MEMBER_SEP = "::"
 MAX_MEMBER_BYTES = 4 * 1024**3  # a member declaring more than this is refused, not read
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -108,6 +109,47 @@ class Unit:
     uri: str
     kind: str  # "file" | "archive"
     side_files: list[str] = field(default_factory=list)  # candidate label files next to it
+    rel: str = ""  # its path under its input's parent folder: names its per-recording outputs
+
+
+def safe_relative(path: str) -> str:
+    """``path`` as components that stay below the folder it is joined to: empty, ``.`` and
+    ``..`` components dropped (an S3 key or archive member name may hold them literally)."""
+    return "/".join(p for p in path.replace("\\", "/").split("/") if p not in ("", ".", ".."))
+
+
+def mirrored(uri: str) -> str:
+    """A URI as a relative path: scheme, leading ``/`` and drive dropped (``s3://b/k`` -> ``b/k``)."""
+    path = uri[5:] if uri.startswith("s3://") else os.path.splitdrive(os.path.abspath(uri))[1].replace(os.sep, "/")
+    return safe_relative(path)
+
+
+def _base(item: str) -> str:
+    """The folder an input's relative names start under: the parent of the folder (or prefix)
+    given, so the input's own name leads them (two inputs' same-named files stay apart); for a
+    glob, the parent of its last folder before the first wildcard; for a file, its folder."""
+    item = item.rstrip("/") if item.startswith("s3://") else local_path(item).rstrip(os.sep)
+    if any(c in item for c in "*?["):
+        item = item[:min(item.find(c) for c in "*?[" if c in item)].rsplit("/", 1)[0]
+    if item.startswith("s3://"):
+        return item.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(item))
+
+
+def _relative(uri: str, base: str) -> str:
+    if uri.startswith("s3://"):
+        return uri[len(base):].lstrip("/") if uri.startswith(base + "/") else mirrored(uri)
+    rel = os.path.relpath(os.path.abspath(local_path(uri)), base)
+    return mirrored(uri) if rel.startswith("..") else rel.replace(os.sep, "/")
+
+
+def member_rel(unit: Unit, source: str) -> str:
+    """The relative name of one recording of a unit (an archive member under the archive's name,
+    its suffix dropped)."""
+    if MEMBER_SEP not in source:
+        return safe_relative(unit.rel) or mirrored(source)
+    rel = safe_relative(unit.rel) or mirrored(unit.uri)
+    return f"{rel[:len(rel) - len(suffix(rel))]}/{safe_relative(source.split(MEMBER_SEP, 1)[1])}"
 
 
 def storage_options() -> dict:
@@ -228,12 +270,15 @@ def discover(inputs: list[str]) -> list[Unit]:
     folder; hidden files are skipped. Every other file becomes a unit: if it is not audio, the
     task that reads it reports so in the errors table."""
     files: list[str] = []
+    rel: dict[str, str] = {}  # a manifest's entries are mirrored whole (they share no folder)
     for item in inputs:
         if suffix(item) in MANIFEST_SUFFIXES:
             for entry in read_manifest(item):
                 files += _expand_entry(entry)
         else:
-            files += _expand(item)
+            found, base = _expand(item), _base(item)
+            files += found
+            rel.update((f, _relative(f, base)) for f in found)
     seen, units = set(), []
     side_by_dir: dict[str, list[str]] = {}
     for f in files:
@@ -244,7 +289,11 @@ def discover(inputs: list[str]) -> list[Unit]:
             continue
         seen.add(f)
         kind = "archive" if suffix(f) in ARCHIVE_SUFFIXES else "file"
-        units.append(Unit(f, kind))
+        units.append(Unit(f, kind, rel=rel.get(f) or mirrored(f)))
+    clash = Counter(u.rel for u in units)
+    for u in units:  # the same name under two inputs: both mirror their whole path
+        if clash[u.rel] > 1:
+            u.rel = mirrored(u.uri)
     for u in units:  # labels may sit in the recording's folder or a sibling folder (pykanto, BSD)
         folder = u.uri.rsplit("/", 1)[0]
         parent = folder.rsplit("/", 1)[0]

@@ -11,7 +11,7 @@ with short gaps) or calls (single syllables at irregular intervals). Renditions 
 vary slightly (duration, pitch, level). Singers are placed independently, the others 0-10 dB quieter
 than the first, so songs overlap now and then. Syllable types: FM ``sweep`` (linear or exponential,
 up or down), ``chirp`` (short, fast, curved sweep), ``whistle`` (near-flat tone), ``warble``
-(sinusoidal FM), ``trill`` (repeated short swept notes), ``stack`` (a 1-2.5 kHz fundamental plus 1-8
+(sinusoidal FM), ``trill`` (repeated short notes, swept or near flat), ``stack`` (a 1-2.5 kHz fundamental plus 1-8
 harmonics, as many as fit below the band's top, of decaying amplitude with +-4 dB jitter each: up to
 the broadband harmonic stacks of finches), ``buzz`` (an amplitude-modulated stack), ``rasp`` (a
 harsh call: noise-like energy filling a 0.4-2.5 octave band for 40-500 ms, sometimes pulsed --
@@ -23,10 +23,11 @@ storm-petrel, measured on XC46092 and XC663885 at 30-38 pulses per second, 22-33
 x the sample rate) and every call lasts ``CALL_DURATION_S`` (20 ms to 2 s), with a Hann, Tukey or
 attack-decay envelope. A fraction ``p_empty`` of the recordings has no bird.
 
-**Background** (never in the truth): coloured noise (white to brown, random high-frequency roll-off)
-plus a random subset of ``NOISES``: wind (low-passed noise in slow gusts), rain (dense random
+**Background** (never in the truth): coloured noise (white to brown, random high-frequency roll-off),
+or with ``backgrounds`` a window of real background clips (:mod:`raybird.backgrounds`), plus a random
+subset of ``NOISES``: wind (low-passed noise in slow gusts), rain (dense random
 clicks), insect (a 4-10 kHz narrow-band noise or pure tone: cicadas, crickets; tones always pulsed
-at 20-250 Hz, sounding throughout or in bouts of 3-10 s), engine (low hum with harmonics), clicks
+at 20-250 Hz, sounding throughout or in bouts of 5-12 s), engine (low hum with harmonics), clicks
 (sparse loud broadband impulses) and frog (pulsed croaks of a 100-500 Hz fundamental, harmonics up
 to 1.2 kHz); insect, clicks and frog are the hard negatives -- each with a cue that tells it apart
 from the birds (duration and pulsing; broadband; energy below 1.2 kHz). Rain's clicks are broadband
@@ -105,8 +106,8 @@ from .spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frame
 # (benchmarks/accuracy.py) are keyed by it. 2: pulsed, longer insects; low frogs; audible truth.
 # 3: frogs below 1.2 kHz. 4: a call's core reaches 40 dB below its peak (was 20). 5: stacks and
 # buzzes with up to 9 harmonics. 6: rasps (noise-like harsh calls). 7: audibility over a 3 x 3 patch.
-# 8: purrs (regular trains of noise-like pulses).
-GENERATOR_VERSION = 8
+# 8: purrs (regular trains of noise-like pulses). 9: trills of near-flat notes; insect bouts of 5-12 s.
+GENERATOR_VERSION = 9
 TRUTH_DB = 40.0
 AUDIBLE_PATCH = (3, 3)  # rows x frames over which call and background power are compared
 BIRD_BAND_HZ = (1000.0, 10000.0)
@@ -273,7 +274,7 @@ def _syllable(rng: np.random.Generator, kind: str, centre: float, fmax: float) -
         p.update(contour="sine", dev=p["fa"] * u(0.04, 0.3), fm=u(4.0, 40.0))
     elif kind == "trill":
         dur = u(0.2, 2.0)
-        p.update(contour=str(rng.choice(["lin", "exp"])), fb=p["fa"] * 2 ** (octaves * 0.7),
+        p.update(contour=str(rng.choice(["lin", "exp"])), fb=p["fa"] * 2 ** (octaves * u(0.05, 0.7)),
                  note_rate=u(8.0, 35.0), note_duty=u(0.35, 0.75))
     elif kind == "rasp":  # the band's edges are fa < fb, so band fitting and renditions scale it
         dur = u(0.04, 0.5)
@@ -459,9 +460,10 @@ def _noise(rng, kind: str, n: int, sr: int) -> tuple[np.ndarray, dict]:
         rate = u(0.3, 3.0)
         x, info = _impulses(rng, n, sr, rate, u(0.3, 2.0), 4.0), dict(rate_hz=rate)
     elif kind == "insect":
-        # Calls last at most 2 s; insects sing for longer (continuous, or bouts of 3-10 s), and a
-        # tonal insect is always pulsed (a cricket's pulse train), so a 3-second tile can tell
-        # them apart -- a gated pure tone of 0.3-3 s would be a bird whistle by every cue.
+        # Calls last at most 2 s; insects sing for longer (continuous, or bouts of 5-12 s), and a
+        # tonal insect is always pulsed (a cricket's pulse train) at a steady pitch, so duration
+        # tells them apart -- a gated pure tone of 0.3-3 s would be a bird whistle by every cue,
+        # and a pulsed tone of 3 s a bird's trill of flat notes.
         fc = u(4000.0, min(10000.0, 0.9 * nyq))
         if rng.random() < 0.4:  # pulsed tone (cricket-like)
             bw, x = 0.0, np.sin(2 * np.pi * fc * t + u(0, 2 * np.pi))
@@ -472,7 +474,7 @@ def _noise(rng, kind: str, n: int, sr: int) -> tuple[np.ndarray, dict]:
         if pulse:
             x *= (0.5 + 0.5 * np.cos(2 * np.pi * pulse * t)) ** u(1.0, 4.0)
         if rng.random() < 0.4:
-            x *= _gate(rng, n, sr, (3.0, 10.0), (0.5, 3.0))
+            x *= _gate(rng, n, sr, (5.0, 12.0), (0.5, 3.0))
         info = dict(freq_hz=fc, bandwidth_hz=bw, pulse_hz=pulse)
     elif kind == "engine":
         f0 = u(25.0, 120.0)
@@ -498,10 +500,15 @@ def _noise(rng, kind: str, n: int, sr: int) -> tuple[np.ndarray, dict]:
     return x / (np.sqrt(np.mean(x ** 2)) + 1e-12), dict(kind=kind, **info)
 
 
-def _background(rng, n: int, sr: int, kinds: Sequence[str]) -> tuple[np.ndarray, list[dict]]:
-    exponent, roll = rng.uniform(0.0, 2.0), rng.uniform(3000.0, sr / 2)
-    x = _shaped_noise(rng, n, sr, lambda f: f ** (-exponent / 2) / np.sqrt(1 + (f / roll) ** 4))
-    parts = [dict(kind="colored", exponent=exponent, rolloff_hz=roll)]
+def _background(rng, n: int, sr: int, kinds: Sequence[str], real=None) -> tuple[np.ndarray, list[dict]]:
+    """The background: coloured base noise, or ``real`` (a window of real background clips,
+    unit RMS, with their names), plus the noises ``kinds``."""
+    if real is not None:
+        x, parts = real[0], [dict(kind="real", clips=real[1])]
+    else:
+        exponent, roll = rng.uniform(0.0, 2.0), rng.uniform(3000.0, sr / 2)
+        x = _shaped_noise(rng, n, sr, lambda f: f ** (-exponent / 2) / np.sqrt(1 + (f / roll) ** 4))
+        parts = [dict(kind="colored", exponent=exponent, rolloff_hz=roll)]
     for kind in kinds:
         y, info = _noise(rng, kind, n, sr)
         level = rng.uniform(*NOISE_LEVEL_DB[kind])
@@ -514,10 +521,13 @@ def _background(rng, n: int, sr: int, kinds: Sequence[str]) -> tuple[np.ndarray,
 def generate_recording(rng: np.random.Generator, duration_s: float = 10.0, sample_rate: Optional[int] = None,
                        spec_config: SpecConfig | str | None = None, snr_db: tuple = (-5.0, 20.0),
                        empty: bool = False, stereo: bool = False, noises: Optional[Sequence[str]] = None,
-                       level_dbfs: tuple = (-45.0, -12.0), p_clip: float = 0.05, p_dc: float = 0.1) -> Recording:
+                       level_dbfs: tuple = (-45.0, -12.0), p_clip: float = 0.05, p_dc: float = 0.1,
+                       backgrounds=None, p_real: float = 0.5) -> Recording:
     """One recording (see the module docstring). ``noises`` forces the background components
     (default: each of ``NOISES`` with its probability). Calls and background come from separate
-    streams of ``rng``, so forcing the background does not change the birds or the mask."""
+    streams of ``rng``, so forcing the background does not change the birds or the mask.
+    ``backgrounds`` (a :class:`raybird.backgrounds.BackgroundBank`): with probability ``p_real``
+    a window of its real clips replaces the coloured base noise."""
     cfg = get_config(spec_config)
     sr = int(sample_rate or cfg.sample_rate)
     if min(sr, cfg.sample_rate) < 16000:
@@ -559,7 +569,8 @@ def generate_recording(rng: np.random.Generator, duration_s: float = 10.0, sampl
         mags.append((mag * np.float32(np.mean(c.gains)), core_of(mag), first))  # level in the mono mix-down
 
     kinds = [k for k, p in zip(NOISES, NOISE_P) if bg_rng.random() < p] if noises is None else list(noises)
-    bg, parts = _background(bg_rng, n, sr, kinds)
+    real = backgrounds.draw(bg_rng, n, sr) if backgrounds is not None and bg_rng.random() < p_real else None
+    bg, parts = _background(bg_rng, n, sr, kinds, real)
     background = bg[:, None].repeat(n_ch, axis=1)
     if stereo:
         delay = int(bg_rng.integers(1, max(2, sr // 500)))
@@ -635,7 +646,8 @@ def archive_recordings(n_recordings: int, seed: int = 0, duration_s: tuple = (4.
                        sample_rate: int | Sequence[int] | None = None, spec_config: SpecConfig | str | None = None,
                        snr_db: tuple = (-5.0, 20.0), p_empty: float = 0.1, formats: Sequence[str] = ("flac", "wav"),
                        p_stereo: float = 0.05, p_clip: float = 0.05, p_dc: float = 0.1,
-                       noises: Optional[Sequence[str]] = None) -> Iterator[tuple[int, Recording, str, str]]:
+                       noises: Optional[Sequence[str]] = None, backgrounds=None,
+                       p_real: float = 0.5) -> Iterator[tuple[int, Recording, str, str]]:
     """The recordings of :func:`generate_archive` (same arguments), in memory:
     ``(index, recording, format, subtype)``."""
     cfg = get_config(spec_config)
@@ -646,14 +658,16 @@ def archive_recordings(n_recordings: int, seed: int = 0, duration_s: tuple = (4.
         sr, fmt = int(rng.choice(rates)), str(rng.choice(list(formats)))
         empty, stereo = bool(rng.random() < p_empty), bool(rng.random() < p_stereo)
         subtype = "PCM_16" if fmt == "flac" else str(rng.choice(["PCM_16", "PCM_24", "FLOAT"], p=[0.7, 0.15, 0.15]))
-        yield i, generate_recording(rng, dur, sr, cfg, snr_db, empty, stereo, noises, p_clip=p_clip, p_dc=p_dc), fmt, subtype
+        yield i, generate_recording(rng, dur, sr, cfg, snr_db, empty, stereo, noises, p_clip=p_clip, p_dc=p_dc,
+                                    backgrounds=backgrounds, p_real=p_real), fmt, subtype
 
 
 def generate_archive(out_dir: str | Path, n_recordings: int, seed: int = 0, duration_s: tuple = (4.0, 12.0),
                      sample_rate: int | Sequence[int] | None = None, spec_config: SpecConfig | str | None = None,
                      snr_db: tuple = (-5.0, 20.0), p_empty: float = 0.1, formats: Sequence[str] = ("flac", "wav"),
                      p_stereo: float = 0.05, p_clip: float = 0.05, p_dc: float = 0.1,
-                     noises: Optional[Sequence[str]] = None, prefix: str = "syn") -> list[dict]:
+                     noises: Optional[Sequence[str]] = None, prefix: str = "syn", backgrounds=None,
+                     p_real: float = 0.5) -> list[dict]:
     """Write ``n_recordings`` recordings (audio, Raven table, truth mask) into ``out_dir``.
 
     ``sample_rate``: one rate, a choice of rates (drawn per recording), or None for the
@@ -665,7 +679,7 @@ def generate_archive(out_dir: str | Path, n_recordings: int, seed: int = 0, dura
     records = []
     recordings = archive_recordings(n_recordings, seed, duration_s=duration_s, sample_rate=sample_rate, spec_config=cfg,
                                     snr_db=snr_db, p_empty=p_empty, formats=formats, p_stereo=p_stereo, p_clip=p_clip,
-                                    p_dc=p_dc, noises=noises)
+                                    p_dc=p_dc, noises=noises, backgrounds=backgrounds, p_real=p_real)
     for i, rec, fmt, subtype in recordings:
         name = f"{prefix}{i:05d}"
         audio_path = out / f"{name}.{fmt}"

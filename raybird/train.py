@@ -218,8 +218,11 @@ def train_loop_per_worker(config: dict) -> None:
     from . import engine
     from .augment import AugmentConfig
     from .metrics import PixelMetrics, scores
+    from .runtime import only_ours_below_warning
 
     tc = TrainConfig(**config["train"])
+    if config["log_level"] != "INFO":
+        only_ours_below_warning()
     ctx = ray.train.get_context()
     torch.manual_seed(tc.seed + ctx.get_world_rank())
     device = ray.train.torch.get_device()
@@ -358,6 +361,7 @@ def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[st
     from ray.train.torch import TorchTrainer
 
     from .engine import check_precision
+    from .runtime import train_log_level
     check_precision(tc.precision)  # before Ray Train starts, not in every worker
     if datasets is None:
         datasets, spec_json = load_datasets(tc.data)
@@ -366,11 +370,13 @@ def fit(tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[st
     fs, root = storage.arrow_filesystem(tc.storage_path)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": dataclasses.asdict(tc), "spec_config": spec_json, "init_state": init_state},
+        train_loop_config={"train": dataclasses.asdict(tc), "spec_config": spec_json, "init_state": init_state,
+                           "log_level": train_log_level()},
         scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=tc.gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=tc.name, storage_path=root, storage_filesystem=fs if tc.storage_path.startswith("s3://") else None,
             failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level=train_log_level()),  # Ray Train's own lines
             callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3, checkpoint_score_attribute="val_iou",
                                                          checkpoint_score_order="max")),

@@ -1,8 +1,14 @@
-"""The command line's own flags."""
+"""The command line's own flags, and what a command prints."""
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import raybird
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_version_is_printed_and_exits_0():
@@ -25,3 +31,23 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default():
             if action.option_strings and action.default not in (None, False):
                 assert f"(default: {action.default})" in " ".join(text.split()) or "(default: " in action.help, \
                     f"{name} {action.dest}: default {action.default!r} not shown"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_segment_run_shows_its_progress_not_rays_log_unless_verbose(ray_session, real_data, tmp_path):
+    """A driver joining the cluster (as a job's does): by default raybird's progress bar and
+    summary; Ray Data's INFO lines (execution plan, progress logs) only with --verbose."""
+    clips = [str(real_data / "monk_parakeet" / n) for n in ("29-1.flac", "39-3.flac")]
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address, PYTHONPATH=str(ROOT))
+    runs = {}
+    for flag in ([], ["--verbose"]):
+        out = tmp_path / ("verbose" if flag else "quiet")
+        done = subprocess.run([sys.executable, "-m", "raybird.cli", "segment", *clips, "--out", str(out), *flag],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[bool(flag)] = done
+    quiet, verbose = runs[False], runs[True]
+    assert "2 recordings" in quiet.stdout and "segment: 100%" in quiet.stderr
+    assert "Execution plan" not in quiet.stderr and " INFO " not in quiet.stderr
+    assert "Execution plan" in verbose.stderr

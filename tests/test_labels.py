@@ -313,3 +313,67 @@ def test_malformed_truth_and_bsd_masks(tmp_path):
     Image.fromarray(np.zeros((100, 50), np.uint8)).save(tmp_path / "Masks/d.png")
     with pytest.raises(ValueError, match=r"d\.png.*100 rows"):
         labels.read_bsd_mask(tmp_path, "d")
+
+
+# ---- formats read through crowsetta ----------------------------------------------------------------
+TEXTGRID = """File type = "ooTextFile"
+Object class = "TextGrid"
+
+xmin = 0
+xmax = 2
+tiers? <exists>
+size = 1
+item []:
+    item [1]:
+        class = "IntervalTier"
+        name = "syllables"
+        xmin = 0
+        xmax = 2
+        intervals: size = 4
+        intervals [1]:
+            xmin = 0
+            xmax = 0.25
+            text = ""
+        intervals [2]:
+            xmin = 0.25
+            xmax = 0.5
+            text = "a"
+        intervals [3]:
+            xmin = 0.5
+            xmax = 1.125
+            text = ""
+        intervals [4]:
+            xmin = 1.125
+            xmax = 2
+            text = "b"
+"""
+
+
+def _notmat(path: Path) -> None:
+    import scipy.io
+    scipy.io.savemat(path, dict(Fs=32000.0, fname=path.name[:-len(".not.mat")], labels="ab",
+                                onsets=np.array([250.0, 1125.0]), offsets=np.array([500.0, 2000.0]), min_dur=10.0,
+                                min_int=5.0, offset=0.0, threshold=5000.0, sm_win=2.0))
+
+
+@pytest.mark.parametrize("kind", ["textgrid", "notmat", "simple_seq"])
+def test_formats_read_through_crowsetta_are_found_next_to_the_audio(tmp_path, kind):
+    audio = tmp_path / "song.wav"
+    sf.write(audio, np.zeros(16000 * 2, np.float32), 16000)
+    if kind == "textgrid":
+        (tmp_path / "song.TextGrid").write_text(TEXTGRID)
+    elif kind == "notmat":
+        _notmat(tmp_path / "song.wav.not.mat")
+    else:
+        (tmp_path / "song.csv").write_text("onset_s,offset_s,label\n0.25,0.5,a\n1.125,2.0,b\n")
+    want = [Box(0.25, 0.5, label="a"), Box(1.125, 2.0, label="b")]
+    assert labels.find_labels(audio) == want
+    # the same from bytes (an S3 object or archive member), as ingest reads it
+    side = [str(p) for p in tmp_path.iterdir() if p != audio]
+    assert labels.load_labels(str(audio), side, lambda p: Path(p).read_bytes()) == want
+
+
+def test_a_broken_textgrid_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "song.TextGrid").write_text(TEXTGRID.replace('xmax = 0.5', 'xmax = x'))
+    with pytest.raises(ValueError, match="song.TextGrid"):
+        labels.read_crowsetta(tmp_path / "song.TextGrid", fmt="textgrid")

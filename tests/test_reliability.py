@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -276,7 +275,7 @@ def segmented(ray_session, corpus, model_path, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("seg")
     before = {p for p in corpus.root.rglob("*")} | {p for p in base.rglob("*")}
     out = base / "out"
-    rc = cli.main(["segment", *corpus.inputs, "--out", str(out), "--model", model_path, "--raven",
+    rc = cli.main(["segment", *corpus.inputs, "--out", str(out), "--model", model_path, "--format", "raven",
                    "--probabilities", "--fail-on-error"])
     return dict(out=out, rc=rc, base=base, before=before)
 
@@ -321,9 +320,10 @@ def test_archive_members_are_never_written_outside_the_output(segmented, corpus)
     outside = [p for p in new - segmented["before"] if out not in p.parents and p != out]
     assert outside == []
     assert not Path(corpus.root.parent, "escape.wav").exists() and not Path("../../escape.wav").exists()
-    raven = sorted(p.name for p in (out / "raven").iterdir())
-    assert any(re.fullmatch(r"member\.[0-9a-f]{16}\.Table\.1\.selections\.txt", n) for n in raven)  # stem + id
-    assert all("/" not in n for n in raven)
+    # tables named after the recordings, archive members under the archive's name, all inside raven/
+    raven = {p.relative_to(out / "raven").as_posix() for p in (out / "raven").rglob("*") if p.is_file()}
+    assert {"archives/bad/site/member.Table.1.selections.txt", "in/good.Table.1.selections.txt"} <= raven
+    assert not any("escape" in n for n in raven)
 
 
 # ---- a killed driver ---------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
     show up in their output, the tables or Ray's logs."""
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "raybird.cli", "segment", *corpus.inputs, "--out", str(out), "--model", model_path,
-            "--raven", "--probabilities"]
+            "--format", "raven", "--probabilities"]
     env = _driver_env(AWS_SECRET_ACCESS_KEY=SECRET)
     masks = out / "masks"
     with _running(argv, env, tmp_path / "first.log") as first:
@@ -381,7 +381,8 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
     want, got = tables(segmented["out"]), tables(out)
     for name in want:
         assert got[name].equals(want[name]), name
-    assert sorted(os.listdir(out / "raven")) == sorted(os.listdir(segmented["out"] / "raven"))
+    assert sorted(p.relative_to(out) for p in (out / "raven").rglob("*")) == \
+        sorted(p.relative_to(segmented["out"]) for p in (segmented["out"] / "raven").rglob("*"))
     # no partial file is taken as a table: whatever the kill left is hidden (.*.tmp) and ignored
     for table in ("masks", "segments", "summary", "errors"):
         for p in (out / table).glob("*.parquet"):

@@ -1,12 +1,14 @@
 """The segmentation job end to end: a tiny U-Net trained here in seconds on synthetic calls,
 run through Ray Data (and without Ray) over local folders, archives and S3."""
 import argparse
+import csv
 import json
 import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -22,7 +24,7 @@ from raybird.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
 
 # A small grid keeps training and inference fast: 16 kHz, 8 ms hop, 128 rows, 128-frame tiles.
 CFG = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, tile_frames=128, tile_overlap=32)
-OPTIONS = segment.SegmentOptions(raven=True, denoise=True, probabilities=True)
+OPTIONS = segment.SegmentOptions(formats=("raven", "audacity", "csv"), denoise=True, probabilities=True)
 
 
 def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> synth.Call:
@@ -124,8 +126,17 @@ def archive(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def full_run(ray_session, model_path, archive, tmp_path_factory) -> dict:
     out = str(tmp_path_factory.mktemp("out"))
-    summary = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS, actors=2)
+    summary = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS, actors=2, combine=True)
     return dict(out=out, summary=summary)
+
+
+def output_names(archive: dict) -> dict:
+    """source -> the name of its per-recording files: its path under the parent folder of the
+    input it was found in, suffix dropped (archive members under the archive's name)."""
+    folder = os.path.basename(archive["folder"])
+    names = {s: f"{folder}/{Path(s).stem}" for s in archive["truth"] if "::" not in s}
+    names[f"{archive['tar']}::site/member.wav"] = "more/site/member"
+    return names
 
 
 def tables(out: str) -> dict:
@@ -193,23 +204,50 @@ def test_every_recording_lands_in_masks_or_errors(full_run, archive):
 
 
 @pytest.mark.ray
-def test_raven_tables_read_back_as_the_segments(full_run, archive):
+def test_tables_for_other_tools_read_back_as_the_segments(full_run, archive):
+    """Raven (through our reader and OpenSoundscape's Annotation convention), Audacity and CSV,
+    one per recording under its input's folder structure, and the run's combined tables."""
+    out = Path(full_run["out"])
     segs = tables(full_run["out"])["segments"].to_pylist()
-    for source in archive["truth"]:
-        stem = segment.output_stem(source)
-        boxes = labels.read_raven(Path(full_run["out"], "raven", f"{stem}.Table.1.selections.txt"))
-        mine = [s for s in segs if s["source"] == source]
-        assert len(boxes) == len(mine) > 0
-        for b, s in zip(boxes, mine):
-            assert (b.begin_s, b.end_s, b.low_hz, b.high_hz, b.channel) == (
-                s["start_s"], s["end_s"], s["low_hz"], s["high_hz"], s["channel"])
+    durations = {r["source"]: r["duration_s"] for r in tables(full_run["out"])["summary"].to_pylist()}
+    for source, name in output_names(archive).items():
+        mine = sorted((s for s in segs if s["source"] == source), key=lambda s: (s["start_s"], s["end_s"]))
+        assert mine
+        raven = out / "raven" / f"{name}.Table.1.selections.txt"
+        boxes = labels.read_raven(raven)
+        assert [(b.begin_s, b.end_s, b.low_hz, b.high_hz, b.channel, b.label) for b in boxes] == [
+            (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"], s["channel"], "bird") for s in mine]
+        with open(raven) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        assert [r["Annotation"] for r in rows] == ["bird"] * len(mine)
+        assert [float(r["Score"]) for r in rows] == pytest.approx([s["score"] for s in mine])
+        assert [int(r["Segment ID"]) for r in rows] == [s["segment_id"] for s in mine]
+        track = labels.read_audacity(out / "audacity" / f"{name}.txt")
+        assert [(b.begin_s, b.end_s, b.low_hz, b.high_hz, b.label) for b in track] == [
+            (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"], f"bird {s['score']:.3f}") for s in mine]
+        table = pacsv.read_csv(out / "csv" / f"{name}.csv").to_pylist()
+        assert [(r["segment_id"], r["start_s"], r["label"]) for r in table] == [
+            (s["segment_id"], s["start_s"], "bird") for s in segs if s["source"] == source]
+    # combined: every segment once, in Raven's file sequence (sources in order, one after another)
+    with open(out / "raven" / "combined.selections.txt") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == len(segs) == len(pacsv.read_csv(out / "csv" / "combined.csv"))
+    starts, t = {}, 0.0
+    for source in sorted(durations):
+        starts[source], t = t, t + durations[source]
+    by_key = {(s["source"], s["segment_id"]): s for s in segs}
+    for r in rows:
+        s = by_key[(r["Begin Path"], int(r["Segment ID"]))]
+        assert float(r["File Offset (s)"]) == s["start_s"]
+        assert float(r["Begin Time (s)"]) == pytest.approx(starts[s["source"]] + s["start_s"], abs=1e-9)
 
 
 @pytest.mark.ray
 def test_denoised_audio_keeps_the_calls_and_drops_the_noise(full_run, archive):
     masks = {m["source"]: m for m in tables(full_run["out"])["masks"].to_pylist()}
+    names = output_names(archive)
     for source, truth in archive["truth"].items():
-        y, sr = sf.read(Path(full_run["out"], "denoised", segment.output_stem(source) + ".wav"), dtype="float32")
+        y, sr = sf.read(Path(full_run["out"], "denoised", names[source] + ".wav"), dtype="float32")
         assert sr == CFG.sample_rate and y.shape == (truth["n"],)
         x = audio.decode(segment.source_bytes(source), CFG.sample_rate)[0]
         mask = segment.read_mask(masks[source]).astype(bool)
@@ -243,13 +281,17 @@ def test_local_run_writes_the_same_tables_as_ray(full_run, archive, model_path, 
     out = str(tmp_path / "local")
     # one torch thread, as the actors: the same arithmetic, so the same bits
     a = parser().parse_args(["segment", archive["folder"], archive["tar"], "--out", out, "--model", model_path,
-                             "--local", "--actor-cpus", "1", "--raven", "--denoise", "--probabilities"])
+                             "--local", "--actor-cpus", "1", "--format", "raven,audacity,csv", "--denoise",
+                             "--probabilities"])
     assert a.func(a) == 0
     assert "7 recordings" in capsys.readouterr().out
     want, got = tables(full_run["out"]), tables(out)
     for name in want:
         assert got[name].equals(want[name]), name
-    assert sorted(os.listdir(Path(out, "raven"))) == sorted(os.listdir(Path(full_run["out"], "raven")))
+    for fmt in ("raven", "audacity", "csv", "denoised"):
+        files = [sorted(p.relative_to(o) for p in Path(o, fmt).rglob("*") if "combined" not in p.name)
+                 for o in (out, full_run["out"])]
+        assert files[0] == files[1] and len(files[0]) >= 7, fmt
 
 
 @pytest.mark.ray
@@ -283,7 +325,7 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
     for p in sources:
         fs.put_file(p, f"{s3_bucket}/in/{os.path.basename(p)}")
     out = f"s3://{s3_bucket}/out"
-    opts = segment.SegmentOptions(raven=True, denoise=True)
+    opts = segment.SegmentOptions(formats=("raven",), denoise=True)
     summary = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
     assert (summary.recordings, summary.errors) == (2, 1)
     segs = segment.read_outputs(out, "segments").to_pylist()
@@ -291,8 +333,8 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
     local = segment.run_local(sources, str(tmp_path), model_path, opts, threads=1)
     assert local.segments == summary.segments == len(segs)
     src0, src1 = (f"s3://{s3_bucket}/in/{os.path.basename(p)}" for p in sources[:2])
-    assert fs.exists(f"{s3_bucket}/out/raven/rec0.{storage.recording_id(src0)}.Table.1.selections.txt")
-    y, sr = sf.read(fs.open(f"{s3_bucket}/out/denoised/{segment.output_stem(src1)}.wav", "rb"))
+    assert fs.exists(f"{s3_bucket}/out/raven/in/{Path(src0).stem}.Table.1.selections.txt")
+    y, sr = sf.read(fs.open(f"{s3_bucket}/out/denoised/in/{Path(src1).stem}.wav", "rb"))
     assert len(y) == archive["truth"][sources[1]]["n"]
     again = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
     assert (again.recordings, again.errors, again.skipped) == (0, 0, 3)
