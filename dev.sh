@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The commands of the README:
 #   ./dev.sh demo   synthetic archive -> ingest -> train -> segment -> evaluate, embedded local Ray
-#   ./dev.sh test   the test suite
+#   ./dev.sh test   lint and format check (ruff), then the test suite
 #   ./dev.sh bench  the benchmarks' tables (--quick: smoke run; see benchmarks/__main__.py)
 # Each creates or refreshes the virtual environment first (idempotent; re-runs skip the install).
 set -euo pipefail
@@ -25,7 +25,9 @@ install() {
 case "${1:-}" in
   install) install ;;
   demo) install; shift; exec "$VENV/bin/raybird" demo "$@" ;;
-  test) install; shift; exec "$VENV/bin/python" -m pytest -q "$@" tests ;;
+  test) install; shift
+    "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check .   # lint and format (pyproject.toml)
+    exec "$VENV/bin/python" -m pytest -q "$@" tests ;;
   bench) install; shift; exec "$VENV/bin/python" -m benchmarks "$@" ;;
   *) echo "usage: ./dev.sh {demo|test|bench|install} [args]" >&2; exit 2 ;;
 esac

@@ -1,11 +1,13 @@
 """Run every benchmark, each in its own process (a fresh Ray each), and print their tables.
 
-    python -m benchmarks [--quick] [--only segment,train,ingest,memory,gpu,ceiling,accuracy,real,learning_curve] [--model CKPT]
+    python -m benchmarks [--quick] [--model CKPT]
+    python -m benchmarks --only segment,train,ingest,memory,gpu,ceiling,accuracy,real,learning_curve
 
 ``./dev.sh bench`` runs this. ``gpu`` runs on CUDA when there is one, else its tiny CPU
 configuration (a smoke run, not a measurement). ``--model`` goes to the benchmarks that load
 a model (segment, gpu, accuracy, real); memory segments with the shipped default model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +30,11 @@ def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]
         "memory": ["-m", "benchmarks.memory", *q],
         "gpu": ["-m", "benchmarks.gpu", *m, *([] if cuda and not quick else ["--tiny"])],
         "ceiling": ["-m", "benchmarks.ceiling", *(["--n", "4"] if quick else [])],
-        "accuracy": ["benchmarks/accuracy.py", *(["--model", f"model={model}"] if model else []),
-                     *(["--test-n", "4", "--real", "", "--out", "out/accuracy-quick"] if quick else [])],
+        "accuracy": [
+            "benchmarks/accuracy.py",
+            *(["--model", f"model={model}"] if model else []),
+            *(["--test-n", "4", "--real", "", "--out", "out/accuracy-quick"] if quick else []),
+        ],
         "real": ["-m", "benchmarks.real", *(["--model", f"model={model}"] if model else []), *q],
         "learning_curve": ["-m", "benchmarks.learning_curve", *q],
     }
@@ -42,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="checkpoint for segment and gpu (default: raybird/weights/default.pt)")
     a = ap.parse_args(argv)
     import torch
+
     cmds = commands(a.quick, a.model, torch.cuda.is_available())
     failed = []
     for name in a.only.split(","):

@@ -1,15 +1,15 @@
 """Accuracy table (issue 6): every model, and the threshold baseline, on a held-out synthetic test
 set broken down by SNR, and on the shared real recordings.
 
-    python benchmarks/accuracy.py                                  # raybird/weights/default.pt + baseline
-    python benchmarks/accuracy.py --model U-Net=runs/unet/best/checkpoint.pt --model SegNet=...
-    python benchmarks/accuracy.py --train-epochs 35 --train-data ingest/   # trains missing archs
+    python -m benchmarks.accuracy                                  # raybird/weights/default.pt + baseline
+    python -m benchmarks.accuracy --model U-Net=runs/unet/best/checkpoint.pt --model SegNet=...
+    python -m benchmarks.accuracy --train-epochs 35 --train-data ingest/   # trains missing archs
 
 **Models.** ``--model NAME=CKPT`` (repeatable) loads checkpoints; ``--train-epochs N`` with
 ``--train-data INGEST`` trains each of ``--archs`` not given by ``--model`` with raybird's own
-Ray Train job (``raybird.train.fit``) into ``OUT/runs/<arch>``, or reuses the best checkpoint a
+Ray Train job (``raybird.pipelines.train.fit``) into ``OUT/runs/<arch>``, or reuses the best checkpoint a
 previous run left there. With neither, the shipped default model. The threshold baseline
-(:mod:`raybird.baseline`) is always added.
+(:mod:`raybird.models.baseline`) is always added.
 
 **Synthetic test set.** ``--test-dir`` (default ``OUT/test``): if it holds no audio, an archive of
 ``--test-n`` recordings is generated there from ``--test-seed`` (default 9001, a seed no training,
@@ -18,12 +18,12 @@ each recording's SNR is kept in ``records.json``. An existing archive without th
 scored as a whole only. Rows are pooled per SNR band (<= 0, 0-10, >= 10 dB) and overall
 (recordings without birds count in the overall column only): foreground IoU, Dice and pixel
 accuracy from summed confusion counts, event F1 of segments matched one-to-one to the per-call
-boxes at box IoU >= 0.5 (:func:`raybird.evaluate.evaluate_run`). Each band's IoU also gets a 95 %
+boxes at box IoU >= 0.5 (:func:`raybird.evaluation.evaluate.evaluate_run`). Each band's IoU also gets a 95 %
 bootstrap interval (recordings resampled with replacement): with the 60 recordings of earlier
 versions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds. The
 first model's IoU minus each other model's (the baseline's: the margin) gets a paired interval,
 both scored on the same resampled recordings. A last table sorts each model's pixel errors
-(:func:`raybird.evaluate.error_anatomy`): within 2 px of the other mask (a boundary drawn a
+(:func:`raybird.evaluation.evaluate.error_anatomy`): within 2 px of the other mask (a boundary drawn a
 little differently), in calls missed whole, in false alarms, or inside calls found in part, with
 the IoU the model would score were the edge errors forgiven. The first model's calls are then
 counted by call type (the synthetic labels name it), detected and covered per band.
@@ -34,7 +34,7 @@ per data set. The labels differ in kind, so each gets the measure it can support
 * storm-petrel (Sonic Visualiser boxes, one per song) and great tit (pykanto JSON, one box per
   song clip, its band): coarse boxes. A box is *found* when predicted segments overlapping its
   band cover at least ``--min-cover`` (half) of its time span; a segment is *correct* when
-  labelled boxes cover that much of its own span (:func:`raybird.evaluate.coverage`). Recall and
+  labelled boxes cover that much of its own span (:func:`raybird.evaluation.evaluate.coverage`). Recall and
   precision are counted from these.
 * BirdSoundsDenoising XC41136 (a pixel mask): pixel IoU/Dice against the mask on the model's
   grid, and the same coverage over the mask's regions (boxed and grouped like segments).
@@ -48,6 +48,7 @@ per song it is near zero by construction. Outputs: ``OUT/accuracy.json`` (everyt
 markdown tables, printed and in ``OUT/accuracy.md``. Predictions are cached per checkpoint hash
 under ``OUT/pred``, so a re-run scores only new models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -65,11 +65,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raybird import baseline, segment  # noqa: E402
-from raybird.evaluate import EDGE_PX, error_shares, evaluate_run, load_references, mask_events, pool  # noqa: E402
-from raybird.field_scores import event_scores, match_events  # noqa: E402
-from benchmarks.common import table  # noqa: E402
+from benchmarks.common import table
+from raybird.evaluation.evaluate import EDGE_PX, error_shares, evaluate_run, load_references, mask_events, pool
+from raybird.evaluation.field_scores import event_scores, match_events
+from raybird.inference import recording
+from raybird.models import baseline, checkpoint
+from raybird.pipelines import segment
 
 ARCH_NAMES = {"unet": "U-Net", "segnet": "SegNet", "deeplabv3": "DeepLabV3", "unet-se": "U-Net-SE"}
 BASELINE = "threshold baseline"
@@ -80,26 +81,34 @@ BOOTSTRAP = 2000
 REAL_DEFAULT = Path(os.environ.get("RAYBIRD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"))
 # The report's Table 2 (foreground IoU %, on BirdSoundsDenoising's test set, not ours) and its
 # own U-Net (IoU 63.23 %, pixel accuracy 89.45 %, Dice 0.72); see DESIGN.md.
-PUBLISHED = {"U-Net": dict(iou=0.629), "SegNet": dict(iou=0.653), "DeepLabV3": dict(iou=0.723),
-             "ViT (Kumar et al.)": dict(iou=0.800), "U-Net (the report's own)": dict(iou=0.6323, dice=0.72,
-                                                                                      pixel_acc=0.8945)}
+PUBLISHED = {
+    "U-Net": dict(iou=0.629),
+    "SegNet": dict(iou=0.653),
+    "DeepLabV3": dict(iou=0.723),
+    "ViT (Kumar et al.)": dict(iou=0.800),
+    "U-Net (the report's own)": dict(iou=0.6323, dice=0.72, pixel_acc=0.8945),
+}
 
 
 @dataclass(frozen=True)
 class RealSet:
     name: str
-    inputs: tuple[str, ...]   # audio to segment, relative to the real-data folder
-    refs: tuple[str, ...]     # where evaluate finds the labels
+    inputs: tuple[str, ...]  # audio to segment, relative to the real-data folder
+    refs: tuple[str, ...]  # where evaluate finds the labels
     labels: str
-    pixels: bool              # a pixel-mask reference: pixel IoU means something
+    pixels: bool  # a pixel-mask reference: pixel IoU means something
 
 
 REAL_SETS = (
-    RealSet("storm-petrel", ("pykanto/storm_petrel",), ("pykanto/storm_petrel",),
-            "Sonic Visualiser boxes, one per song", False),
+    RealSet(
+        "storm-petrel",
+        ("pykanto/storm_petrel",),
+        ("pykanto/storm_petrel",),
+        "Sonic Visualiser boxes, one per song",
+        False,
+    ),
     RealSet("great tit", ("pykanto/great_tit/WAV",), ("pykanto/great_tit",), "pykanto JSON, one box per song", False),
-    RealSet("BSD XC41136", ("bsd_sample/Test/Raw_audios",), ("bsd_sample",), "pixel mask (events: its regions)",
-            True),
+    RealSet("BSD XC41136", ("bsd_sample/Test/Raw_audios",), ("bsd_sample",), "pixel mask (events: its regions)", True),
     RealSet("Bengalese finch", ("bengalese_finch",), ("bengalese_finch",), "Audacity, time-only syllables", False),
 )
 
@@ -115,11 +124,12 @@ def parse_models(specs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def train_missing(archs: list[str], given: set[str], data: str, epochs: int, width: int, workers: int,
-                  out: Path) -> list[tuple[str, str]]:
+def train_missing(
+    archs: list[str], given: set[str], data: str, epochs: int, width: int, workers: int, out: Path
+) -> list[tuple[str, str]]:
     """A best checkpoint per arch not in ``given``: an earlier run's under ``out/runs``, or a new run."""
-    from raybird.runtime import init_ray
-    from raybird.train import TrainConfig, fit
+    from raybird.pipelines.runtime import init_ray
+    from raybird.pipelines.train import TrainConfig, fit
 
     models = []
     for arch in archs:
@@ -129,8 +139,15 @@ def train_missing(archs: list[str], given: set[str], data: str, epochs: int, wid
         best = out / "runs" / arch / "best" / "checkpoint.pt"
         if not best.exists():
             init_ray()
-            tc = TrainConfig(data=data, storage_path=str((out / "runs").resolve()), name=arch, arch=arch,
-                             width=width, epochs=epochs, workers=workers)
+            tc = TrainConfig(
+                data=data,
+                storage_path=str((out / "runs").resolve()),
+                name=arch,
+                arch=arch,
+                width=width,
+                epochs=epochs,
+                workers=workers,
+            )
             result = fit(tc)
             print(f"trained {name}: best val IoU {result.best_val_iou:.3f} at epoch {result.best_epoch + 1}")
             best = Path(result.best_checkpoint)
@@ -142,7 +159,7 @@ def train_missing(archs: list[str], given: set[str], data: str, epochs: int, wid
 def synthetic_test_set(folder: Path, n: int, seed: int, duration: tuple[float, float]) -> dict[str, Optional[float]]:
     """``{audio file name: SNR dB or None (no bird)}`` of the test archive, generating it if
     absent; ``{}`` for an archive of unknown SNRs."""
-    from raybird import synth
+    from raybird.synth import generator as synth
 
     records = folder / "records.json"
     if records.exists() and json.loads(records.read_text())[0].get("generator") != synth.GENERATOR_VERSION:
@@ -153,8 +170,12 @@ def synthetic_test_set(folder: Path, n: int, seed: int, duration: tuple[float, f
             print(f"{folder}: no records.json, the SNR of its recordings is unknown: scored as a whole only")
             return {}
         recs = synth.generate_archive(folder, n, seed=seed, duration_s=duration, snr_db=(-5.0, 20.0))
-        keep = [dict(audio=Path(r["audio"]).name, snr_db=r["snr_db"], n_calls=r["n_calls"],
-                     generator=synth.GENERATOR_VERSION) for r in recs]
+        keep = [
+            dict(
+                audio=Path(r["audio"]).name, snr_db=r["snr_db"], n_calls=r["n_calls"], generator=synth.GENERATOR_VERSION
+            )
+            for r in recs
+        ]
         records.write_text(json.dumps(keep, indent=1))
     return {Path(r["audio"]).name: r["snr_db"] for r in json.loads(records.read_text())}
 
@@ -166,11 +187,13 @@ def band_of(snr: Optional[float]) -> Optional[str]:
 
 
 # ---- scoring ----------------------------------------------------------------------------------------
-def predict(ckpt: segment.Checkpoint, inputs: list[str], out: Path, options: segment.SegmentOptions,
-            threads: Optional[int]) -> str:
+def predict(
+    ckpt: checkpoint.Checkpoint, inputs: list[str], out: Path, options: recording.SegmentOptions, threads: Optional[int]
+) -> str:
     """Segment ``inputs`` into a folder named by the checkpoint, the inputs and the options
     (a re-run resumes there; delete ``OUT/pred`` after changing the post-processing code)."""
-    from raybird.synth import GENERATOR_VERSION  # a regenerated test set must not reuse predictions
+    from raybird.synth.generator import GENERATOR_VERSION  # a regenerated test set must not reuse predictions
+
     key = hashlib.sha1(json.dumps([inputs, dataclasses.asdict(options), GENERATOR_VERSION]).encode()).hexdigest()[:10]
     pred_dir = str(out / "pred" / ckpt.model_id / f"{Path(inputs[0]).name}-{key}")
     segment.run_local(inputs, pred_dir, ckpt, options, threads=threads)
@@ -181,8 +204,9 @@ def _counts_by_recording(rows: list[dict]) -> dict[str, np.ndarray]:
     """Pixel TP, FP, FN summed per recording (its channels together)."""
     out: dict[str, np.ndarray] = {}
     for r in rows:
-        out[r["recording_id"]] = out.get(r["recording_id"], 0) + np.array([r["px_tp"], r["px_fp"], r["px_fn"]],
-                                                                          np.float64)
+        out[r["recording_id"]] = out.get(r["recording_id"], 0) + np.array(
+            [r["px_tp"], r["px_fp"], r["px_fn"]], np.float64
+        )
     return out
 
 
@@ -203,8 +227,9 @@ def iou_interval(rows: list[dict], n: int = BOOTSTRAP, seed: int = 0) -> tuple[f
     return float(lo), float(hi)
 
 
-def iou_difference(rows_a: list[dict], rows_b: list[dict], n: int = BOOTSTRAP, seed: int = 0
-                   ) -> tuple[float, float, float]:
+def iou_difference(
+    rows_a: list[dict], rows_b: list[dict], n: int = BOOTSTRAP, seed: int = 0
+) -> tuple[float, float, float]:
     """IoU of A minus IoU of B on the same recordings, with its paired 95 % bootstrap interval
     (both scored on each resampled set): much tighter than comparing two separate intervals,
     because a hard recording is hard for both."""
@@ -227,8 +252,9 @@ def score_synthetic(ckpt, test_dir: Path, snr: dict, out: Path, options, threads
         band = band_of(snr.get(Path(row["source"]).name))
         if band is not None:
             groups.setdefault(band, []).append(row)
-    scores = {band: {**pool(rows), **dict(zip(("iou_lo", "iou_hi"), iou_interval(rows)))}
-              for band, rows in groups.items()}
+    scores = {
+        band: {**pool(rows), **dict(zip(("iou_lo", "iou_hi"), iou_interval(rows)))} for band, rows in groups.items()
+    }
     return scores, groups
 
 
@@ -237,8 +263,12 @@ def score_real(ckpt, real: Path, out: Path, options, threads, min_cover: float) 
     for rs in REAL_SETS:
         pred = predict(ckpt, [str(real / i) for i in rs.inputs], out, options, threads)
         report = evaluate_run(pred, [str(real / r) for r in rs.refs], min_cover=min_cover)
-        result[rs.name] = dict(report.pooled, event_mode=report.rows[0]["event_mode"] if report.rows else "",
-                               missing=report.missing, errors=[e["source"] for e in report.errors])
+        result[rs.name] = dict(
+            report.pooled,
+            event_mode=report.rows[0]["event_mode"] if report.rows else "",
+            missing=report.missing,
+            errors=[e["source"] for e in report.errors],
+        )
     return result
 
 
@@ -254,29 +284,37 @@ def synthetic_table(results: dict[str, dict]) -> str:
     """Rows: models; columns: IoU, Dice, pixel accuracy and event F1 for each SNR band, then all."""
     bands = [*BANDS, ALL]
     headers = ["model"] + [f"{label} {b}" for b in bands for _, label in METRICS]
-    rows = [[name] + [_f(by_band[b][k]) if b in by_band else "—" for b in bands for k, _ in METRICS]
-            for name, by_band in results.items()]
+    rows = [
+        [name] + [_f(by_band[b][k]) if b in by_band else "—" for b in bands for k, _ in METRICS]
+        for name, by_band in results.items()
+    ]
     return table(headers, rows)
 
 
 def interval_table(results: dict[str, dict]) -> str:
     """Foreground IoU per SNR band with its 95 % bootstrap interval."""
     bands = [*BANDS, ALL]
-    rows = [[name] + [f"{m['iou']:.3f} [{m['iou_lo']:.2f}, {m['iou_hi']:.2f}]" if (m := by_band.get(b)) else "—"
-                      for b in bands] for name, by_band in results.items()]
+    rows = [
+        [name]
+        + [f"{m['iou']:.3f} [{m['iou_lo']:.2f}, {m['iou_hi']:.2f}]" if (m := by_band.get(b)) else "—" for b in bands]
+        for name, by_band in results.items()
+    ]
     return table(["model"] + [f"IoU {b} [95 % interval]" for b in bands], rows)
 
 
 def difference_table(first: str, diffs: dict[str, dict]) -> str:
     """IoU of the first model minus each other model's, per band, with the paired interval."""
     bands = [*BANDS, ALL]
-    rows = [[f"{first} − {name}"] + [f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]" if (d := by_band.get(b)) else "—"
-                                     for b in bands] for name, by_band in diffs.items()]
+    rows = [
+        [f"{first} − {name}"]
+        + [f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]" if (d := by_band.get(b)) else "—" for b in bands]
+        for name, by_band in diffs.items()
+    ]
     return table(["difference"] + [f"IoU {b} [95 % interval]" for b in bands], rows)
 
 
 def anatomy_table(results: dict[str, dict]) -> str:
-    """Where each model's pixel errors lie, per band (:func:`raybird.evaluate.error_anatomy`):
+    """Where each model's pixel errors lie, per band (:func:`raybird.evaluation.evaluate.error_anatomy`):
     shares of all errors (FP + FN) on edges, in calls missed whole, in false alarms, and the rest
     (inside calls found in part); and the IoU with the edge errors forgiven."""
     rows = []
@@ -285,10 +323,23 @@ def anatomy_table(results: dict[str, dict]) -> str:
             if (m := by_band.get(b)) is None:
                 continue
             share = error_shares(m)
-            rows.append([name, b, _f(m["iou"]), _f(m["iou_edge_tolerant"])]
-                        + [f"{share[k]:.0%}" for k in ("edges", "missed", "invented", "rest")])
-    return table(["model", "band", "IoU", f"IoU, edges forgiven ({EDGE_PX} px)", "errors on edges",
-                  "in calls missed whole", "in false alarms", "inside calls found in part"], rows)
+            rows.append(
+                [name, b, _f(m["iou"]), _f(m["iou_edge_tolerant"])]
+                + [f"{share[k]:.0%}" for k in ("edges", "missed", "invented", "rest")]
+            )
+    return table(
+        [
+            "model",
+            "band",
+            "IoU",
+            f"IoU, edges forgiven ({EDGE_PX} px)",
+            "errors on edges",
+            "in calls missed whole",
+            "in false alarms",
+            "inside calls found in part",
+        ],
+        rows,
+    )
 
 
 def call_type_table(by_band: dict[str, dict]) -> str:
@@ -304,27 +355,57 @@ def call_type_table(by_band: dict[str, dict]) -> str:
 
     def cell(counts) -> str:
         return "—" if counts is None else f"{counts[1] / counts[0]:.2f} / {counts[2] / counts[0]:.2f} ({counts[0]})"
-    rows = [[kind] + [cell(sums.get(b)) for b in bands]
-            for kind, sums in sorted(kinds.items(), key=lambda kv: -kv[1][ALL][0])]
+
+    rows = [
+        [kind] + [cell(sums.get(b)) for b in bands]
+        for kind, sums in sorted(kinds.items(), key=lambda kv: -kv[1][ALL][0])
+    ]
     return table(["call type"] + [f"{b}: detected / covered (calls)" for b in bands], rows)
 
 
 def real_table(results: dict[str, dict]) -> str:
-    headers = ["data set", "labels", "model", "recordings", "labelled", "segments", "precision (coverage)",
-               "recall (coverage)", "strict P", "strict R", "strict F1", "pixel IoU"]
+    headers = [
+        "data set",
+        "labels",
+        "model",
+        "recordings",
+        "labelled",
+        "segments",
+        "precision (coverage)",
+        "recall (coverage)",
+        "strict P",
+        "strict R",
+        "strict F1",
+        "pixel IoU",
+    ]
     rows = []
     for rs in REAL_SETS:
         for name, by_set in results.items():
             r = by_set[rs.name]
-            rows.append([rs.name, rs.labels, name, r["recordings"], r["n_ref"], r["n_pred"], _f(r["cover_precision"]),
-                         _f(r["cover_recall"]), _f(r["precision"]), _f(r["recall"]), _f(r["f1"]),
-                         _f(r["iou"]) if rs.pixels else "—"])
+            rows.append(
+                [
+                    rs.name,
+                    rs.labels,
+                    name,
+                    r["recordings"],
+                    r["n_ref"],
+                    r["n_pred"],
+                    _f(r["cover_precision"]),
+                    _f(r["cover_recall"]),
+                    _f(r["precision"]),
+                    _f(r["recall"]),
+                    _f(r["f1"]),
+                    _f(r["iou"]) if rs.pixels else "—",
+                ]
+            )
     return table(headers, rows, "lll" + "r" * 9)
 
 
 def published_table() -> str:
-    return table(["model (BirdSoundsDenoising test set, as published)", "IoU", "Dice", "pixel acc"],
-                 [[name, _f(m.get("iou")), _f(m.get("dice")), _f(m.get("pixel_acc"))] for name, m in PUBLISHED.items()])
+    return table(
+        ["model (BirdSoundsDenoising test set, as published)", "IoU", "Dice", "pixel acc"],
+        [[name, _f(m.get("iou")), _f(m.get("dice")), _f(m.get("pixel_acc"))] for name, m in PUBLISHED.items()],
+    )
 
 
 def event_ceiling(test_dir: Path) -> dict:
@@ -348,15 +429,41 @@ def long_table(synthetic: dict, real: dict) -> pa.Table:
     for name, by_set in real.items():
         for subset, m in by_set.items():
             rows.append(dict(model=name, data="real", subset=subset, **{k: m.get(k) for k in _COLUMNS}))
-    schema = pa.schema([("model", pa.string()), ("data", pa.string()), ("subset", pa.string())]
-                       + [(k, pa.int64() if k in _INTS else pa.float64()) for k in _COLUMNS])
+    schema = pa.schema(
+        [("model", pa.string()), ("data", pa.string()), ("subset", pa.string())]
+        + [(k, pa.int64() if k in _INTS else pa.float64()) for k in _COLUMNS]
+    )
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-_INTS = ("recordings", "n_pred", "n_ref", "tp", "fp", "fn", "covered", "pred_covered",
-         "px_fn_edge", "px_fp_edge", "px_fn_missed", "px_fp_invented")
-_COLUMNS = _INTS + ("iou", "iou_lo", "iou_hi", "iou_edge_tolerant", "miou", "dice", "pixel_acc", "precision",
-                    "recall", "f1", "cover_precision", "cover_recall")
+_INTS = (
+    "recordings",
+    "n_pred",
+    "n_ref",
+    "tp",
+    "fp",
+    "fn",
+    "covered",
+    "pred_covered",
+    "px_fn_edge",
+    "px_fp_edge",
+    "px_fn_missed",
+    "px_fp_invented",
+)
+_COLUMNS = _INTS + (
+    "iou",
+    "iou_lo",
+    "iou_hi",
+    "iou_edge_tolerant",
+    "miou",
+    "dice",
+    "pixel_acc",
+    "precision",
+    "recall",
+    "f1",
+    "cover_precision",
+    "cover_recall",
+)
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -370,18 +477,32 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="out/accuracy")
     ap.add_argument("--test-dir", help="synthetic test archive (default OUT/test; generated if empty)")
-    ap.add_argument("--test-n", type=int, default=300, help="recordings in a generated test set (was 60: 8-13 of "
-                    "them at SNR <= 0 dB, too few to judge a band; see docs/accuracy.md)")
+    ap.add_argument(
+        "--test-n",
+        type=int,
+        default=300,
+        help="recordings in a generated test set (was 60: 8-13 of "
+        "them at SNR <= 0 dB, too few to judge a band; see docs/accuracy.md)",
+    )
     ap.add_argument("--test-seed", type=int, default=TEST_SEED)
     ap.add_argument("--test-duration", type=float, nargs=2, default=(4.0, 10.0), metavar=("MIN", "MAX"))
     ap.add_argument("--real", default=str(REAL_DEFAULT), help="the shared real recordings ('' to skip)")
     ap.add_argument("--threshold", type=float, default=0.5)
-    ap.add_argument("--split-depth", type=lambda v: None if v == "off" else float(v),
-                    default=segment.SegmentOptions.split_depth_db,
-                    help="cut regions at gaps this deep, dB, or 'off' (raybird segment --split-depth)")
-    ap.add_argument("--min-duration", type=float, default=segment.SegmentOptions.min_duration_s,
-                    help="shortest segment kept, s (raybird segment --min-duration)")
-    ap.add_argument("--merge-gap", type=float, help="join a song's calls into one segment (raybird segment --merge-gap)")
+    ap.add_argument(
+        "--split-depth",
+        type=lambda v: None if v == "off" else float(v),
+        default=recording.SegmentOptions.split_depth_db,
+        help="cut regions at gaps this deep, dB, or 'off' (raybird segment --split-depth)",
+    )
+    ap.add_argument(
+        "--min-duration",
+        type=float,
+        default=recording.SegmentOptions.min_duration_s,
+        help="shortest segment kept, s (raybird segment --min-duration)",
+    )
+    ap.add_argument(
+        "--merge-gap", type=float, help="join a song's calls into one segment (raybird segment --merge-gap)"
+    )
     ap.add_argument("--min-cover", type=float, default=0.5, help="coverage criterion for coarse labels")
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     a = ap.parse_args(argv)
@@ -392,19 +513,21 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if a.train_epochs:
         if not a.train_data:
             raise SystemExit("--train-epochs needs --train-data INGEST")
-        models += train_missing(a.archs.split(","), {n for n, _ in models}, a.train_data, a.train_epochs,
-                                a.width, a.workers, out)
+        models += train_missing(
+            a.archs.split(","), {n for n, _ in models}, a.train_data, a.train_epochs, a.width, a.workers, out
+        )
     if not models:
-        models = [("U-Net (default model)", str(segment.DEFAULT_MODEL))]
+        models = [("U-Net (default model)", str(checkpoint.DEFAULT_MODEL))]
     models.append((BASELINE, str(baseline.write_checkpoint(out / "baseline.pt"))))
 
     test_dir = Path(a.test_dir) if a.test_dir else out / "test"
     snr = synthetic_test_set(test_dir, a.test_n, a.test_seed, tuple(a.test_duration))
-    options = segment.SegmentOptions(threshold=a.threshold, min_duration_s=a.min_duration, split_depth_db=a.split_depth,
-                                     merge_gap_s=a.merge_gap)
+    options = recording.SegmentOptions(
+        threshold=a.threshold, min_duration_s=a.min_duration, split_depth_db=a.split_depth, merge_gap_s=a.merge_gap
+    )
     synthetic, rows_of, real = {}, {}, {}
     for name, path in models:
-        ckpt = segment.read_checkpoint(path)
+        ckpt = checkpoint.read_checkpoint(path)
         synthetic[name], rows_of[name] = score_synthetic(ckpt, test_dir, snr, out, options, a.threads)
         if a.real:
             real[name] = score_real(ckpt, Path(a.real), out, options, a.threads, a.min_cover)
@@ -412,31 +535,54 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     ceiling = event_ceiling(test_dir)
     first_name = models[0][0]
-    differences = {name: {b: iou_difference(rows_of[first_name][b], rows[b]) for b in rows if b in rows_of[first_name]}
-                   for name, rows in rows_of.items() if name != first_name}
+    differences = {
+        name: {b: iou_difference(rows_of[first_name][b], rows[b]) for b in rows if b in rows_of[first_name]}
+        for name, rows in rows_of.items()
+        if name != first_name
+    }
     first = synthetic[first_name]
     counts = {b: first[b]["recordings"] for b in [ALL, *BANDS] if b in first}
-    text = [f"Synthetic test set: {test_dir} (recordings: " + ", ".join(f"{b} {n}" for b, n in counts.items())
-            + f"), threshold {a.threshold:g}", "", synthetic_table(synthetic), "",
-            f"Foreground IoU with 95 % bootstrap intervals ({BOOTSTRAP} resamplings of the recordings):", "",
-            interval_table(synthetic), "",
-            "Paired differences (both models scored on the same resampled recordings):", "",
-            difference_table(first_name, differences), "",
-            f"Where the pixel errors lie: within {EDGE_PX} px of the other mask (a boundary drawn a little "
-            "differently), in whole regions the other mask does not touch, or inside calls found in part:", "",
-            anatomy_table(synthetic), "",
-            f"Calls of {first_name} by type: the shares detected (overlapped by a segment at all) and "
-            "covered (half their span inside segments of their band):", "",
-            call_type_table(synthetic[first_name]), "",
-            f"Event F1 against per-call boxes (box IoU >= 0.5). The exact truth masks themselves score "
-            f"F1 {ceiling['f1']:.3f} ({ceiling['n_pred']} regions for {ceiling['n_ref']} calls): the ceiling."]
+    text = [
+        f"Synthetic test set: {test_dir} (recordings: "
+        + ", ".join(f"{b} {n}" for b, n in counts.items())
+        + f"), threshold {a.threshold:g}",
+        "",
+        synthetic_table(synthetic),
+        "",
+        f"Foreground IoU with 95 % bootstrap intervals ({BOOTSTRAP} resamplings of the recordings):",
+        "",
+        interval_table(synthetic),
+        "",
+        "Paired differences (both models scored on the same resampled recordings):",
+        "",
+        difference_table(first_name, differences),
+        "",
+        f"Where the pixel errors lie: within {EDGE_PX} px of the other mask (a boundary drawn a little "
+        "differently), in whole regions the other mask does not touch, or inside calls found in part:",
+        "",
+        anatomy_table(synthetic),
+        "",
+        f"Calls of {first_name} by type: the shares detected (overlapped by a segment at all) and "
+        "covered (half their span inside segments of their band):",
+        "",
+        call_type_table(synthetic[first_name]),
+        "",
+        f"Event F1 against per-call boxes (box IoU >= 0.5). The exact truth masks themselves score "
+        f"F1 {ceiling['f1']:.3f} ({ceiling['n_pred']} regions for {ceiling['n_ref']} calls): the ceiling.",
+    ]
     if real:
         text += ["", f"Real recordings ({a.real}), coverage criterion {a.min_cover:g}:", "", real_table(real)]
     text += ["", published_table()]
     print("\n" + "\n".join(text))
     (out / "accuracy.md").write_text("\n".join(text) + "\n")
-    result = dict(settings=dict(vars(a), models=models), synthetic=synthetic, differences=differences,
-                  event_ceiling=ceiling, real=real, published=PUBLISHED)
+    result = dict(
+        settings=dict(vars(a), models=models),
+        synthetic=synthetic,
+        differences=differences,
+        event_ceiling=ceiling,
+        real=real,
+        published=PUBLISHED,
+    )
     (out / "accuracy.json").write_text(json.dumps(result, indent=1, default=str))
     pq.write_table(long_table(synthetic, real), out / "accuracy.parquet")
     print(f"\naccuracy: {out / 'accuracy.md'}, {out / 'accuracy.json'}, {out / 'accuracy.parquet'}")

@@ -2,7 +2,7 @@
 
     python -m benchmarks.ceiling [--n 300] [--seed 9001] [--pred SEGMENT_OUT]
 
-The truth (``raybird.synth``) marks a call's pixels where its clean magnitude is within 40 dB
+The truth (``raybird.synth.generator``) marks a call's pixels where its clean magnitude is within 40 dB
 of its own peak and its local power reaches the *realised* background's. A segmenter sees only
 the mixture, never the background's random draw apart from the call. The oracle here knows every
 call's clean spectrogram exactly, so its 40-dB core too, but the background only as its power
@@ -19,23 +19,22 @@ test folder). Its pixel errors are then sorted by the level of the strongest cal
 relative to that call's peak, and by the local call-to-background power ratio; and the share of
 the truth it misses is broken down by frequency on the same two scales.
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raybird import synth  # noqa: E402
-from raybird.spectrogram import SpecConfig, get_config, magnitude, row_freqs  # noqa: E402
-from benchmarks.accuracy import ALL, BANDS, TEST_SEED, band_of  # noqa: E402
-from benchmarks.common import table  # noqa: E402
+from benchmarks.accuracy import ALL, BANDS, TEST_SEED, band_of
+from benchmarks.common import table
+from raybird.dsp.spectrogram import SpecConfig, get_config, magnitude, row_freqs
+from raybird.synth import generator as synth
 
 LEVEL_BINS = (-np.inf, -60, -50, -45, -40, -35, -30, -20, np.inf)  # dB relative to the call's peak
-RATIO_BINS = (-np.inf, -3, 0, 3, 6, 10, 20, np.inf)                 # local call / background power, dB
+RATIO_BINS = (-np.inf, -3, 0, 3, 6, 10, 20, np.inf)  # local call / background power, dB
 FREQ_EDGES = (0, 1000, 3000, 5000, 7000, 8000, 9000, 10000, np.inf)  # Hz
 # coarser bins for the misses by frequency (truth pixels are within 40 dB of their call's peak)
 MISS_LEVEL_BINS = (-np.inf, -30, -20, -10, np.inf)
@@ -57,7 +56,7 @@ def parts(rec: synth.Recording, cfg: SpecConfig) -> tuple[list, np.ndarray]:
     for c in rec.calls:
         x = synth.render_call(c, rec.sample_rate) * float(np.mean(c.gains))
         a = c.span(rec.sample_rate)[0]
-        placed[a:a + len(x)] += x
+        placed[a : a + len(x)] += x
         calls.append(synth.call_magnitude(x, a, cfg, n_frames))
     vocals = _mono(rec.vocals).astype(np.float64)
     scale = float(vocals @ placed / max(placed @ placed, 1e-30))  # the generator's SNR and level gains
@@ -91,9 +90,14 @@ def level_maps(calls: list, background_power: np.ndarray, shape: tuple) -> tuple
 def predicted_masks(pred_dir: str) -> dict[str, np.ndarray]:
     """``{recording stem: boolean mask}`` of a local ``raybird segment`` output (channels mixed)."""
     import pyarrow.dataset as pads
-    from raybird.segment import MASK_SCHEMA, read_mask
-    rows = pads.dataset(Path(pred_dir) / "masks", format="parquet", schema=MASK_SCHEMA).to_table(
-        columns=["source", "n_rows", "n_frames", "mask"]).to_pylist()
+
+    from raybird.io.tables import MASK_SCHEMA, read_mask
+
+    rows = (
+        pads.dataset(Path(pred_dir) / "masks", format="parquet", schema=MASK_SCHEMA)
+        .to_table(columns=["source", "n_rows", "n_frames", "mask"])
+        .to_pylist()
+    )
     return {Path(r["source"]).stem: read_mask(r).astype(bool) for r in rows}
 
 
@@ -107,8 +111,9 @@ def _iou(c: np.ndarray) -> float:
     return c[0] / max(c.sum(), 1)
 
 
-def run(n: int, seed: int, duration: tuple[float, float], patches: list[tuple[int, int]],
-        pred_dir: str | None = None) -> dict:
+def run(
+    n: int, seed: int, duration: tuple[float, float], patches: list[tuple[int, int]], pred_dir: str | None = None
+) -> dict:
     """``{"ceiling": {(patch, band): [tp, fp, fn]}, "errors": {(kind, band): (level hist, ratio hist, n)},
     "by_row": {patch or "model": [tp, fp, fn] per spectrogram row}, "misses_by_freq": {frequency range:
     (2, 2, 4) counts}}`` ("model" and the misses with ``pred_dir``). The misses by frequency count
@@ -167,26 +172,44 @@ def _freq_name(k: int) -> str:
 def _bin_names(bins) -> list[str]:
     def f(x):
         return "" if not np.isfinite(x) else f"{x:g}"
-    return [f"< {f(hi)}" if not np.isfinite(lo) else f"≥ {f(lo)}" if not np.isfinite(hi) else f"{f(lo)}…{f(hi)}"
-            for lo, hi in zip(bins[:-1], bins[1:])]
+
+    return [
+        f"< {f(hi)}" if not np.isfinite(lo) else f"≥ {f(lo)}" if not np.isfinite(hi) else f"{f(lo)}…{f(hi)}"
+        for lo, hi in zip(bins[:-1], bins[1:])
+    ]
 
 
 def report(result: dict, patches: list[tuple[int, int]]) -> str:
     bands = [*BANDS, ALL]
-    out = ["Oracle IoU against the truth: every call's clean spectrogram known, the background's power "
-           "averaged over a patch (rows × frames) instead of its draw",
-           table(["background known as", *bands],
-                 [[f"mean over {r} × {c}"] + [f"{_iou(result['ceiling'][((r, c), b)]):.3f}"
-                                               if ((r, c), b) in result["ceiling"] else "—" for b in bands]
-                  for r, c in patches])]
+    out = [
+        "Oracle IoU against the truth: every call's clean spectrogram known, the background's power "
+        "averaged over a patch (rows × frames) instead of its draw",
+        table(
+            ["background known as", *bands],
+            [
+                [f"mean over {r} × {c}"]
+                + [
+                    f"{_iou(result['ceiling'][((r, c), b)]):.3f}" if ((r, c), b) in result["ceiling"] else "—"
+                    for b in bands
+                ]
+                for r, c in patches
+            ],
+        ),
+    ]
     errors = result["errors"]
-    for title, which, bins in (("level of the strongest call there, relative to its peak (dB)", 0, LEVEL_BINS),
-                               ("local call / background power (dB)", 1, RATIO_BINS)):
-        rows = [[kind, b, f"{e[2]:,}"] + [f"{x / max(e[2], 1):.2f}" for x in e[which]]
-                for (kind, b), e in sorted(errors.items(), key=lambda kv: (kv[0][0], bands.index(kv[0][1])))]
+    for title, which, bins in (
+        ("level of the strongest call there, relative to its peak (dB)", 0, LEVEL_BINS),
+        ("local call / background power (dB)", 1, RATIO_BINS),
+    ):
+        rows = [
+            [kind, b, f"{e[2]:,}"] + [f"{x / max(e[2], 1):.2f}" for x in e[which]]
+            for (kind, b), e in sorted(errors.items(), key=lambda kv: (kv[0][0], bands.index(kv[0][1])))
+        ]
         if rows:
-            out += [f"\nThe model's pixel errors by the {title}: shares of each row's pixels",
-                    table(["error", "band", "pixels", *_bin_names(bins)], rows)]
+            out += [
+                f"\nThe model's pixel errors by the {title}: shares of each row's pixels",
+                table(["error", "band", "pixels", *_bin_names(bins)], rows),
+            ]
     freq_range = _freq_ranges(get_config(None))
     by_row = result["by_row"]
     rows = []
@@ -196,13 +219,20 @@ def report(result: dict, patches: list[tuple[int, int]]) -> str:
         rows.append([_freq_name(k), f"{truth_px:,}"] + [f"{_iou(c[:, sel].sum(axis=1)):.3f}" for c in by_row.values()])
     names = [f"oracle {k[0]} × {k[1]}" if k != "model" else "model" for k in by_row]
     out += ["\nIoU by frequency, all recordings", table(["rows", "truth pixels", *names], rows)]
-    for title, j, bins in (("the level of the strongest call there, relative to its peak (dB)", 0, MISS_LEVEL_BINS),
-                           ("the local call / background power (dB)", 1, MISS_RATIO_BINS)):
-        rows = [[_freq_name(k), f"{m[j, 0].sum():,}"] + [f"{x / max(n, 1):.2f}" for x, n in zip(m[j, 1], m[j, 0])]
-                for k, m in sorted(result["misses_by_freq"].items()) if m[j, 0].sum()]
+    for title, j, bins in (
+        ("the level of the strongest call there, relative to its peak (dB)", 0, MISS_LEVEL_BINS),
+        ("the local call / background power (dB)", 1, MISS_RATIO_BINS),
+    ):
+        rows = [
+            [_freq_name(k), f"{m[j, 0].sum():,}"] + [f"{x / max(n, 1):.2f}" for x, n in zip(m[j, 1], m[j, 0])]
+            for k, m in sorted(result["misses_by_freq"].items())
+            if m[j, 0].sum()
+        ]
         if rows:
-            out += [f"\nShare of the truth the model misses, by frequency and by {title}",
-                    table(["rows", "truth pixels", *_bin_names(bins)], rows)]
+            out += [
+                f"\nShare of the truth the model misses, by frequency and by {title}",
+                table(["rows", "truth pixels", *_bin_names(bins)], rows),
+            ]
     return "\n".join(out)
 
 

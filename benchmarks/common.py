@@ -1,5 +1,6 @@
 """Shared helpers: Markdown tables and a one-line description of the machine and its load
 (the numbers of a shared machine mean little without it)."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,7 @@ from typing import Callable, Sequence
 def table(headers: Sequence[str], rows: Sequence[Sequence], align: str = "") -> str:
     """A Markdown table; ``align`` has one letter per column ("l" or "r"; default: first left)."""
     align = align or "l" + "r" * (len(headers) - 1)
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 

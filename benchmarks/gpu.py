@@ -3,31 +3,29 @@
     python -m benchmarks.gpu [--model raybird/weights/default.pt] [--compile] [--batches 64,128,256]
     python -m benchmarks.gpu --tiny      # CPU smoke run: tiny U-Net, small tiles
 
-The predictor is ``raybird.engine.predict_proba`` as ``raybird segment`` calls it: uint8 tiles
+The predictor is ``raybird.training.engine.predict_proba`` as ``raybird segment`` calls it: uint8 tiles
 copied from (pinned) host memory, divided on the device, bf16 autocast, channels_last,
 BatchNorm folded, softmax, probabilities quantized to uint8 on the device and copied back.
-The train step is ``raybird.engine.train_step`` (bf16 autocast, channels_last, CE + Dice, Adam,
+The train step is ``raybird.training.engine.train_step`` (bf16 autocast, channels_last, CE + Dice, Adam,
 augmentation on the device). Reported: tiles per second and audio-seconds per second (one tile
 advances ``tile_step`` frames, 2.6 s at the default preset), training samples per second. Times
 are the fastest of a few repeats, each ended by a device synchronisation.
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python benchmarks/gpu.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from benchmarks.common import machine, table
-from raybird import engine
-from raybird.model import ModelConfig
-from raybird.spectrogram import SpecConfig
+from raybird.dsp.spectrogram import SpecConfig
+from raybird.models import checkpoint
+from raybird.models.networks import ModelConfig
+from raybird.training import engine
 
 
 def device_name(dev: torch.device) -> str:
@@ -52,8 +50,9 @@ def _timed(fn, dev: torch.device, reps: int, warmup: int = 2) -> float:
     return best
 
 
-def predictor_rows(model: torch.nn.Module, cfg: SpecConfig, dev: torch.device, batches, compile_: bool,
-                   reps: int) -> list[dict]:
+def predictor_rows(
+    model: torch.nn.Module, cfg: SpecConfig, dev: torch.device, batches, compile_: bool, reps: int
+) -> list[dict]:
     rows = []
     variants = [("fp32", engine.precision_settings(dev, "fp32")), ("bf16", engine.precision_settings(dev, "bf16"))]
     for name, settings in variants:
@@ -70,9 +69,10 @@ def predictor_rows(model: torch.nn.Module, cfg: SpecConfig, dev: torch.device, b
     return rows
 
 
-def train_rows(model_cfg: ModelConfig, cfg: SpecConfig, dev: torch.device, batches, compile_: bool,
-               reps: int) -> list[dict]:
-    from raybird.augment import AugmentConfig
+def train_rows(
+    model_cfg: ModelConfig, cfg: SpecConfig, dev: torch.device, batches, compile_: bool, reps: int
+) -> list[dict]:
+    from raybird.training.augment import AugmentConfig
 
     rows = []
     loss_fn = engine.make_loss("ce+dice")
@@ -86,12 +86,17 @@ def train_rows(model_cfg: ModelConfig, cfg: SpecConfig, dev: torch.device, batch
                 net = torch.compile(model) if comp else model
                 opt = engine.make_optimizer(net)
                 gen = torch.Generator(device=dev).manual_seed(0)
-                batch = {"spec": torch.randint(0, 256, (bs, cfg.n_rows, cfg.tile_frames), dtype=torch.uint8,
-                                               device=dev),
-                         "mask": torch.randint(0, 2, (bs, cfg.n_rows, cfg.tile_frames), dtype=torch.uint8,
-                                               device=dev)}
-                t = _timed(lambda: engine.train_step(net, batch, opt, loss_fn, settings,
-                                                     augment=AugmentConfig(), generator=gen), dev, reps)
+                batch = {
+                    "spec": torch.randint(0, 256, (bs, cfg.n_rows, cfg.tile_frames), dtype=torch.uint8, device=dev),
+                    "mask": torch.randint(0, 2, (bs, cfg.n_rows, cfg.tile_frames), dtype=torch.uint8, device=dev),
+                }
+                t = _timed(
+                    lambda: engine.train_step(
+                        net, batch, opt, loss_fn, settings, augment=AugmentConfig(), generator=gen
+                    ),
+                    dev,
+                    reps,
+                )
                 rows.append(dict(setting=label, batch=bs, samples_per_s=bs / t))
     return rows
 
@@ -122,7 +127,7 @@ def main(argv=None) -> dict:
         batches, train_batches, reps = [2, 4], [2], 2
         torch.set_num_threads(1)  # OpenMP threads waiting on each other crawl on a busy machine
     else:
-        model, payload = engine.load_checkpoint(a.model, map_location="cpu")
+        model, payload = checkpoint.load_checkpoint(a.model, map_location="cpu")
         model_cfg = ModelConfig.from_dict(payload["model_config"])
         cfg = SpecConfig.from_json(payload["spec_config"])
         batches = [int(b) for b in a.batches.split(",")]
@@ -130,21 +135,44 @@ def main(argv=None) -> dict:
         reps = a.reps
     model = model.to(dev)
     sec_per_tile = cfg.tile_step * cfg.hop_length / cfg.sample_rate
-    print(f"\n## GPU benchmark (plain PyTorch)\n\ndevice: {device_name(dev)}; torch {torch.__version__}; "
-          f"model {model_cfg.arch} width {model_cfg.width} depth {model_cfg.depth}; tiles {cfg.n_rows} x "
-          f"{cfg.tile_frames} ({sec_per_tile:.2f} audio-s each)", flush=True)
+    print(
+        f"\n## GPU benchmark (plain PyTorch)\n\ndevice: {device_name(dev)}; torch {torch.__version__}; "
+        f"model {model_cfg.arch} width {model_cfg.width} depth {model_cfg.depth}; tiles {cfg.n_rows} x "
+        f"{cfg.tile_frames} ({sec_per_tile:.2f} audio-s each)",
+        flush=True,
+    )
     pred = predictor_rows(model, cfg, dev, batches, a.compile, reps)
     for r in pred:
         r["x_realtime"] = r["tiles_per_s"] * sec_per_tile
     print("\n### predictor (uint8 tiles from host -> probabilities on host)\n")
-    print(table(["setting", "batch", "tiles / s", "audio-s / s", "vs fp32"],
-                [[r["setting"], r["batch"], f"{r['tiles_per_s']:.1f}", f"{r['x_realtime']:.0f}",
-                  f"{_vs_fp32(r, pred, 'tiles_per_s'):.2f}x"] for r in pred]), flush=True)
+    print(
+        table(
+            ["setting", "batch", "tiles / s", "audio-s / s", "vs fp32"],
+            [
+                [
+                    r["setting"],
+                    r["batch"],
+                    f"{r['tiles_per_s']:.1f}",
+                    f"{r['x_realtime']:.0f}",
+                    f"{_vs_fp32(r, pred, 'tiles_per_s'):.2f}x",
+                ]
+                for r in pred
+            ],
+        ),
+        flush=True,
+    )
     train = train_rows(model_cfg, cfg, dev, train_batches, a.compile, reps)
     print("\n### train step (forward, backward, Adam, augmentation on the device)\n")
-    print(table(["setting", "batch", "samples / s", "vs fp32"],
-                [[r["setting"], r["batch"], f"{r['samples_per_s']:.1f}", f"{_vs_fp32(r, train, 'samples_per_s'):.2f}x"]
-                 for r in train]), flush=True)
+    print(
+        table(
+            ["setting", "batch", "samples / s", "vs fp32"],
+            [
+                [r["setting"], r["batch"], f"{r['samples_per_s']:.1f}", f"{_vs_fp32(r, train, 'samples_per_s'):.2f}x"]
+                for r in train
+            ],
+        ),
+        flush=True,
+    )
     return dict(device=device_name(dev), predictor=pred, train=train)
 
 

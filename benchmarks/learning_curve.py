@@ -27,18 +27,18 @@ the test songs, SW83-0418_04-79 … -92, 22 s, are all of the second nest box, S
 SW83-0418_04-78 (4 s), train from the other 12 (32 s). The exact files and seconds are printed
 and written with the results.
 
-Every recording of a set but the test ones is ingested once (:func:`raybird.ingest.run_local`,
+Every recording of a set but the test ones is ingested once (:func:`raybird.pipelines.ingest.run_local`,
 the default spectrogram preset, labels found next to the audio); each size's training data is
 those shards with the ``split`` column set to ``train`` for its recordings and ``val`` for the
 val recording (ingest's own 70/20/10 split by file-name hash would leave val empty or take
 training recordings away at this scale). Each (size, init) is trained by raybird's own trainer
-(:func:`raybird.train.fit`: Ray Train, 1 worker, width 8, the defaults otherwise: Adam 1e-3,
+(:func:`raybird.pipelines.train.fit`: Ray Train, 1 worker, width 8, the defaults otherwise: Adam 1e-3,
 early stopping after 10 epochs without val IoU gain), ``init`` = scratch or ``default`` (the
 shipped model) with the same epoch budget. Its best checkpoint (by val IoU) segments the test
 recordings (:func:`benchmarks.real.model_segments`: the segment job's defaults), as does the
 shipped model untouched ("no training").
 
-**Measures** (:mod:`raybird.field_scores`, counts summed over the test recordings): frame
+**Measures** (:mod:`raybird.evaluation.field_scores`, counts summed over the test recordings): frame
 precision/recall/F1 on 10-ms frames; segment F1 (onset and offset within 20 ms, one-to-one);
 onset F1 (10 ms); median onset and offset error, signed / absolute, ms. The great tit labels are
 one box per song clip (pykanto JSON without onsets), so there: frame scores and box recall /
@@ -53,19 +53,16 @@ Output: per set a table, printed and in ``OUT/learning_curve.md``; everything, w
 per-epoch val history of every run, in ``OUT/learning_curve.json`` (default OUT:
 ``out/learning_curve``). Training runs go to ``OUT/work/runs/<name>`` (replaced on a re-run).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
-
-if __package__ in (None, ""):  # run as a file: python benchmarks/learning_curve.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,23 +71,27 @@ import pyarrow.parquet as pq
 from benchmarks.accuracy import REAL_DEFAULT
 from benchmarks.common import machine, table
 from benchmarks.real import _ms, _num, duration_s, model_segments, reference_events
-from raybird import ingest, segment
-from raybird.field_scores import pooled, recording_counts
+from raybird.evaluation.field_scores import pooled, recording_counts
+from raybird.models import checkpoint
+from raybird.pipelines import ingest
 
 
 @dataclass(frozen=True)
 class CurveSet:
     key: str
     name: str
-    audio: str          # glob under the real-data folder
-    labels: str         # glob of its label files (found beside the audio by ingest)
-    boxes: bool         # one box per song: frame scores and box recall instead of segment/onset F1
+    audio: str  # glob under the real-data folder
+    labels: str  # glob of its label files (found beside the audio by ingest)
+    boxes: bool  # one box per song: frame scores and box recall instead of segment/onset F1
 
 
-SETS = {s.key: s for s in (
-    CurveSet("finch", "Bengalese finch", "bengalese_finch/*.wav", "bengalese_finch/*.txt", boxes=False),
-    CurveSet("great_tit", "great tit", "pykanto/great_tit/WAV/*.wav", "pykanto/great_tit/JSON/*.JSON", boxes=True),
-)}
+SETS = {
+    s.key: s
+    for s in (
+        CurveSet("finch", "Bengalese finch", "bengalese_finch/*.wav", "bengalese_finch/*.txt", boxes=False),
+        CurveSet("great_tit", "great tit", "pykanto/great_tit/WAV/*.wav", "pykanto/great_tit/JSON/*.JSON", boxes=True),
+    )
+}
 INITS = ("scratch", "default")
 
 
@@ -99,12 +100,16 @@ def protocol(files: list[str], durations: dict[str, float], sizes: list[str]) ->
     total, test = sum(durations[f] for f in files), []
     while sum(durations[f] for f in test) < total / 3:
         test.insert(0, files[len(files) - len(test) - 1])
-    rest = files[:len(files) - len(test)]
+    rest = files[: len(files) - len(test)]
     val, pool = rest[-1:], rest[:-1]
     cumulative = [sum(durations[f] for f in pool[:k]) for k in range(1, len(pool) + 1)]
     subsets: dict[tuple, str] = {}
     for size in sizes:
-        k = len(pool) if size == "all" else min(range(1, len(pool) + 1), key=lambda k: abs(cumulative[k - 1] - float(size)))
+        k = (
+            len(pool)
+            if size == "all"
+            else min(range(1, len(pool) + 1), key=lambda k: abs(cumulative[k - 1] - float(size)))
+        )
         subsets.setdefault(tuple(pool[:k]), "all" if k == len(pool) else size)
     return dict(test=test, val=val, train={size: list(fs) for fs, size in subsets.items()})
 
@@ -126,15 +131,32 @@ def size_data(ingested: str, train: list[str], val: list[str], out: Path) -> str
 
 def train_one(data: str, runs: Path, name: str, init: str, epochs: int) -> dict:
     """raybird's trainer on ``data``, from scratch or from the shipped model; a fresh run folder."""
-    from raybird.train import TrainConfig, fit
+    from raybird.pipelines.train import TrainConfig, fit
+
     shutil.rmtree(runs / name, ignore_errors=True)  # the same name would resume the old run
     t0 = time.perf_counter()
-    r = fit(TrainConfig(data=data, storage_path=str(runs), name=name, workers=1, width=8, epochs=epochs,
-                        init="default" if init == "default" else ""))
-    return dict(checkpoint=r.best_checkpoint, epochs_run=r.epochs_run, best_epoch=r.best_epoch + 1,
-                best_val_iou=r.best_val_iou, train_wall_s=time.perf_counter() - t0,
-                history=[{k: h[k] for k in ("epoch", "lr", "train_loss", "train_iou", "val_loss", "val_iou", "val_dice")}
-                         for h in r.history])
+    r = fit(
+        TrainConfig(
+            data=data,
+            storage_path=str(runs),
+            name=name,
+            workers=1,
+            width=8,
+            epochs=epochs,
+            init="default" if init == "default" else "",
+        )
+    )
+    return dict(
+        checkpoint=r.best_checkpoint,
+        epochs_run=r.epochs_run,
+        best_epoch=r.best_epoch + 1,
+        best_val_iou=r.best_val_iou,
+        train_wall_s=time.perf_counter() - t0,
+        history=[
+            {k: h[k] for k in ("epoch", "lr", "train_loss", "train_iou", "val_loss", "val_iou", "val_dice")}
+            for h in r.history
+        ],
+    )
 
 
 def first_epoch_reaching(history: list[dict], target: float) -> Optional[int]:
@@ -146,19 +168,46 @@ def first_epoch_reaching(history: list[dict], target: float) -> Optional[int]:
 def set_table(cs: CurveSet, rows: list[dict]) -> str:
     def fmt(x, spec):
         return "—" if x is None else format(x, spec)
-    head = ["train s (recordings)", "init", "epochs run", "best epoch", "best val IoU", "frame P", "frame R", "frame F1"]
-    head += (["box recall", "box precision"] if cs.boxes else
-             ["segment F1 @20 ms", "onset F1 @10 ms", "onset error ms (signed / abs)", "offset error ms"])
+
+    head = [
+        "train s (recordings)",
+        "init",
+        "epochs run",
+        "best epoch",
+        "best val IoU",
+        "frame P",
+        "frame R",
+        "frame F1",
+    ]
+    head += (
+        ["box recall", "box precision"]
+        if cs.boxes
+        else ["segment F1 @20 ms", "onset F1 @10 ms", "onset error ms (signed / abs)", "offset error ms"]
+    )
     head += ["predictions", "train wall s"]
     out = []
     for r in rows:
         s = r["scores"]
-        line = [f"{r['train_s']:.1f} ({r['n_train']})", r["init"], fmt(r.get("epochs_run"), "d"),
-                fmt(r.get("best_epoch"), "d"), fmt(r.get("best_val_iou"), ".3f"),
-                _num(s["frame_precision"]), _num(s["frame_recall"]), _num(s["frame_f1"])]
-        line += ([_num(s["box_recall"]), _num(s["box_precision"])] if cs.boxes else
-                 [_num(s["segment_f1"]), _num(s["onset_f1"]), _ms(s["onset_error_ms"], s["onset_abs_error_ms"]),
-                  _ms(s["offset_error_ms"], s["offset_abs_error_ms"])])
+        line = [
+            f"{r['train_s']:.1f} ({r['n_train']})",
+            r["init"],
+            fmt(r.get("epochs_run"), "d"),
+            fmt(r.get("best_epoch"), "d"),
+            fmt(r.get("best_val_iou"), ".3f"),
+            _num(s["frame_precision"]),
+            _num(s["frame_recall"]),
+            _num(s["frame_f1"]),
+        ]
+        line += (
+            [_num(s["box_recall"]), _num(s["box_precision"])]
+            if cs.boxes
+            else [
+                _num(s["segment_f1"]),
+                _num(s["onset_f1"]),
+                _ms(s["onset_error_ms"], s["onset_abs_error_ms"]),
+                _ms(s["offset_error_ms"], s["offset_abs_error_ms"]),
+            ]
+        )
         line += [s["n_pred"], fmt(r.get("train_wall_s"), ".0f")]
         out.append(line)
     return table(head, out)
@@ -173,10 +222,12 @@ def verdicts(rows: list[dict]) -> list[str]:
             continue
         s, d = runs["scratch"], runs["default"]
         at = first_epoch_reaching(d["history"], s["best_val_iou"])
-        lines.append(f"- {s['train_s']:.0f} s: scratch best val IoU {s['best_val_iou']:.3f} at epoch {s['best_epoch']}; "
-                     f"from default best {d['best_val_iou']:.3f} at epoch {d['best_epoch']}, "
-                     + (f"reached scratch's best at epoch {at}" if at else "never reached scratch's best")
-                     + f"; test frame F1 {d['scores']['frame_f1'] - s['scores']['frame_f1']:+.3f} (default - scratch)")
+        lines.append(
+            f"- {s['train_s']:.0f} s: scratch best val IoU {s['best_val_iou']:.3f} at epoch {s['best_epoch']}; "
+            f"from default best {d['best_val_iou']:.3f} at epoch {d['best_epoch']}, "
+            + (f"reached scratch's best at epoch {at}" if at else "never reached scratch's best")
+            + f"; test frame F1 {d['scores']['frame_f1'] - s['scores']['frame_f1']:+.3f} (default - scratch)"
+        )
     return lines
 
 
@@ -190,13 +241,13 @@ def run_set(cs: CurveSet, real: Path, out: Path, sizes: list[str], epochs: int, 
     events = {f: reference_events(f) for f in plan["test"]}
     work = out / "work" / cs.key
 
-    def score(ckpt: segment.Checkpoint) -> dict:
+    def score(ckpt: checkpoint.Checkpoint) -> dict:
         preds, errors = model_segments(ckpt, plan["test"], out, threads)
         if errors:
             raise RuntimeError(f"segment failed on {errors}")
         return pooled([recording_counts(events[f], preds.get(f, []), durations[f]) for f in plan["test"]])
 
-    rows = [dict(size="0", train_s=0.0, n_train=0, init="no training", scores=score(segment.read_checkpoint(None)))]
+    rows = [dict(size="0", train_s=0.0, n_train=0, init="no training", scores=score(checkpoint.read_checkpoint(None)))]
     # every recording but the test ones, ingested once; labels sit beside the audio (or in ../JSON)
     pool = sorted(set(plan["val"] + [f for fs in plan["train"].values() for f in fs]))
     stems = {Path(f).stem for f in pool}
@@ -210,16 +261,31 @@ def run_set(cs: CurveSet, real: Path, out: Path, sizes: list[str], epochs: int, 
             name = f"{cs.key}-{size}-{init}"
             print(f"\n[learning_curve] {name}: {len(train)} recordings, {seconds(train, durations):.1f} s", flush=True)
             r = train_one(data, (out / "work" / "runs").resolve(), name, init, epochs)
-            rows.append(dict(size=size, train_s=seconds(train, durations), n_train=len(train), init=init, **r,
-                             scores=score(segment.read_checkpoint(r["checkpoint"]))))
+            rows.append(
+                dict(
+                    size=size,
+                    train_s=seconds(train, durations),
+                    n_train=len(train),
+                    init=init,
+                    **r,
+                    scores=score(checkpoint.read_checkpoint(r["checkpoint"])),
+                )
+            )
 
     def names(fs):
         return ", ".join(Path(f).stem for f in fs)
-    text = [f"### {cs.name}: {len(files)} recordings, {seconds(files, durations):.1f} s", "",
-            f"test ({len(plan['test'])}, {seconds(plan['test'], durations):.1f} s): {names(plan['test'])}  ",
-            f"val ({seconds(plan['val'], durations):.1f} s): {names(plan['val'])}  ",
-            *[f"train {size} → {seconds(fs, durations):.1f} s: {names(fs)}  " for size, fs in plan["train"].items()],
-            "", set_table(cs, rows), "", *verdicts(rows)]
+
+    text = [
+        f"### {cs.name}: {len(files)} recordings, {seconds(files, durations):.1f} s",
+        "",
+        f"test ({len(plan['test'])}, {seconds(plan['test'], durations):.1f} s): {names(plan['test'])}  ",
+        f"val ({seconds(plan['val'], durations):.1f} s): {names(plan['val'])}  ",
+        *[f"train {size} → {seconds(fs, durations):.1f} s: {names(fs)}  " for size, fs in plan["train"].items()],
+        "",
+        set_table(cs, rows),
+        "",
+        *verdicts(rows),
+    ]
     result = dict(asdict(cs), durations=durations, test=plan["test"], val=plan["val"], train=plan["train"], rows=rows)
     return result, "\n".join(text)
 
@@ -242,7 +308,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     out = Path(a.out or ("out/learning_curve-quick" if a.quick else "out/learning_curve"))
     out.mkdir(parents=True, exist_ok=True)
     t0, head = time.perf_counter(), machine()
-    from raybird.runtime import init_ray
+    from raybird.pipelines.runtime import init_ray
+
     init_ray(dashboard=True)  # Ray Train's placement-group cleaner polls the dashboard
 
     results, blocks = {}, []
@@ -254,8 +321,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
     tail = f"{head}. Epoch budget {epochs}, width 8, 1 worker. Wall time {wall:.0f} s."
     print(tail)
     (out / "learning_curve.md").write_text("\n\n".join(blocks) + "\n\n" + tail + "\n")
-    result = dict(settings=dict(vars(a), sets=keys, sizes=sizes, epochs=epochs, out=str(out)), machine=head,
-                  sets=results, wall_s=wall)
+    result = dict(
+        settings=dict(vars(a), sets=keys, sizes=sizes, epochs=epochs, out=str(out)),
+        machine=head,
+        sets=results,
+        wall_s=wall,
+    )
     (out / "learning_curve.json").write_text(json.dumps(result, indent=1, default=float))
     print(f"\nlearning_curve: {out / 'learning_curve.md'}, {out / 'learning_curve.json'}")
     return result

@@ -20,6 +20,7 @@ its first frame to the centre of its last (so about one hop, 23 ms at 22.05 kHz,
 the pixels it spans) and from its lowest to its highest bin frequency. Nothing is tuned to our
 data: the point is a peer anyone can rerun.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -50,5 +51,7 @@ def maad_rois(path: str) -> list[tuple[float, float, float, float]]:
         if df.empty:
             return []
         df = util.format_features(df, tn, fn)
-    return [(float(a), float(b), float(c), float(d))
-            for a, b, c, d in np.asarray(df[["min_t", "max_t", "min_f", "max_f"]], float)]
+    return [
+        (float(a), float(b), float(c), float(d))
+        for a, b, c, d in np.asarray(df[["min_t", "max_t", "min_f", "max_f"]], float)
+    ]

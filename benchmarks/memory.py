@@ -3,8 +3,8 @@
     python -m benchmarks.memory [--hours 2] [--quick]
 
 The recording (22.05 kHz mono FLAC: a 60 s synthetic recording repeated) is segmented in a
-child process -- ``raybird.segment.run`` on a fresh embedded local Ray with 2 CPUs, then
-``raybird.segment.run_local`` -- while this process samples, every 0.2 s, every process
+child process -- ``raybird.pipelines.segment.run`` on a fresh embedded local Ray with 2 CPUs, then
+``raybird.pipelines.segment.run_local`` -- while this process samples, every 0.2 s, every process
 descending from the child: the driver, Ray's GCS and raylet (which holds the object store),
 its runtime-env agents, and all Ray workers (the segment actor that decodes, infers and
 stitches the recording, idle workers). Reported:
@@ -19,6 +19,7 @@ Not counted: memory freed and re-used between two samples (0.2 s) in the sums, a
 cache (the audio file and the output files are read and written through it; it is
 reclaimable).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,22 +32,20 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python benchmarks/memory.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 
 from benchmarks.common import machine, table
 
-MB = 2 ** 20
-LIMIT = 2 * 2 ** 30  # the target: 2 GB for a 2-hour recording
+MB = 2**20
+LIMIT = 2 * 2**30  # the target: 2 GB for a 2-hour recording
 
 
 def write_long_recording(path: Path, seconds: float, sr: int = 22050, seed: int = 3) -> float:
     """A ``seconds``-long FLAC made of one 60 s synthetic recording repeated, written block by
     block (never the whole signal in memory)."""
     import soundfile as sf
-    from raybird.synth import generate_recording
+
+    from raybird.synth.generator import generate_recording
 
     piece = generate_recording(np.random.default_rng(seed), min(60.0, seconds), sr, p_clip=0, p_dc=0).audio
     piece = piece if piece.ndim == 1 else piece.mean(axis=1)
@@ -54,7 +53,7 @@ def write_long_recording(path: Path, seconds: float, sr: int = 22050, seed: int 
     with sf.SoundFile(path, "w", sr, 1, "PCM_16", format="FLAC") as f:
         written = 0
         while written < total:
-            chunk = piece[:total - written]
+            chunk = piece[: total - written]
             f.write(chunk)
             written += len(chunk)
     return total / sr
@@ -106,8 +105,13 @@ def _name(pid: int) -> str:
 
 
 def group_of(cmd: str) -> str:
-    for key, name in (("gcs_server", "GCS"), ("raylet", "raylet + object store"), ("dashboard", "Ray dashboard"),
-                      ("RuntimeEnvAgent", "other Ray services"), ("ray::", "Ray workers (tasks, actors)")):
+    for key, name in (
+        ("gcs_server", "GCS"),
+        ("raylet", "raylet + object store"),
+        ("dashboard", "Ray dashboard"),
+        ("RuntimeEnvAgent", "other Ray services"),
+        ("ray::", "Ray workers (tasks, actors)"),
+    ):
         if key.lower() in cmd.lower():
             return name
     return "other Ray services"  # runtime-env agent, log monitor, autoscaler monitor
@@ -163,17 +167,28 @@ def measure(mode: str, audio: Path, out: Path, cpus: int, interval: float = 0.2)
         raise RuntimeError(f"{mode} run failed ({proc.returncode}): {stdout[-2000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     hwm, who = sampler.largest()
-    return dict(mode=mode, peak_pss=sampler.peak_pss, peak_rss=sampler.peak_rss, shmem=sampler.shmem_at_peak,
-                largest_hwm=hwm,
-                largest_cmd=who[:60], processes=sampler.n_processes, groups=sampler.groups_at_peak, **result)
+    return dict(
+        mode=mode,
+        peak_pss=sampler.peak_pss,
+        peak_rss=sampler.peak_rss,
+        shmem=sampler.shmem_at_peak,
+        largest_hwm=hwm,
+        largest_cmd=who[:60],
+        processes=sampler.n_processes,
+        groups=sampler.groups_at_peak,
+        **result,
+    )
 
 
 def child(mode: str, audio: str, out: str, cpus: int) -> None:
-    from raybird import segment
+    from raybird.pipelines import segment
+
     t = time.perf_counter()
     if mode == "ray":
         import ray
-        from raybird.runtime import init_ray
+
+        from raybird.pipelines.runtime import init_ray
+
         init_ray(num_cpus=cpus)
         ray.data.DataContext.get_current().enable_progress_bars = False
         s = segment.run([audio], out)
@@ -206,22 +221,43 @@ def main(argv=None) -> dict:
             runs.append(measure("local", audio, work / "out_local", a.cpus))
         ray_run = runs[0]
         print(f"\n### peak memory, one {secs / 3600:.2f}-hour recording ({audio.stat().st_size / MB:.0f} MB FLAC)\n")
-        rows = [["Ray (`segment.run`, %d CPUs): all %d processes" % (a.cpus, ray_run["processes"]),
-                 f"{ray_run['peak_pss'] / MB:.0f}", f"{ray_run['peak_rss'] / MB:.0f}",
-                 f"{ray_run['largest_hwm'] / MB:.0f} ({ray_run['largest_cmd'].split(' ')[0][:40]})",
-                 f"{ray_run['wall_s']:.0f}"]]
+        rows = [
+            [
+                "Ray (`segment.run`, %d CPUs): all %d processes" % (a.cpus, ray_run["processes"]),
+                f"{ray_run['peak_pss'] / MB:.0f}",
+                f"{ray_run['peak_rss'] / MB:.0f}",
+                f"{ray_run['largest_hwm'] / MB:.0f} ({ray_run['largest_cmd'].split(' ')[0][:40]})",
+                f"{ray_run['wall_s']:.0f}",
+            ]
+        ]
         for g, (n, pss) in sorted(ray_run["groups"].items()):
             rows.append([f"&nbsp;&nbsp;of which {g} ({n})", f"{pss / MB:.0f}", "", "", ""])
-        rows.append(["&nbsp;&nbsp;of which shared memory (object store pages, all processes)",
-                     f"{ray_run['shmem'] / MB:.0f}", "", "", ""])
+        rows.append(
+            [
+                "&nbsp;&nbsp;of which shared memory (object store pages, all processes)",
+                f"{ray_run['shmem'] / MB:.0f}",
+                "",
+                "",
+                "",
+            ]
+        )
         for r in runs[1:]:
-            rows.append(["single-process loop (`segment.run_local`, 1 thread)", f"{r['peak_pss'] / MB:.0f}",
-                         f"{r['peak_rss'] / MB:.0f}", f"{r['largest_hwm'] / MB:.0f}", f"{r['wall_s']:.0f}"])
-        print(table(["run", "peak PSS sum (MB)", "peak RSS sum (MB)", "largest process peak RSS (MB)", "wall s"],
-                    rows))
+            rows.append(
+                [
+                    "single-process loop (`segment.run_local`, 1 thread)",
+                    f"{r['peak_pss'] / MB:.0f}",
+                    f"{r['peak_rss'] / MB:.0f}",
+                    f"{r['largest_hwm'] / MB:.0f}",
+                    f"{r['wall_s']:.0f}",
+                ]
+            )
+        print(table(["run", "peak PSS sum (MB)", "peak RSS sum (MB)", "largest process peak RSS (MB)", "wall s"], rows))
         ok = ray_run["peak_pss"] <= LIMIT
-        print(f"\nRay run within {LIMIT / 2 ** 30:.0f} GB: {'yes' if ok else 'NO'} "
-              f"(PSS group breakdown at the moment of the peak)", flush=True)
+        print(
+            f"\nRay run within {LIMIT / 2**30:.0f} GB: {'yes' if ok else 'NO'} "
+            f"(PSS group breakdown at the moment of the peak)",
+            flush=True,
+        )
         return dict(runs=runs, seconds=secs, ok=ok)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,28 +1,29 @@
 """Plots of the shared real recordings segmented by a model (issue 5): for each, the spectrogram
 with the predicted mask and segment boxes (red) above the reference labels (cyan).
 
-    python benchmarks/real_plots.py                       # the shipped default model -> docs/img/
-    python benchmarks/real_plots.py --model runs/unet/best/checkpoint.pt --out docs/img
+    python -m benchmarks.real_plots                       # the shipped default model -> docs/img/
+    python -m benchmarks.real_plots --model runs/unet/best/checkpoint.pt --out docs/img
 
-Each recording is predicted in this process (:func:`raybird.segment.predict_recording`, the
-segment job's defaults) and drawn by :func:`raybird.plot.plot_recording` with the labels read
+Each recording is predicted in this process (:func:`raybird.pipelines.segment.predict_recording`, the
+segment job's defaults) and drawn by :func:`raybird.evaluation.plot.plot_recording` with the labels read
 as ``raybird plot --ref`` reads them. PNGs are kept small for the docs (a palette of 64 colours,
 fewer if one exceeds 150 KB).
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raybird import postprocess, segment  # noqa: E402
-from raybird.plot import plot_recording, read_reference, stitched_spectrogram  # noqa: E402
+from raybird.evaluation.plot import plot_recording, read_reference, stitched_spectrogram
+from raybird.inference import postprocess, recording
+from raybird.io import storage
+from raybird.models import checkpoint
 
 MAX_BYTES = 150 * 1024  # images in docs/
 REAL_DEFAULT = Path(os.environ.get("RAYBIRD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"))
@@ -30,42 +31,73 @@ REAL_DEFAULT = Path(os.environ.get("RAYBIRD_REAL_DATA", Path(__file__).resolve()
 
 @dataclass(frozen=True)
 class Shown:
-    png: str                 # file name under --out
-    audio: str               # relative to the real-data folder
-    ref: str                 # label file, relative to the real-data folder
-    start: float = 0.0       # seconds shown
+    png: str  # file name under --out
+    audio: str  # relative to the real-data folder
+    ref: str  # label file, relative to the real-data folder
+    start: float = 0.0  # seconds shown
     end: Optional[float] = None
 
 
 RECORDINGS = (
     Shown("real_storm_petrel_XC46092.png", "pykanto/storm_petrel/XC46092.wav", "pykanto/storm_petrel/XC46092.xml"),
-    Shown("real_great_tit_B32-0415_05-15.png", "pykanto/great_tit/WAV/2021-B32-0415_05-15.wav",
-          "pykanto/great_tit/JSON/2021-B32-0415_05-15.JSON"),
-    Shown("real_great_tit_SW83-0418_04-79.png", "pykanto/great_tit/WAV/2021-SW83-0418_04-79.wav",
-          "pykanto/great_tit/JSON/2021-SW83-0418_04-79.JSON"),
+    Shown(
+        "real_great_tit_B32-0415_05-15.png",
+        "pykanto/great_tit/WAV/2021-B32-0415_05-15.wav",
+        "pykanto/great_tit/JSON/2021-B32-0415_05-15.JSON",
+    ),
+    Shown(
+        "real_great_tit_SW83-0418_04-79.png",
+        "pykanto/great_tit/WAV/2021-SW83-0418_04-79.wav",
+        "pykanto/great_tit/JSON/2021-SW83-0418_04-79.JSON",
+    ),
     Shown("real_bsd_XC41136.png", "bsd_sample/Test/Raw_audios/XC41136.wav", "bsd_sample/Test/Masks/XC41136.png"),
-    Shown("real_bengalese_finch_0808.138.png", "bengalese_finch/gy6or6_baseline_230312_0808.138.wav",
-          "bengalese_finch/gy6or6_baseline_230312_0808.138.txt", 1.0, 5.0),
+    Shown(
+        "real_bengalese_finch_0808.138.png",
+        "bengalese_finch/gy6or6_baseline_230312_0808.138.wav",
+        "bengalese_finch/gy6or6_baseline_230312_0808.138.txt",
+        1.0,
+        5.0,
+    ),
 )
 
 
-def render(shown: Shown, real: Path, ckpt: segment.Checkpoint, out: Path, options=segment.SegmentOptions(),
-           width_in: float = 10.0, dpi: int = 80, colours: int = 64) -> tuple[Path, int]:
+def render(
+    shown: Shown,
+    real: Path,
+    ckpt: checkpoint.Checkpoint,
+    out: Path,
+    options=recording.SegmentOptions(),
+    width_in: float = 10.0,
+    dpi: int = 80,
+    colours: int = 64,
+) -> tuple[Path, int]:
     """Predict, plot and palette-compress one recording; returns the PNG and its segment count."""
     source = str(real / shown.audio)
     cfg = ckpt.cfg
-    _, results = segment.predict_recording(source, ckpt, options)
+    _, results = recording.predict_recording(source, ckpt, options)
     result = results[0]
     mask = postprocess.decode_mask(result.mask, cfg.n_rows, result.n_frames)
     start = max(0, int(round(shown.start / cfg.frame_s)))
     stop = mask.shape[1] if shown.end is None else min(mask.shape[1], int(round(shown.end / cfg.frame_s)) + 1)
-    spec = stitched_spectrogram(segment.source_bytes(source), cfg, 0, "mix", start, stop)
+    spec = stitched_spectrogram(storage.source_bytes(source), cfg, 0, "mix", start, stop)
     boxes = [s.box for s in result.segments if s.end_s >= shown.start and (shown.end is None or s.start_s <= shown.end)]
     ref, ref_events = read_reference(str(real / shown.ref))
     path = out / shown.png
     title = f"{Path(shown.audio).name} — {ckpt.model_id}: {len(boxes)} segments"
-    plot_recording(path, spec, cfg, mask[:, start:stop], boxes, ref, start, title=title, width_in=width_in,
-                   ref_boxes=ref_events, panel_in=2.4, dpi=dpi)
+    plot_recording(
+        path,
+        spec,
+        cfg,
+        mask[:, start:stop],
+        boxes,
+        ref,
+        start,
+        title=title,
+        width_in=width_in,
+        ref_boxes=ref_events,
+        panel_in=2.4,
+        dpi=dpi,
+    )
     rgb = Image.open(path).convert("RGB")
     while True:  # fewer colours until it fits
         rgb.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
@@ -83,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = segment.read_checkpoint(a.model)
+    ckpt = checkpoint.read_checkpoint(a.model)
     paths = []
     for shown in RECORDINGS:
         path, n = render(shown, Path(a.real), ckpt, out, dpi=a.dpi)

@@ -12,24 +12,21 @@ Three tables, all measured in this run on the same synthetic recordings:
 2. **accuracy** -- foreground IoU against the synthetic truth masks with the most accurate
    setting (fp32) and with the Predictor's (fast) setting; the fast one must stay within 2 points.
 3. **end to end** -- audio files -> Parquet (decode, spectrogram tiles, model, stitching,
-   segments, writing): ``raybird.segment.run`` on an embedded local Ray against
-   ``raybird.segment.run_local``, the same work in one process (plain PyTorch loop), in
+   segments, writing): ``raybird.pipelines.segment.run`` on an embedded local Ray against
+   ``raybird.pipelines.segment.run_local``, the same work in one process (plain PyTorch loop), in
    audio-seconds per wall-second. Ray's start-up is excluded (on a cluster it is already
    running; a warm-up run starts the workers), everything else is timed.
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python benchmarks/segment.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pyarrow as pa
@@ -37,9 +34,12 @@ import soundfile as sf
 import torch
 
 from benchmarks.common import best_time, machine, table
-from raybird import engine, segment
-from raybird.evaluate import evaluate_masks
-from raybird.synth import generate_archive
+from raybird.evaluation.evaluate import evaluate_masks
+from raybird.inference import decode, predictor, recording
+from raybird.models import checkpoint
+from raybird.pipelines import segment
+from raybird.synth.generator import generate_archive
+from raybird.training import engine
 
 IOU_BUDGET = 0.02  # the fast setting may lose at most 2 points of foreground IoU
 
@@ -58,10 +58,13 @@ def decoded_tiles(records: list[dict], cfg, limit: int) -> np.ndarray:
     """The first ``limit`` spectrogram tiles (uint8, N x rows x frames) of the recordings."""
     tiles = []
     for r in records:
-        for t in segment.recording_tiles(r["audio"], r["audio"], cfg):
+        for t in decode.recording_tiles(r["audio"], r["audio"], cfg):
             kinds = t.column("kind").to_pylist()
-            tiles += [np.frombuffer(b.as_py(), np.uint8).reshape(cfg.n_rows, cfg.tile_frames)
-                      for k, b in zip(kinds, t.column("spec")) if k == "tile"]
+            tiles += [
+                np.frombuffer(b.as_py(), np.uint8).reshape(cfg.n_rows, cfg.tile_frames)
+                for k, b in zip(kinds, t.column("spec"))
+                if k == "tile"
+            ]
         if len(tiles) >= limit:
             break
     return np.stack(tiles[:limit])
@@ -77,10 +80,11 @@ def _infer(model, x: np.ndarray, settings: engine.DeviceSettings, grad_mode: str
     return logits.float().softmax(dim=1)[:, 1]
 
 
-def ablation(model_path: str, tiles: np.ndarray, sec_per_tile: float, compile_: bool = False,
-             reps: int = 3) -> list[dict]:
+def ablation(
+    model_path: str, tiles: np.ndarray, sec_per_tile: float, compile_: bool = False, reps: int = 3
+) -> list[dict]:
     """One row per setting: ms per tile (fastest of ``reps``) and audio-s per wall-s."""
-    base, _ = engine.load_checkpoint(model_path)
+    base, _ = checkpoint.load_checkpoint(model_path)
     bf16 = engine.native_bf16_cpu()
     fast = engine.precision_settings("cpu", "auto")
     rows = []
@@ -89,17 +93,35 @@ def ablation(model_path: str, tiles: np.ndarray, sec_per_tile: float, compile_: 
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
+
             def work():
                 for i in range(0, len(tiles), batch):
-                    _infer(model, tiles[i:i + batch], settings, grad_mode)
+                    _infer(model, tiles[i : i + batch], settings, grad_mode)
+
             t = best_time(work, reps) / len(tiles)
         finally:
             torch.set_num_threads(old)
-        predictor = (settings.amp_dtype == fast.amp_dtype and settings.channels_last and grad_mode == "inference_mode"
-                     and folded(model) and batch == segment.CPU_BATCH and threads == 1 and not note)
-        rows.append(dict(setting=name, batch=batch, threads=threads, ms_per_tile=1e3 * t,
-                         x_realtime=sec_per_tile / t, x_per_core=sec_per_tile / (t * threads),
-                         predictor=predictor, note=note))
+        chosen = (
+            settings.amp_dtype == fast.amp_dtype
+            and settings.channels_last
+            and grad_mode == "inference_mode"
+            and folded(model)
+            and batch == predictor.CPU_BATCH
+            and threads == 1
+            and not note
+        )
+        rows.append(
+            dict(
+                setting=name,
+                batch=batch,
+                threads=threads,
+                ms_per_tile=1e3 * t,
+                x_realtime=sec_per_tile / t,
+                x_per_core=sec_per_tile / (t * threads),
+                predictor=chosen,
+                note=note,
+            )
+        )
 
     def folded(model):
         return not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
@@ -118,19 +140,29 @@ def ablation(model_path: str, tiles: np.ndarray, sec_per_tile: float, compile_: 
         measure(best_name, fold, best_settings)
     for batch in (1, 2, 4, 16):
         measure(f"{best_name.lstrip('+ ')}, batch {batch}", fold, best_settings, batch=batch)
-    measure(f"{best_name.lstrip('+ ')}, 2 threads", fold, best_settings, batch=segment.CPU_BATCH, threads=2)
+    measure(f"{best_name.lstrip('+ ')}, 2 threads", fold, best_settings, batch=predictor.CPU_BATCH, threads=2)
     cfg = base.config
     for width in sorted({cfg.width // 2, cfg.width * 2} - {0}):  # the width lever: cost only (untrained)
         other = best_settings.prepare_model(engine.fold_batchnorm(replace(cfg, width=width).build()))
-        measure(f"{best_name.lstrip('+ ')}, width {width} instead of {cfg.width}", other, best_settings,
-                batch=segment.CPU_BATCH, note="untrained, timing only")
+        measure(
+            f"{best_name.lstrip('+ ')}, width {width} instead of {cfg.width}",
+            other,
+            best_settings,
+            batch=predictor.CPU_BATCH,
+            note="untrained, timing only",
+        )
     if compile_:
         t0 = time.perf_counter()
         compiled = torch.compile(copy.deepcopy(fold))
-        _infer(compiled, tiles[:segment.CPU_BATCH], best_settings, "inference_mode")
+        _infer(compiled, tiles[: predictor.CPU_BATCH], best_settings, "inference_mode")
         cost = time.perf_counter() - t0
-        measure("+ torch.compile", compiled, best_settings, batch=segment.CPU_BATCH,
-                note=f"compiling took {cost:.0f} s per process")
+        measure(
+            "+ torch.compile",
+            compiled,
+            best_settings,
+            batch=predictor.CPU_BATCH,
+            note=f"compiling took {cost:.0f} s per process",
+        )
     plain_ms = rows[0]["ms_per_tile"]
     for r in rows:
         r["speedup"] = plain_ms / r["ms_per_tile"]
@@ -138,7 +170,7 @@ def ablation(model_path: str, tiles: np.ndarray, sec_per_tile: float, compile_: 
 
 
 # ---- 2. accuracy ---------------------------------------------------------------------------------
-def accuracy(ckpt: segment.Checkpoint, records: list[dict], precisions=("fp32", "auto")) -> list[dict]:
+def accuracy(ckpt: checkpoint.Checkpoint, records: list[dict], precisions=("fp32", "auto")) -> list[dict]:
     """Pooled foreground IoU against the truth masks, per precision; ``agreement``: IoU of each
     mask with the fp32 mask."""
     masks = {p: [] for p in precisions}
@@ -146,10 +178,10 @@ def accuracy(ckpt: segment.Checkpoint, records: list[dict], precisions=("fp32", 
     for r in records:
         truths.append(np.load(r["truth"])["mask"].astype(bool))
     for p in precisions:
-        predictor = segment.Predictor(ckpt.data, "cpu", 1, segment.CPU_BATCH, p)
+        model_actor = predictor.Predictor(ckpt.data, "cpu", 1, predictor.CPU_BATCH, p)
         for r in records:
-            parts = [predictor(t) for t in segment.recording_tiles(r["audio"], r["audio"], ckpt.cfg)]
-            _, results = segment.stitch_recording(pa.concat_tables(parts), ckpt.cfg, segment.SegmentOptions())
+            parts = [model_actor(t) for t in decode.recording_tiles(r["audio"], r["audio"], ckpt.cfg)]
+            _, results = recording.stitch_recording(pa.concat_tables(parts), ckpt.cfg, recording.SegmentOptions())
             masks[p].append(segment.postprocess.decode_mask(results[0].mask, ckpt.cfg.n_rows, results[0].n_frames))
     rows = []
     ref = precisions[0]
@@ -157,8 +189,7 @@ def accuracy(ckpt: segment.Checkpoint, records: list[dict], precisions=("fp32", 
         settings = engine.precision_settings("cpu", p)
         pooled = sum(np.array(_counts(m, t)) for m, t in zip(masks[p], truths))
         agree = sum(np.array(_counts(m, a)) for m, a in zip(masks[p], masks[ref]))
-        rows.append(dict(precision=p, arithmetic=settings.precision,
-                         iou=_iou(pooled), agreement=_iou(agree)))
+        rows.append(dict(precision=p, arithmetic=settings.precision, iou=_iou(pooled), agreement=_iou(agree)))
     for r in rows:
         r["delta_points"] = 100 * (r["iou"] - rows[0]["iou"])
     return rows
@@ -175,46 +206,69 @@ def _iou(c) -> float:
 
 
 # ---- 3. end to end -------------------------------------------------------------------------------
-def end_to_end(ckpt: segment.Checkpoint, folder: Path, secs: float, work: Path, cpus: int,
-               ray_configs: list[dict]) -> list[dict]:
+def end_to_end(
+    ckpt: checkpoint.Checkpoint, folder: Path, secs: float, work: Path, cpus: int, ray_configs: list[dict]
+) -> list[dict]:
     """``run_local`` with 1 and ``cpus`` threads against ``run`` in each of ``ray_configs``
-    (keyword arguments of :func:`raybird.segment.run` plus a "name"); ratios are to the faster loop.
+    (keyword arguments of :func:`raybird.pipelines.segment.run` plus a "name"); ratios are to the faster loop.
     The last loop rows each turn one post-processing step off (:data:`VARIANTS`): its cost."""
     rows = []
     for threads in sorted({1, cpus}):
         t = time.perf_counter()
         loop = segment.run_local([str(folder)], str(work / f"loop{threads}"), ckpt, threads=threads)
-        rows.append(dict(run=f"single-process loop, {threads} thread{'s' if threads > 1 else ''}",
-                         wall_s=time.perf_counter() - t, recordings=loop.recordings, segments=loop.segments))
+        rows.append(
+            dict(
+                run=f"single-process loop, {threads} thread{'s' if threads > 1 else ''}",
+                wall_s=time.perf_counter() - t,
+                recordings=loop.recordings,
+                segments=loop.segments,
+            )
+        )
     for i, cfg in enumerate(ray_configs):
         kwargs = {k: v for k, v in cfg.items() if k != "name"}
         t = time.perf_counter()
         dist = segment.run([str(folder)], str(work / f"ray{i}"), ckpt, **kwargs)
-        rows.append(dict(run=f"Ray Data: {cfg['name']}", wall_s=time.perf_counter() - t, recordings=dist.recordings,
-                         segments=dist.segments))
+        rows.append(
+            dict(
+                run=f"Ray Data: {cfg['name']}",
+                wall_s=time.perf_counter() - t,
+                recordings=dist.recordings,
+                segments=dist.segments,
+            )
+        )
     if len({(r["recordings"], r["segments"]) for r in rows}) != 1:
         raise AssertionError(f"the runs disagree: {rows}")
     n_full = len(rows)
     for i, (what, options) in enumerate(VARIANTS):
         t = time.perf_counter()
         variant = segment.run_local([str(folder)], str(work / f"variant{i}"), ckpt, options, threads=cpus)
-        rows.append(dict(run=f"single-process loop, {cpus} threads, {what}", wall_s=time.perf_counter() - t,
-                         recordings=variant.recordings, segments=variant.segments))
+        rows.append(
+            dict(
+                run=f"single-process loop, {cpus} threads, {what}",
+                wall_s=time.perf_counter() - t,
+                recordings=variant.recordings,
+                segments=variant.segments,
+            )
+        )
     best_loop = min(r["wall_s"] for r in rows[:n_full] if r["run"].startswith("single"))
     for r in rows:
         r.update(x_realtime=secs / r["wall_s"], x_per_core=secs / r["wall_s"] / cpus, ratio=best_loop / r["wall_s"])
     return rows
 
 
-VARIANTS = [("regions not cut (`--split-depth off`)", segment.SegmentOptions(split_depth_db=None)),
-            ("edges not refined on the audio (`--edges off`)", segment.SegmentOptions(edge_fraction=None))]
-RAY_CONFIGS = [dict(name="raybird segment defaults (an actor per CPU)"),
-               dict(name="4 actors x 0.5 CPU", actors=4, actor_cpus=0.5)]
+VARIANTS = [
+    ("regions not cut (`--split-depth off`)", recording.SegmentOptions(split_depth_db=None)),
+    ("edges not refined on the audio (`--edges off`)", recording.SegmentOptions(edge_fraction=None)),
+]
+RAY_CONFIGS = [
+    dict(name="raybird segment defaults (an actor per CPU)"),
+    dict(name="4 actors x 0.5 CPU", actors=4, actor_cpus=0.5),
+]
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(segment.DEFAULT_MODEL), help="checkpoint (default: the shipped model)")
+    ap.add_argument("--model", default=str(checkpoint.DEFAULT_MODEL), help="checkpoint (default: the shipped model)")
     ap.add_argument("--recordings", type=int, default=24)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per recording")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the embedded Ray and threads of the loop")
@@ -230,7 +284,7 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="raybird-bench-segment-"))
     out: dict = {}
     try:
-        ckpt = segment.read_checkpoint(a.model)
+        ckpt = checkpoint.read_checkpoint(a.model)
         model_file = work / "model.pt"
         model_file.write_bytes(ckpt.data)
         records, secs = make_archive(work / "archive", a.recordings, a.duration)
@@ -239,28 +293,60 @@ def main(argv=None) -> dict:
         if not a.skip_ablation:
             tiles = decoded_tiles(records, ckpt.cfg, a.tiles)
             out["ablation"] = rows = ablation(str(model_file), tiles, spt, a.compile, reps=2 if a.quick else 3)
-            print(f"\n### model alone ({ckpt.model_id}, {len(tiles)} tiles of {ckpt.cfg.n_rows} x "
-                  f"{ckpt.cfg.tile_frames}, {spt:.2f} audio-s each)\n")
-            print(table(["setting", "batch", "threads", "ms / tile", "audio-s / s", "per core", "vs plain",
-                         "Predictor"],
-                        [[r["setting"] + (f" ({r['note']})" if r["note"] else ""), r["batch"], r["threads"],
-                          f"{r['ms_per_tile']:.1f}", f"{r['x_realtime']:.0f}", f"{r['x_per_core']:.0f}",
-                          f"{r['speedup']:.2f}x", "yes" if r["predictor"] else ""] for r in rows]), flush=True)
+            print(
+                f"\n### model alone ({ckpt.model_id}, {len(tiles)} tiles of {ckpt.cfg.n_rows} x "
+                f"{ckpt.cfg.tile_frames}, {spt:.2f} audio-s each)\n"
+            )
+            print(
+                table(
+                    ["setting", "batch", "threads", "ms / tile", "audio-s / s", "per core", "vs plain", "Predictor"],
+                    [
+                        [
+                            r["setting"] + (f" ({r['note']})" if r["note"] else ""),
+                            r["batch"],
+                            r["threads"],
+                            f"{r['ms_per_tile']:.1f}",
+                            f"{r['x_realtime']:.0f}",
+                            f"{r['x_per_core']:.0f}",
+                            f"{r['speedup']:.2f}x",
+                            "yes" if r["predictor"] else "",
+                        ]
+                        for r in rows
+                    ],
+                ),
+                flush=True,
+            )
 
-        out["accuracy"] = acc = accuracy(ckpt, records[:a.accuracy_recordings])
+        out["accuracy"] = acc = accuracy(ckpt, records[: a.accuracy_recordings])
         ok = all(r["delta_points"] >= -100 * IOU_BUDGET for r in acc)
-        print(f"\n### accuracy of the fast setting ({min(len(records), a.accuracy_recordings)} synthetic "
-              f"recordings, pooled pixels)\n")
-        print(table(["precision", "arithmetic here", "foreground IoU vs truth", "change (points)",
-                     "mask IoU with fp32"],
-                    [[r["precision"], r["arithmetic"], f"{r['iou']:.4f}", f"{r['delta_points']:+.2f}",
-                      f"{r['agreement']:.4f}"] for r in acc]))
-        print(f"\nwithin {100 * IOU_BUDGET:.0f} points of the most accurate setting: {'yes' if ok else 'NO'}",
-              flush=True)
+        print(
+            f"\n### accuracy of the fast setting ({min(len(records), a.accuracy_recordings)} synthetic "
+            f"recordings, pooled pixels)\n"
+        )
+        print(
+            table(
+                ["precision", "arithmetic here", "foreground IoU vs truth", "change (points)", "mask IoU with fp32"],
+                [
+                    [
+                        r["precision"],
+                        r["arithmetic"],
+                        f"{r['iou']:.4f}",
+                        f"{r['delta_points']:+.2f}",
+                        f"{r['agreement']:.4f}",
+                    ]
+                    for r in acc
+                ],
+            )
+        )
+        print(
+            f"\nwithin {100 * IOU_BUDGET:.0f} points of the most accurate setting: {'yes' if ok else 'NO'}", flush=True
+        )
         out["accuracy_ok"] = ok
 
         import ray
-        from raybird.runtime import init_ray
+
+        from raybird.pipelines.runtime import init_ray
+
         started = not ray.is_initialized()  # (a test's Ray is left running)
         init_ray(num_cpus=a.cpus)
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -268,11 +354,26 @@ def main(argv=None) -> dict:
         out["end_to_end"] = e2e = end_to_end(ckpt, work / "archive", secs, work, a.cpus, RAY_CONFIGS)
         if started:
             ray.shutdown()
-        print(f"\n### end to end: {len(records)} recordings, {secs:.0f} audio-s -> Parquet, "
-              f"{a.cpus} CPUs, precision auto\n")
-        print(table(["run", "wall s", "audio-s / s", "per core", "vs faster loop"],
-                    [[r["run"], f"{r['wall_s']:.1f}", f"{r['x_realtime']:.0f}", f"{r['x_per_core']:.0f}",
-                      f"{r['ratio']:.2f}"] for r in e2e]), flush=True)
+        print(
+            f"\n### end to end: {len(records)} recordings, {secs:.0f} audio-s -> Parquet, "
+            f"{a.cpus} CPUs, precision auto\n"
+        )
+        print(
+            table(
+                ["run", "wall s", "audio-s / s", "per core", "vs faster loop"],
+                [
+                    [
+                        r["run"],
+                        f"{r['wall_s']:.1f}",
+                        f"{r['x_realtime']:.0f}",
+                        f"{r['x_per_core']:.0f}",
+                        f"{r['ratio']:.2f}",
+                    ]
+                    for r in e2e
+                ],
+            ),
+            flush=True,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

@@ -1,4 +1,6 @@
-"""ray job submit --working-dir . -- python jobs/evaluate.py --pred DIR --ref LABELS...  (same flags as `raybird evaluate`)."""
+"""ray job submit --working-dir . -- python jobs/evaluate.py --pred DIR --ref LABELS...
+(same flags as `raybird evaluate`)."""
+
 import sys
 
 from raybird.cli import main

@@ -1,4 +1,5 @@
 """ray job submit --working-dir . -- python jobs/ingest.py INPUT... --out DIR  (same flags as `raybird ingest`)."""
+
 import sys
 
 from raybird.cli import main

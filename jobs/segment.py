@@ -1,5 +1,6 @@
 """ray job submit --working-dir . -- python jobs/segment.py INPUT... --out DIR [--model CKPT] [--gpu]
 (same flags as `raybird segment`)."""
+
 import sys
 
 from raybird.cli import main

@@ -1,4 +1,5 @@
 """ray job submit --working-dir . -- python jobs/train.py DATA [flags]  (same flags as `raybird train`)."""
+
 import sys
 
 from raybird.cli import main

@@ -1,4 +1,5 @@
 """ray job submit --working-dir . -- python jobs/tune.py DATA --out DIR [flags]  (same flags as `raybird tune`)."""
+
 import sys
 
 from raybird.cli import main

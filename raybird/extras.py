@@ -3,6 +3,7 @@
 A missing one stops that feature with a message naming the extra to install, before any work
 starts, and costs nothing to everyone who does not use the feature.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,8 +13,11 @@ EXTRAS = {  # module -> (pip extra, what needs it)
     "s3fs": ("s3", "s3:// inputs and outputs"),
     "librosa": ("denoise", "denoised audio (--denoise)"),
     "matplotlib": ("plot", "plots (raybird plot, training curves)"),
-    "crowsetta": ("labels", "label files in formats read through crowsetta (Praat TextGrid, evsonganaly .not.mat, "
-                            "crowsetta's simple-seq CSV)"),
+    "crowsetta": (
+        "labels",
+        "label files in formats read through crowsetta (Praat TextGrid, evsonganaly .not.mat, "
+        "crowsetta's simple-seq CSV)",
+    ),
 }
 
 
@@ -29,8 +33,7 @@ def require(module: str) -> ModuleType:
     except ImportError:
         top = module.split(".")[0]
         extra, feature = EXTRAS[top]
-        raise MissingExtra(f"{feature} need {top}, which is not installed: "
-                           f"pip install 'raybird[{extra}]'") from None
+        raise MissingExtra(f"{feature} need {top}, which is not installed: pip install 'raybird[{extra}]'") from None
 
 
 def available(module: str) -> bool:

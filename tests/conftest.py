@@ -1,5 +1,6 @@
 """Shared fixtures: the real data folder, one local Ray for the whole session, and a real S3
 endpoint (moto's server) on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -40,10 +41,15 @@ def ray_session(s3_server):
     over-subscribed so train workers with fractional CPUs and Ray Data tasks fit on 2 cores.
     Depends on the S3 server so that Ray's workers inherit its endpoint and credentials."""
     import ray
+
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault(*TRAIN_POLL)
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}},
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
@@ -61,8 +67,11 @@ def s3_server():
     """moto's S3 server on 127.0.0.1; sets the endpoint and dummy credentials in the
     environment (Ray workers started afterwards inherit it)."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -70,8 +79,12 @@ def s3_server():
             break
         except OSError:
             time.sleep(0.1)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield endpoint
@@ -86,8 +99,10 @@ def s3_server():
 
 @pytest.fixture()
 def s3_bucket(s3_server):
-    import boto3
     import uuid
+
+    import boto3
+
     name = f"raybird-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
@@ -120,8 +135,9 @@ def descendants():
 
 
 def _balanced_archive(root: Path, n: int, min_val: int, min_train: int, **synth_kw) -> Path:
-    from raybird import ingest
-    from raybird.synth import generate_archive
+    from raybird.pipelines import ingest
+    from raybird.synth.generator import generate_archive
+
     for k in range(1000):
         folder = root / f"archive{k}"
         splits = [ingest.split_of(str(folder / f"syn{i:05d}.wav")) for i in range(n)]

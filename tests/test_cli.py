@@ -1,4 +1,5 @@
 """The command line's own flags, and what a command prints."""
+
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default():
     import argparse
 
     from raybird.cli import build_parser
+
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in sub.choices.items():
         text = command.format_help()
@@ -29,8 +31,9 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default():
                 continue
             assert action.help, f"{name} {action.dest}: no help"
             if action.option_strings and action.default not in (None, False):
-                assert f"(default: {action.default})" in " ".join(text.split()) or "(default: " in action.help, \
+                assert f"(default: {action.default})" in " ".join(text.split()) or "(default: " in action.help, (
                     f"{name} {action.dest}: default {action.default!r} not shown"
+                )
 
 
 @pytest.mark.ray
@@ -43,8 +46,13 @@ def test_a_segment_run_shows_its_progress_not_rays_log_unless_verbose(ray_sessio
     runs = {}
     for flag in ([], ["--verbose"]):
         out = tmp_path / ("verbose" if flag else "quiet")
-        done = subprocess.run([sys.executable, "-m", "raybird.cli", "segment", *clips, "--out", str(out), *flag],
-                              env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "raybird.cli", "segment", *clips, "--out", str(out), *flag],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         runs[bool(flag)] = done
     quiet, verbose = runs[False], runs[True]

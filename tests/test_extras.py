@@ -1,12 +1,13 @@
 """Optional dependencies: a feature whose extra is missing stops with one line naming the extra,
 before any work; everything else runs without it."""
+
 import sys
 
 import pytest
 
-from raybird import storage
 from raybird.cli import main
 from raybird.extras import MissingExtra, available, require
+from raybird.io import storage
 
 
 @pytest.fixture
@@ -14,6 +15,7 @@ def missing(monkeypatch):
     def hide(*modules):
         for m in modules:
             monkeypatch.setitem(sys.modules, m, None)  # import m raises ImportError
+
     return hide
 
 

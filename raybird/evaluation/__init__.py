@@ -1,0 +1,1 @@
+"""Scoring against labels (pixel, event and the field's measures), reports and plots."""

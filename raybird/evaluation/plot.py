@@ -1,0 +1,218 @@
+"""PNG plots of a recording: the spectrogram (as the model sees it), the predicted mask and
+segment boxes on top, and reference labels (boxes or a pixel mask) in a panel below.
+
+Drawn with matplotlib's object API on an Agg canvas (no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, iter_tiles, row_freqs
+from raybird.extras import require
+from raybird.inference import postprocess, recording
+from raybird.io import labels, storage, tables
+from raybird.models import checkpoint
+
+PRED_COLOUR, REF_COLOUR = "#ff3030", "#00e5ff"
+Boxes = Sequence[tuple[float, float, float, float]]  # (start_s, end_s, low_hz, high_hz)
+
+
+def _rows_ascending(cfg: SpecConfig) -> tuple[np.ndarray, bool]:
+    f = row_freqs(cfg)
+    return (f[::-1], True) if len(f) > 1 and f[0] > f[-1] else (f, False)
+
+
+def plot_recording(
+    path: str | Path,
+    spec: np.ndarray,
+    cfg: SpecConfig,
+    mask: Optional[np.ndarray] = None,
+    boxes: Boxes = (),
+    ref: Optional[labels.Labels] = None,
+    first_frame: int = 0,
+    title: str = "",
+    width_in: float = 12.0,
+    ref_boxes: Optional[Sequence[labels.Box]] = None,
+    panel_in: float = 3.2,
+    dpi: int = 100,
+) -> None:
+    """Write a PNG: ``spec`` ``(rows, frames)`` in [0, 1] starting at ``first_frame``, the
+    predicted ``mask`` (same shape) shaded and ``boxes`` outlined in red; with ``ref`` (a list
+    of :class:`labels.Box` or a :class:`labels.GridMask`) a second panel shows the reference,
+    a mask shaded and boxes (or ``ref_boxes``, e.g. the events of a mask) outlined in cyan."""
+    require("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    freqs, flip = _rows_ascending(cfg)
+    n = spec.shape[1]
+    t0 = frame_offset_s(cfg) + (first_frame - 0.5) * cfg.frame_s
+    extent = (t0, t0 + n * cfg.frame_s, freqs[0] - cfg.bin_hz / 2, freqs[-1] + cfg.bin_hz / 2)
+    fig = Figure(figsize=(width_in, panel_in * (2 if ref is not None else 1)), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 if ref is not None else 1, 1, sharex=True, squeeze=False)[:, 0]
+
+    def show(ax, overlay, colour):
+        ax.imshow(
+            spec[::-1] if flip else spec,
+            origin="lower",
+            aspect="auto",
+            extent=extent,
+            cmap="gray_r",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
+        if overlay is not None:
+            shade = ListedColormap([(0, 0, 0, 0), colour])
+            ax.imshow(
+                (overlay[::-1] if flip else overlay) > 0,
+                origin="lower",
+                aspect="auto",
+                extent=extent,
+                cmap=shade,
+                alpha=0.45,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+        ax.set_ylabel("Hz")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+
+    def outline(ax, boxes_, colour):
+        for start, end, low, high in boxes_:
+            ax.add_patch(Rectangle((start, low), end - start, high - low, fill=False, edgecolor=colour, lw=1.2))
+
+    show(axes[0], mask, PRED_COLOUR)
+    outline(axes[0], boxes, PRED_COLOUR)
+    axes[0].set_title(title or f"prediction: {len(boxes)} segments", fontsize=9)
+    if ref is not None:
+        is_mask = isinstance(ref, labels.GridMask)
+        show(axes[1], labels.label_mask(ref, cfg, first_frame, n) if is_mask else None, REF_COLOUR)
+        shown = [
+            b
+            for b in (ref_boxes if ref_boxes is not None else [] if is_mask else ref)
+            if b.end_s >= extent[0] and b.begin_s <= extent[1]
+        ]  # those in the window shown
+        outline(
+            axes[1],
+            [
+                (
+                    b.begin_s,
+                    b.end_s,
+                    extent[2] if b.low_hz is None else b.low_hz,
+                    extent[3] if b.high_hz is None else b.high_hz,
+                )
+                for b in shown
+            ],
+            REF_COLOUR,
+        )
+        what = f"reference mask, {len(shown)} events" if is_mask else f"reference: {len(shown)} labels"
+        axes[1].set_title(what, fontsize=9)
+    axes[-1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=dpi)
+
+
+def stitched_spectrogram(
+    src,
+    cfg: SpecConfig,
+    channel: int = 0,
+    channels: str = "mix",
+    start_frame: int = 0,
+    stop_frame: Optional[int] = None,
+) -> np.ndarray:
+    """Frames ``start_frame..stop_frame`` of the spectrogram the model saw (tiles stitched like
+    its predictions), streaming: only the requested frames are kept."""
+    from raybird.io.audio import iter_blocks
+
+    parts = []
+    for tile in iter_tiles(iter_blocks(src, cfg.sample_rate, channels), cfg):
+        keep = postprocess.kept_columns(tile.index, tile.valid_frames, cfg)
+        a, b = tile.first_frame + keep.start, tile.first_frame + keep.stop
+        if stop_frame is not None and a >= stop_frame:
+            break
+        lo, hi = max(a, start_frame), b if stop_frame is None else min(b, stop_frame)
+        if hi > lo:
+            parts.append(tile.spec[channel][:, lo - tile.first_frame : hi - tile.first_frame])
+    return np.concatenate(parts, axis=1) if parts else np.zeros((cfg.n_rows, 0), np.float32)
+
+
+def read_reference(path: str) -> tuple[labels.Labels, list[labels.Box]]:
+    """A label file named by the conventions ingest and evaluate use (truth ``.npz``, Raven
+    table, Audacity ``.txt``, Sonic Visualiser ``.xml``, pykanto ``JSON/<stem>.JSON``,
+    BirdSoundsDenoising ``Masks/<stem>.png``): its pixels (boxes or a mask) and its events (the
+    boxes, or for a mask the Raven table beside it or the mask's regions)."""
+    from raybird.evaluation.evaluate import label_file_reference
+
+    ref = label_file_reference(path)
+    return ref.pixels, ref.events
+
+
+# ---- command line --------------------------------------------------------------------------------
+def add_plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="PNG of a recording: spectrogram, predicted mask and segments, reference labels")
+    p.add_argument("recording", help="audio file (path or s3://)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument(
+        "--segments",
+        help="output folder of `raybird segment` holding this recording (default: predict now with --model)",
+    )
+    p.add_argument("--model", help="checkpoint used without --segments (default: the shipped model)")
+    p.add_argument(
+        "--ref",
+        help="reference labels: truth .npz, Raven table, Audacity labels, Sonic Visualiser, "
+        "pykanto JSON/<stem>.JSON, BirdSoundsDenoising Masks/<stem>.png",
+    )
+    p.add_argument("--channels", choices=("mix", "split"), default="mix", help="as given to segment")
+    p.add_argument("--channel", type=int, default=0, help="channel shown (with --channels split)")
+    p.add_argument("--start", type=float, default=0.0, help="first second shown")
+    p.add_argument("--end", type=float, help="last second shown (default: the end)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(a) -> int:
+    require("matplotlib")  # before any work
+    source = a.recording if a.recording.startswith("s3://") else os.path.abspath(a.recording)
+    if a.segments:
+        rec_id = storage.recording_id(source)
+        rows = [r for r in tables.read_outputs(a.segments, "masks", rec_id).to_pylist() if r["channel"] == a.channel]
+        if not rows:
+            print(f"raybird plot: {source} (channel {a.channel}) is not in {a.segments}/masks")
+            return 2
+        cfg = SpecConfig.from_json(rows[0]["spec_config"])
+        mask = tables.read_mask(rows[0])
+        boxes = [
+            (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"])
+            for s in tables.read_outputs(a.segments, "segments", rec_id).to_pylist()
+            if s["channel"] == a.channel
+        ]
+    else:
+        try:
+            ckpt = checkpoint.read_checkpoint(a.model)
+        except FileNotFoundError as e:
+            print(f"raybird plot: {e}")
+            return 2
+        cfg = ckpt.cfg
+        _, results = recording.predict_recording(source, ckpt, recording.SegmentOptions(channels=a.channels))
+        result = results[a.channel]
+        mask = postprocess.decode_mask(result.mask, cfg.n_rows, result.n_frames)
+        boxes = [s.box for s in result.segments]
+    start = max(0, int(round(a.start / cfg.frame_s)))
+    stop = mask.shape[1] if a.end is None else min(mask.shape[1], int(round(a.end / cfg.frame_s)) + 1)
+    spec = stitched_spectrogram(storage.source_bytes(source), cfg, a.channel, a.channels, start, stop)
+    shown = [b for b in boxes if b[1] >= a.start and (a.end is None or b[0] <= a.end)]
+    ref, ref_boxes = read_reference(a.ref) if a.ref else (None, None)
+    plot_recording(
+        a.out, spec, cfg, mask[:, start:stop], shown, ref, start, title=os.path.basename(source), ref_boxes=ref_boxes
+    )
+    print(f"plot: {a.out}")
+    return 0

@@ -1,0 +1,1 @@
+"""From probabilities to masks and segments: stitching tiles, regions, grouping."""

@@ -1,0 +1,379 @@
+"""One recording through the segment job: tiles -> model -> the streaming stitcher -> its
+files (segments, summary, masks, tables for other tools, denoised audio), with the options that
+change results (:class:`SegmentOptions`). Used by the Ray job, ``--local`` and the Python API."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from raybird.dsp import boundaries, denoise
+from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, n_frames_for, row_freqs
+from raybird.inference import postprocess
+from raybird.inference.decode import recording_tiles, unit_tiles
+from raybird.inference.predictor import Predictor
+from raybird.io import audio, selections, storage
+from raybird.io.tables import ERROR_SCHEMA, MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, write_file, write_table
+from raybird.models.checkpoint import Checkpoint
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    threshold: float = 0.5
+    min_duration_s: float = 0.02
+    min_pixels: int = 10
+    channels: str = "mix"  # "mix" (mono) or "split" (one mask per channel)
+    formats: tuple[str, ...] = ()  # per-recording tables for other tools (raybird.io.selections.FORMATS)
+    denoise: bool = False
+    probabilities: bool = False
+    group_overlap: Optional[float] = postprocess.GROUP_OVERLAP  # harmonics -> one segment; None: off
+    group_gap_hz: float = postprocess.GROUP_GAP_HZ
+    split_depth_db: Optional[float] = postprocess.SPLIT_DEPTH_DB  # cut regions at gaps (syllables touching in the mask)
+    merge_gap_s: Optional[float] = None  # join a song's calls (at most this far apart) into one segment
+    edge_fraction: Optional[float] = (
+        boundaries.FRACTION
+    )  # edges refined on the audio (raybird.dsp.boundaries); None: off
+    min_level_db: Optional[float] = None  # segments from the mask's pixels this far above the row's noise floor
+
+
+def output_stem(rel: str) -> str:
+    """A recording's relative name (:attr:`raybird.io.storage.Unit.rel`) without its audio suffix:
+    the name of its denoised audio and its tables for other tools (:mod:`raybird.io.selections`)."""
+    return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+
+
+@dataclass
+class ChannelResult:
+    channel: int
+    segments: list
+    mask: bytes
+    probability: Optional[bytes]
+    n_frames: int
+
+
+class StitchError(ValueError):
+    """A recording that cannot be finished; ``stage`` and the message go to the errors table."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+
+
+class RecordingStitcher:
+    """One recording's :data:`PROB_SCHEMA` rows, fed in the order :func:`recording_tiles`
+    yields them (tiles in time order, channels interleaved), into one streaming
+    :class:`raybird.inference.postprocess.Segmenter` per channel."""
+
+    def __init__(self, cfg: SpecConfig, opts: SegmentOptions):
+        self.cfg, self.opts = cfg, opts
+        self.segmenters: dict[int, postprocess.Segmenter] = {}
+        self.error: Optional[tuple[str, str]] = None
+        self.n_samples: Optional[int] = None
+        self.ended: set[int] = set()
+
+    def add(self, rows: pa.Table) -> None:
+        if self.error:
+            return
+        for i, (kind, ch) in enumerate(zip(rows.column("kind").to_pylist(), rows.column("channel").to_pylist())):
+            if kind == "error":
+                self.error = (rows.column("stage")[i].as_py(), rows.column("reason")[i].as_py())
+                return
+            if kind == "end":
+                self.n_samples = int(rows.column("n_samples")[i].as_py())
+                self.ended.add(int(ch))
+                continue
+            seg = self.segmenters.get(ch)
+            if seg is None:
+                o = self.opts
+                seg = self.segmenters[ch] = postprocess.Segmenter(
+                    self.cfg,
+                    o.threshold,
+                    o.min_duration_s,
+                    o.min_pixels,
+                    keep_probability=o.probabilities,
+                    group_overlap=o.group_overlap,
+                    group_gap_hz=o.group_gap_hz,
+                    split_depth_db=o.split_depth_db,
+                    merge_gap_s=o.merge_gap_s,
+                    min_level_db=o.min_level_db,
+                )
+            n = int(rows.column("n_frames")[i].as_py())
+            prob, level = (
+                np.frombuffer(rows.column(name)[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
+                for name in ("prob", "level")
+            )
+            try:
+                seg.add(prob, int(rows.column("first_frame")[i].as_py()), level)
+            except ValueError as e:
+                self.error = ("stitch", str(e))
+                return
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or self.n_samples is not None
+
+    def finish(self) -> tuple[float, list[ChannelResult]]:
+        """``(duration_s, per-channel results)``; raises :class:`StitchError` for a recording
+        that failed upstream or has tiles missing."""
+        if self.error:
+            raise StitchError(*self.error)
+        if self.n_samples is None:
+            raise StitchError("stitch", "no end-of-recording row")
+        expected = n_frames_for(self.n_samples, self.cfg)
+        duration = self.n_samples / self.cfg.sample_rate
+        results = []
+        for ch in sorted(self.ended):
+            seg = self.segmenters.get(ch) or postprocess.Segmenter(self.cfg)
+            if seg.n_frames != expected:
+                raise StitchError("stitch", f"tiles cover {seg.n_frames} of {expected} frames")
+            results.append(
+                ChannelResult(ch, seg.finish(duration), seg.mask_bytes(), seg.probability_bytes(), seg.n_frames)
+            )
+        return duration, results
+
+
+def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> tuple[float, list[ChannelResult]]:
+    """All :data:`PROB_SCHEMA` rows of one recording, in order -> ``(duration_s, results)``."""
+    stitcher = RecordingStitcher(cfg, opts)
+    stitcher.add(rows)
+    return stitcher.finish()
+
+
+def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[ChannelResult]]:
+    """:meth:`RecordingStitcher.finish`, then (``edge_fraction``) the segments' edges refined on
+    the recording's audio ``src`` (the path or bytes it was first decoded from), decoded a second
+    time as a stream (:func:`raybird.dsp.boundaries.refine`)."""
+    duration, results = stitcher.finish()
+    fraction, cfg = stitcher.opts.edge_fraction, stitcher.cfg
+    if fraction is None or not any(r.segments for r in results):
+        return duration, results
+    by_channel = {r.channel: r for r in results}
+    segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
+    try:
+        blocks = audio.iter_blocks(src, cfg.sample_rate, stitcher.opts.channels)
+        refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
+    except audio.AudioError as e:
+        raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
+    except OSError as e:
+        raise StitchError("read", f"second read, for the segment edges: {storage.describe(e)}") from None
+    return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
+
+
+def finish_recording(
+    rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str, src, rel: str
+) -> dict:
+    """Write one stitched recording's files (or its error row); returns its status row. ``src``:
+    its audio as decoded first (a path or bytes), for the edges and denoising; ``rel``: its
+    relative name (:func:`raybird.io.storage.member_rel`)."""
+    try:
+        duration, results = finish_with_edges(stitcher, src)
+    except StitchError as e:
+        _write_error(out, rec_id, source, e.stage, str(e))
+        return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
+    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, src, rel)
+    return dict(
+        recording_id=rec_id,
+        source=source,
+        status="ok",
+        n_segments=sum(len(r.segments) for r in results),
+        duration_s=duration,
+    )
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """``items`` produced by a background thread, up to ``depth`` ahead: decoding (numpy, soxr,
+    FFT; they release the GIL) overlaps with inference on a GPU."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def produce():
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+        q.put(end)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def segment_unit(
+    unit: storage.Unit,
+    predictor: "Predictor",
+    out: str,
+    ckpt: Checkpoint,
+    opts: SegmentOptions,
+    done: frozenset = frozenset(),
+    prefetch: int = 0,
+) -> Iterator[dict]:
+    """Segment every recording of a unit not in ``done``: decode, infer and stitch as a stream,
+    write each recording's files when its last tile is in; yield a status row per recording."""
+    sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
+    tables = unit_tiles(unit, ckpt.cfg, opts.channels, done, sources)
+    stitcher, rec_id, source = None, None, None
+    for table in prefetched(tables, prefetch) if prefetch else tables:
+        rid = table.column("recording_id")[0].as_py()  # a table holds rows of one recording
+        if rid != rec_id:
+            stitcher, rec_id, source = RecordingStitcher(ckpt.cfg, opts), rid, table.column("source")[0].as_py()
+        stitcher.add(predictor(table))
+        if stitcher.done:
+            yield finish_recording(
+                rec_id,
+                source,
+                stitcher,
+                out,
+                ckpt.model_id,
+                sources.pop(source, None),
+                storage.member_rel(unit, source),
+            )
+            stitcher, rec_id = None, None
+
+
+def predict_recording(
+    source: str, ckpt: Checkpoint, opts: SegmentOptions = SegmentOptions(), device: Optional[str] = None, src=None
+) -> tuple[float, list[ChannelResult]]:
+    """One recording in this process (no Ray, nothing written): ``(duration_s, results)``.
+    ``src``: its audio (a path or bytes) when ``source`` names no file. Raises
+    :class:`StitchError` (a ``ValueError``) for audio that cannot be used."""
+    src = storage.source_bytes(source) if src is None else src
+    predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
+    stitcher = RecordingStitcher(ckpt.cfg, opts)
+    for table in recording_tiles(source, src, ckpt.cfg, opts.channels):
+        stitcher.add(predictor(table))
+    return finish_with_edges(stitcher, src)
+
+
+def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:
+    write_table(
+        out,
+        "errors",
+        rec_id,
+        pa.Table.from_pylist(
+            [dict(recording_id=rec_id, source=storage.redact(source), stage=stage, reason=storage.redact(reason))],
+            schema=ERROR_SCHEMA,
+        ),
+    )
+
+
+def segment_table(rec_id: str, source: str, results: list[ChannelResult], model_id: str) -> pa.Table:
+    """One recording's rows of the segments table (:data:`SEGMENT_SCHEMA`)."""
+    return pa.Table.from_pylist(
+        [
+            dict(
+                recording_id=rec_id,
+                source=source,
+                channel=r.channel,
+                segment_id=s.segment_id,
+                start_s=s.start_s,
+                end_s=s.end_s,
+                low_hz=s.low_hz,
+                high_hz=s.high_hz,
+                score=s.score,
+                model_id=model_id,
+            )
+            for r in results
+            for s in r.segments
+        ],
+        schema=SEGMENT_SCHEMA,
+    )
+
+
+def write_outputs(
+    out: str,
+    rec_id: str,
+    source: str,
+    duration: float,
+    results: list[ChannelResult],
+    cfg: SpecConfig,
+    model_id: str,
+    opts: SegmentOptions,
+    src=None,
+    rel: Optional[str] = None,
+) -> None:
+    """Segments, summary, tables for other tools and denoised audio, then (last: the completion
+    mark) masks. ``src``: the recording's audio (a path or bytes; default: read from ``source``
+    again); ``rel``: its relative name, for the files named after it (default: its whole path)."""
+    segments = segment_table(rec_id, source, results, model_id)
+    write_table(out, "segments", rec_id, segments)
+    write_table(
+        out,
+        "summary",
+        rec_id,
+        pa.Table.from_pylist(
+            [
+                dict(
+                    recording_id=rec_id,
+                    source=source,
+                    channel=r.channel,
+                    duration_s=duration,
+                    n_segments=len(r.segments),
+                    bird_seconds=postprocess.covered_seconds(r.segments),
+                )
+                for r in results
+            ],
+            schema=SUMMARY_SCHEMA,
+        ),
+    )
+    rel = rel or storage.mirrored(source.replace(storage.MEMBER_SEP, "/"))
+    for fmt in opts.formats:
+        write_file(out, selections.relative_path(fmt, rel), lambda p: selections.write(fmt, p, segments))
+    if opts.denoise:
+
+        def frames(g0: int, g1: int) -> np.ndarray:
+            return np.stack([_mask_frames(r.mask, cfg.n_rows, r.n_frames, g0, g1) for r in results])
+
+        blocks = audio.iter_blocks(storage.source_bytes(source) if src is None else src, cfg.sample_rate, opts.channels)
+        write_file(
+            out,
+            f"denoised/{output_stem(rel)}.wav",
+            lambda p: denoise.write_denoised(p, blocks, frames, cfg, len(results)),
+        )
+    freqs = row_freqs(cfg)
+    step = float(freqs[1] - freqs[0]) if len(freqs) > 1 else cfg.bin_hz
+    write_table(
+        out,
+        "masks",
+        rec_id,
+        pa.Table.from_pylist(
+            [
+                dict(
+                    recording_id=rec_id,
+                    source=source,
+                    channel=r.channel,
+                    n_rows=cfg.n_rows,
+                    n_frames=r.n_frames,
+                    frame0_s=frame_offset_s(cfg),
+                    hop_s=cfg.frame_s,
+                    row0_hz=float(freqs[0]),
+                    row_step_hz=step,
+                    mask=r.mask,
+                    probability=r.probability,
+                    threshold=opts.threshold,
+                    spec_config=cfg.to_json(),
+                    model_id=model_id,
+                )
+                for r in results
+            ],
+            schema=MASK_SCHEMA,
+        ),
+    )
+
+
+def _mask_frames(packed: bytes, n_rows: int, n_frames: int, g0: int, g1: int) -> np.ndarray:
+    out = np.zeros((n_rows, g1 - g0), np.uint8)
+    stop = min(g1, n_frames)
+    if stop > g0:
+        out[:, : stop - g0] = postprocess.decode_mask(packed, n_rows, n_frames, g0, stop)
+    return out

@@ -1,0 +1,1 @@
+"""The networks (U-Net and peers) and the classical threshold baseline."""

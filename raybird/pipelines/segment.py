@@ -1,0 +1,537 @@
+"""Bulk segmentation: recordings -> masks, segments, summary and errors tables (+ Raven
+selection tables and denoised audio on request), with Ray Data.
+
+**Data flow** (one Ray Data pipeline)::
+
+    from_items(units)
+      -> map_batches(SegmentWorker, compute=ActorPoolStrategy(size=N))
+            per unit (a file, or an archive's recordings in turn), inside one actor:
+            streaming decode -> iter_tiles -> the model on small batches -> the streaming
+            Segmenter -> the recording's files, written as soon as its last tile is stitched;
+            a status row per recording leaves the actor
+
+*Why one actor does the whole recording.* The model is loaded once per actor; the tiles of a
+recording are produced, inferred and stitched in order by the same process, so nothing is
+shuffled and nothing waits for other recordings: the actor holds one tile, the open regions
+and the bit-packed mask (a 2-hour recording: 38 MB packed, plus 303 MB of uint8 probabilities
+only with ``--probabilities``). The previous design (decode tasks -> model actors ->
+``groupby(recording_id)``) shipped every tile's probabilities through a hash shuffle, a barrier
+that held a whole wave's probabilities in the object store and cost ~8 s per run on 2 cores;
+its Ray job ran at 42-62x real time against the single-process loop's 108x. Parallelism is
+over recordings (an archive is one unit): N actors keep N recordings in flight, so one long
+file uses one actor. On a GPU, decoding runs in a thread of the actor (:func:`prefetched`)
+beside inference.
+
+*Why the actors write with pyarrow, not Dataset.write_parquet.* write_parquet writes one
+file per block; blocks mix recordings in an order that changes between runs, so file names
+cannot follow recording ids, and a re-run could neither skip nor replace a recording's rows (a
+custom filename_provider only sees the block). The actor writes
+``<table>/<recording_id>.parquet`` itself: deterministic names, so a re-run overwrites and never
+duplicates. Every file lands atomically: locally it is written under a hidden temporary name
+(``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on S3 a PUT (or a
+completed multipart upload) is atomic. Per recording, ``masks/`` (or ``errors/``) is written
+last and marks it complete: a re-run lists those two folders and skips what they hold.
+
+Output tables (one Parquet file per recording in each): ``segments/`` (:data:`SEGMENT_SCHEMA`,
+the DESIGN.md contract), ``masks/`` (:data:`MASK_SCHEMA`; decode with :func:`read_mask`),
+``summary/`` (:data:`SUMMARY_SCHEMA`), ``errors/`` (ingest's error schema); optionally
+``raven/<stem>.<recording_id>.Table.1.selections.txt`` and ``denoised/<stem>.<recording_id>.wav``.
+``run.json`` records the settings and every run (:mod:`raybird.io.runrecord`): a re-run with other
+settings is refused unless it overwrites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional
+
+import pyarrow as pa
+
+from raybird.dsp import boundaries
+from raybird.extras import require
+from raybird.inference import postprocess
+from raybird.inference.predictor import CPU_BATCH, GPU_BATCH, Predictor
+from raybird.inference.recording import SegmentOptions, segment_unit
+from raybird.io import audio, runrecord, selections, storage
+from raybird.io.tables import completed_ids, read_outputs, write_file
+from raybird.models.checkpoint import Checkpoint, read_checkpoint
+
+STATUS_SCHEMA = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("source", pa.string()),
+        ("status", pa.string()),
+        ("n_segments", pa.int32()),
+        ("duration_s", pa.float64()),
+    ]
+)
+log = logging.getLogger(__name__)
+PASSES = 3  # Ray passes over what is still missing (see run)
+UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
+
+
+# ---- the checkpoint ----------------------------------------------------------------------------
+
+
+# ---- stage 1: decode -----------------------------------------------------------------------------
+
+
+# ---- stage 2: predict ----------------------------------------------------------------------------
+
+
+# ---- stage 3: stitch, segment, write ---------------------------------------------------------------
+
+
+class SegmentWorker:
+    """Ray Data actor: loads the checkpoint once, then segments whole units (see the module
+    docstring); returns a :data:`STATUS_SCHEMA` row per recording, then one :data:`UNIT_DONE`
+    row naming the unit."""
+
+    def __init__(
+        self,
+        ckpt: Checkpoint,
+        out: str,
+        options: dict,
+        done: frozenset,
+        device: str = "cpu",
+        threads: float = 1,
+        batch_size: int = CPU_BATCH,
+        precision: str = "auto",
+    ):
+        self.predictor = Predictor(ckpt.data, device, threads, batch_size, precision)
+        self.ckpt, self.out, self.opts, self.done = ckpt, out, SegmentOptions(**options), done
+        self.prefetch = 4 if device == "cuda" else 0  # on CPU the cores are the actors'
+
+    def __call__(self, batch: dict) -> pa.Table:
+        statuses = [
+            s
+            for uri, kind, rel in zip(batch["uri"], batch["kind"], batch["rel"])
+            for s in segment_unit(
+                storage.Unit(str(uri), str(kind), rel=str(rel)),
+                self.predictor,
+                self.out,
+                self.ckpt,
+                self.opts,
+                self.done,
+                self.prefetch,
+            )
+        ]
+        statuses += [
+            dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
+            for uri in batch["uri"]
+        ]
+        return pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
+
+
+# ---- reading the outputs -------------------------------------------------------------------------
+
+
+# ---- running -------------------------------------------------------------------------------------
+@dataclass
+class SegmentSummary:
+    inputs: int
+    recordings: int  # finished in this run
+    errors: int  # error rows written in this run
+    segments: int
+    skipped: int  # input files already complete in OUT
+    out: str
+
+    def __str__(self) -> str:
+        return (
+            f"segment: {self.inputs} inputs -> {self.recordings} recordings ({self.segments} segments) "
+            f"+ {self.errors} errors in {self.out}; {self.skipped} already complete, skipped"
+        )
+
+
+def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset, int]:
+    units = storage.discover(inputs)
+    if not units:
+        raise ValueError(f"no input files found in {inputs}")
+    done = frozenset(completed_ids(out))
+    pending = [u for u in units if u.kind == "archive" or storage.recording_id(u.uri) not in done]
+    return pending, done, len(units)
+
+
+def progress(statuses: Iterable[dict], pending: list, show: bool = True) -> Iterator[dict]:
+    """The status rows, passed on while a tqdm bar counts recordings and hours of audio done,
+    with rate and ETA (the total is known when no archive is pending: one recording per file)."""
+    from tqdm import tqdm
+
+    total = None if any(u.kind == "archive" for u in pending) else len(pending)
+    audio_s = 0.0
+    with tqdm(total=total, unit="rec", desc="segment", disable=not show, mininterval=1.0, file=sys.stderr) as bar:
+        for s in statuses:
+            if s["status"] != UNIT_DONE:
+                audio_s += s["duration_s"] or 0.0
+                bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio", refresh=False)
+                bar.update(1)
+            yield s
+
+
+def _summary(
+    statuses: Iterable[dict], n_inputs: int, skipped: int, out: str, units_done: Optional[set] = None
+) -> SegmentSummary:
+    """Counts over the status rows, consumed as a stream (a run may finish millions); the
+    sources of :data:`UNIT_DONE` rows go into ``units_done``."""
+    ok = failed = segments = 0
+    for s in statuses:
+        if s["status"] == UNIT_DONE:
+            if units_done is not None:
+                units_done.add(s["source"])
+        elif s["status"] == "ok":
+            ok, segments = ok + 1, segments + s["n_segments"]
+        else:
+            failed += 1
+    return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+
+
+OUTPUT_TABLES = ("segments", "masks", "summary", "errors", *selections.FORMATS, "denoised")
+
+
+def start_record(out: str, ckpt: Checkpoint, options: SegmentOptions, overwrite: bool, **run) -> dict:
+    """:func:`raybird.io.runrecord.start` for a segment run: its results depend on the model, its
+    spectrogram and every option; ``run`` (arithmetic, devices) is recorded, not compared."""
+    settings = dict(
+        model_id=ckpt.model_id,
+        spec_config=json.loads(ckpt.cfg.to_json()),
+        options=json.loads(json.dumps(dataclasses.asdict(options))),
+    )  # as read back (tuples: lists)
+    return runrecord.start(out, "segment", settings, overwrite, OUTPUT_TABLES, run)
+
+
+def write_combined(out: str, formats: Iterable[str]) -> list[str]:
+    """The run's combined tables of ``formats`` (:func:`raybird.io.selections.write_combined`):
+    every recording in OUT's segments table, this run's and earlier ones'. Returns their paths."""
+    formats = selections.combinable(formats)
+    if not formats:
+        return []
+    segments, summary = read_outputs(out, "segments"), read_outputs(out, "summary")
+    durations = {r["source"]: r["duration_s"] for r in summary.select(["source", "duration_s"]).to_pylist()}
+    for fmt in formats:
+        write_file(out, selections.COMBINED[fmt], lambda p: selections.write_combined(fmt, p, segments, durations))
+    return [storage.join(out, selections.COMBINED[fmt]) for fmt in formats]
+
+
+def run(
+    inputs: list[str],
+    out: str,
+    model: str | Checkpoint | None = None,
+    options: SegmentOptions = SegmentOptions(),
+    gpu: bool = False,
+    batch_size: Optional[int] = None,
+    actors: Optional[int] = None,
+    actor_cpus: float = 1,
+    precision: str = "auto",
+    overwrite: bool = False,
+    show_progress: bool = True,
+    combine: bool = False,
+) -> SegmentSummary:
+    """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
+    Data; recordings already complete in ``out`` are skipped, if ``out`` was written with the same
+    settings (else ``ValueError``; ``overwrite`` deletes its output first: :mod:`raybird.io.runrecord`).
+    ``combine``: then write the run's combined tables of ``options.formats`` (:func:`write_combined`).
+    ``actors``: model actors (default: one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs
+    of the cluster). ``precision``: see :func:`raybird.training.engine.precision_settings`.
+
+    *Lost actors.* Ray Data retries an actor's tasks on that same actor once it restarts, which
+    never happens when its node is gone and the surviving nodes' CPUs are all held by the rest
+    of the pool (ray-project/ray#26991: the job stalls). So a lost actor's task fails at once
+    (``max_task_retries=0``), Ray Data goes on without that unit, and a further pass, sized to
+    the cluster that is left, takes the units that did not close (no :data:`UNIT_DONE` row),
+    skipping their recordings already written; up to :data:`PASSES` passes."""
+    ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    record = start_record(
+        out, ckpt, options, overwrite, precision=precision, gpu=gpu, actors=actors, actor_cpus=actor_cpus, ray=True
+    )
+    pending, done, n_inputs = _pending(inputs, out)
+    skipped = n_inputs - len(pending)
+    ok = failed = segments = 0
+    for n_pass in range(1, PASSES + 1):
+        if not pending:
+            break
+        if n_pass > 1:
+            log.warning(
+                "segment: %d units unfinished (actors lost); pass %d on the cluster that is left", len(pending), n_pass
+            )
+        units_done: set = set()
+        statuses = _segment_pass(
+            pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, after_loss=n_pass > 1
+        )
+        s = _summary(progress(statuses, pending, show_progress), n_inputs, skipped, out, units_done)
+        ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
+        pending = [u for u in pending if u.uri not in units_done]
+        done = frozenset(completed_ids(out)) if pending else done
+    if pending:
+        raise RuntimeError(
+            f"{len(pending)} inputs unfinished after {PASSES} passes (their tasks failed or "
+            f"their actors were lost: see Ray Data's log), e.g. {pending[0].uri}; "
+            f"re-run the same command to resume"
+        )
+    summary = SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+    if combine:
+        write_combined(out, options.formats)
+    runrecord.finish(out, record, dataclasses.asdict(summary))
+    return summary
+
+
+def _segment_pass(
+    pending: list,
+    done: frozenset,
+    out: str,
+    ckpt: Checkpoint,
+    options: SegmentOptions,
+    gpu: bool,
+    batch_size: Optional[int],
+    actors: Optional[int],
+    actor_cpus: float,
+    precision: str,
+    after_loss: bool = False,
+) -> Iterator[dict]:
+    """One Ray Data pass over ``pending``: its status rows (none for units whose actor was lost).
+    ``after_loss``: a later pass, whose pool is also capped at what the cluster now holds."""
+    import ray
+
+    resources = ray.cluster_resources()
+    capacity = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // actor_cpus)
+    if actors is None or after_loss:
+        actors = capacity if actors is None else min(actors, capacity)
+    actors = max(1, min(actors, len(pending)))
+    units = ray.data.from_items(
+        [dict(uri=u.uri, kind=u.kind, rel=u.rel) for u in pending], override_num_blocks=len(pending)
+    )
+    units.context.op_resource_reservation_enabled = False  # one operator: see raybird.pipelines.ingest.run
+    units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
+    worker_args = (
+        ckpt,
+        out,
+        dataclasses.asdict(options),
+        done,
+        "cuda" if gpu else "cpu",
+        1 if gpu else actor_cpus,
+        batch_size or (GPU_BATCH if gpu else CPU_BATCH),
+        precision,
+    )
+    with warnings.catch_warnings():
+        # Ray 2.60 names no map_batches parameter for max_task_retries; its ray_remote_args
+        # route works and is deprecated (removal announced for Ray 2.64)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return units.map_batches(
+            SegmentWorker,
+            fn_constructor_args=worker_args,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            max_task_retries=0,
+            **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus)),
+        ).iter_rows()
+
+
+def run_local(
+    inputs: list[str],
+    out: str,
+    model: str | Checkpoint | None = None,
+    options: SegmentOptions = SegmentOptions(),
+    batch_size: Optional[int] = None,
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+    precision: str = "auto",
+    overwrite: bool = False,
+    show_progress: bool = True,
+    combine: bool = False,
+) -> SegmentSummary:
+    """The same work in this process, one recording at a time (no Ray)."""
+    ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
+    record = start_record(out, ckpt, options, overwrite, precision=precision, device=device or "cpu", ray=False)
+    pending, done, n_inputs = _pending(inputs, out)
+    batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
+    predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
+    statuses = (
+        s
+        for unit in pending
+        for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0)
+    )
+    summary = _summary(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
+    if combine:
+        write_combined(out, options.formats)
+    runrecord.finish(out, record, dataclasses.asdict(summary))
+    return summary
+
+
+# ---- command line --------------------------------------------------------------------------------
+def add_segment_parser(sub) -> None:
+    from raybird.training.engine import PRECISIONS
+
+    p = sub.add_parser("segment", help="recordings -> bird masks and segments (+ Raven tables, denoised audio)")
+    p.add_argument("inputs", nargs="+", help="folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix (re-running resumes)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="checkpoint file or folder, s3:// path, or 'default': the shipped model (default: %(default)s)",
+    )
+    p.add_argument("--threshold", type=float, default=0.5, help="bird probability threshold")
+    p.add_argument("--min-duration", type=float, default=0.02, help="shortest segment kept (s)")
+    p.add_argument("--min-pixels", type=int, default=10, help="smallest segment kept (pixels)")
+    p.add_argument(
+        "--group-overlap",
+        type=lambda v: None if v == "off" else float(v),
+        default=postprocess.GROUP_OVERLAP,
+        help="regions overlapping in time by this fraction of the shorter one (and --group-gap-hz "
+        "apart in frequency, e.g. harmonics) form one segment; 'off': every region is one",
+    )
+    p.add_argument(
+        "--group-gap-hz",
+        type=float,
+        default=postprocess.GROUP_GAP_HZ,
+        help="largest frequency gap between grouped regions (Hz)",
+    )
+    p.add_argument(
+        "--split-depth",
+        type=lambda v: None if v == "off" else float(v),
+        default=postprocess.SPLIT_DEPTH_DB,
+        metavar="DB",
+        help="cut a region where its loudest pixel per frame falls this many dB under its loudest "
+        "before and after (a silent gap the STFT window smears shut, as between syllables); "
+        "'off': never cut (default: %(default)s)",
+    )
+    p.add_argument(
+        "--merge-gap",
+        type=float,
+        metavar="SECONDS",
+        help="join segments at most this far apart in time (and --group-gap-hz in frequency) into "
+        "one, e.g. 0.3 for one segment per song; default: never",
+    )
+    p.add_argument(
+        "--edges",
+        type=lambda v: None if v == "off" else float(v),
+        default=boundaries.FRACTION,
+        metavar="FRACTION",
+        help="move each segment's onset and offset to where the level in its band crosses this "
+        "fraction (in dB) of the way from the noise up to the sound, measured on the audio every "
+        "1 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
+        "late by ~7 ms (default: %(default)s)",
+    )
+    p.add_argument(
+        "--channels",
+        choices=audio.CHANNEL_MODES,
+        default="mix",
+        help="mix down to mono, or segment each channel on its own",
+    )
+    p.add_argument(
+        "--format",
+        type=selections.parse_formats,
+        metavar="FORMATS",
+        dest="formats",
+        help="also write a table per recording for other tools, comma-separated from "
+        f"{','.join(selections.FORMATS)}: raven/<name>.Table.1.selections.txt, audacity/<name>.txt, "
+        "csv/<name>.csv, <name> the recording's path under its input's parent folder, "
+        "suffix dropped (see docs/outputs.md)",
+    )
+    p.add_argument(
+        "--combine",
+        action="store_true",
+        help="also write one table for the whole run per --format that has one: "
+        "raven/combined.selections.txt, csv/combined.csv",
+    )
+    p.add_argument("--denoise", action="store_true", help="also write denoised/<name>.wav (mask applied to the STFT)")
+    p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
+    p.add_argument("--gpu", action="store_true", help="one GPU per model actor")
+    p.add_argument(
+        "--batch-size", type=int, help=f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})"
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="model arithmetic; auto: bf16 on GPUs and on CPUs with native bf16, else fp32",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="model actors, each segmenting whole recordings (default: the "
+        "cluster's GPUs with --gpu, else its CPUs / --actor-cpus)",
+    )
+    p.add_argument(
+        "--actor-cpus",
+        type=float,
+        help="CPUs per CPU model actor, its torch threads rounded down "
+        "(at least 1; default 1); with --local: the threads of this "
+        "process, default all",
+    )
+    p.add_argument("--local", action="store_true", help="run in this process without Ray")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete --out's tables and run record first and segment everything again (a re-run "
+        "into an --out written with other settings is refused without it)",
+    )
+    p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any recording failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (recordings and hours done, rate, ETA)")
+    p.set_defaults(func=cmd_segment)
+
+
+def cmd_segment(a) -> int:
+    options = SegmentOptions(
+        threshold=a.threshold,
+        min_duration_s=a.min_duration,
+        min_pixels=a.min_pixels,
+        channels=a.channels,
+        formats=a.formats or (),
+        denoise=a.denoise,
+        probabilities=a.probabilities,
+        group_overlap=a.group_overlap,
+        group_gap_hz=a.group_gap_hz,
+        split_depth_db=a.split_depth,
+        merge_gap_s=a.merge_gap,
+        edge_fraction=a.edges,
+    )
+    if a.combine and not selections.combinable(a.formats or ()):
+        print("raybird segment: --combine needs --format raven or csv (an Audacity track belongs to one file)")
+        return 2
+    try:
+        if options.denoise:
+            require("librosa")  # before any work: a missing extra fails fast
+        ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
+        if a.local:
+            summary = run_local(
+                a.inputs,
+                a.out,
+                ckpt,
+                options,
+                a.batch_size,
+                "cuda" if a.gpu else None,
+                a.actor_cpus,
+                a.precision,
+                a.overwrite,
+                not a.no_progress,
+                a.combine,
+            )
+        else:
+            from raybird.pipelines.runtime import init_ray
+
+            init_ray()
+            summary = run(
+                a.inputs,
+                a.out,
+                ckpt,
+                options,
+                a.gpu,
+                a.batch_size,
+                a.actors,
+                a.actor_cpus or 1,
+                a.precision,
+                a.overwrite,
+                not a.no_progress,
+                a.combine,
+            )
+    except FileNotFoundError as e:
+        print(f"raybird segment: {e}")
+        return 2
+    print(summary)
+    return 1 if a.fail_on_error and summary.errors else 0

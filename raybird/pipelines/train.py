@@ -1,0 +1,517 @@
+"""Training on Ray Train: a ``TorchTrainer`` (DDP) over the ingest shards, read through Ray Data.
+
+The step itself (:mod:`raybird.training.engine`) is plain PyTorch; this module only orchestrates:
+datasets, the per-worker loop (metrics all-reduced across workers, a checkpoint every
+epoch), fault tolerance, and the run folder::
+
+    <storage_path>/<name>/            Ray Train's run folder (checkpoint_* + state)
+    <storage_path>/<name>/metrics.csv per-epoch train/val metrics
+    <storage_path>/<name>/curves.png  loss and IoU curves (the report's Figure 1)
+    <storage_path>/<name>/best/checkpoint.pt   the best epoch by val IoU, stable path
+
+A worker that dies restarts from the last checkpoint (``FailureConfig``); running again with
+the same name and storage path resumes the run where it stopped. ``init`` starts a new run from
+a trained model's weights instead of random ones (fine-tuning, e.g. the shipped default on a
+user's own labelled recordings); a run that has checkpoints resumes from them instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raybird.extras import available
+from raybird.io import storage
+from raybird.models import checkpoint
+
+# The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
+# workers to tee into its log as well as stdout, so a printed line reached the driver twice.
+log = logging.getLogger(__name__)
+
+METRICS = ("loss", "iou", "miou", "dice", "pixel_acc")
+
+
+@dataclass
+class TrainConfig:
+    """All training flags; defaults are the report's (Adam 1e-3 with decay, batch 8, 35 epochs,
+    early stopping after 10 epochs without val improvement, on-the-fly augmentation)."""
+
+    data: str = ""  # ingest output (folder or s3:// prefix) holding shards/
+    storage_path: str = "runs"
+    name: str = "unet"
+    arch: str = "unet"
+    width: int = 8
+    depth: int = 5
+    dropout: float = 0.1
+    loss: str = "ce+dice"  # "ce" (the report's) or "ce+dice": birds are ~1-5 % of pixels
+    lr: float = 1e-3
+    lr_schedule: str = "exponential"
+    lr_gamma: float = 0.95
+    batch_size: int = 8
+    epochs: int = 35
+    patience: int = 10
+    augment: float = 0.5  # augmentation strength, 0 = off
+    bn_tiles: int = 256  # un-augmented tiles per epoch for BatchNorm statistics (0: running averages)
+    workers: int = 2
+    gpu: bool = False
+    cpus_per_worker: float = 0.5  # fractional: leaves CPU for Ray Data on small machines
+    precision: str = "auto"  # bf16 autocast where the device computes bf16 natively, else fp32
+    max_failures: int = 3
+    seed: int = 0
+    init: str = ""  # fine-tune: start from this model's weights ("default": the shipped one)
+
+    def model_config(self):
+        from raybird.models.networks import ModelConfig
+
+        return ModelConfig(arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout)
+
+
+FLAG_HELP = {
+    "storage_path": "where run folders go (local path or s3://)",
+    "name": "run name; re-running the same name resumes it",
+    "arch": "unet, unet-se, segnet or deeplabv3",
+    "width": "channels of the first block (doubling per level)",
+    "depth": "encoder/decoder levels",
+    "dropout": "dropout in the bottleneck and decoder",
+    "loss": "ce (the report's) or ce+dice",
+    "lr": "Adam learning rate",
+    "lr_schedule": "exponential, step, cosine or none",
+    "lr_gamma": "decay factor per epoch (exponential/step)",
+    "batch_size": "global batch, split over the workers",
+    "epochs": "maximum epochs",
+    "patience": "stop after this many epochs without a better val IoU",
+    "augment": "augmentation strength in [0, 1]; 0 = off",
+    "bn_tiles": "before each validation, recompute the BatchNorm statistics on this many of the epoch's training "
+    "tiles, un-augmented (0: keep the running averages over augmented batches)",
+    "workers": "Ray Train workers (DDP processes)",
+    "gpu": "one GPU per worker (channels_last; bf16 autocast with --precision auto)",
+    "cpus_per_worker": "logical CPUs per worker; fractional leaves room for Ray Data",
+    "precision": "auto (bf16 autocast on CUDA and on CPUs with native bf16, e.g. AVX512-BF16 or AMX; else fp32), "
+    "fp32 or bf16",
+    "max_failures": "worker-group restarts from the last checkpoint before giving up",
+    "seed": "seed for initialisation, shuffling and augmentation",
+    "init": "start from this model's weights (fine-tuning): a checkpoint file or folder, s3:// path, or "
+    "'default' for the shipped model; arch, width, depth and spectrogram settings must match",
+}
+
+
+# ---- data --------------------------------------------------------------------------------------
+def _tiles(t: pa.Table, column: str) -> np.ndarray:
+    """A binary column of shard rows as uint8 tiles ``(N, H, W)``, joined into one writable buffer
+    (``bytearray().join`` copies once, as ``b"".join`` does; torch warns on read-only arrays)."""
+    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
+    return np.frombuffer(bytearray().join(t[column].to_pylist()), np.uint8).reshape(len(t), h, w)
+
+
+def decode_batch(t: pa.Table) -> dict:
+    """Shard rows -> ``spec`` uint8 (N, H, W), ``mask`` uint8 (N, H, W), ``valid_frames`` (N,)."""
+    return {
+        "spec": _tiles(t, "spec"),
+        "mask": _tiles(t, "mask"),
+        "valid_frames": t["valid_frames"].to_numpy().astype(np.int32),
+    }
+
+
+def split_tiles(shards, split: Optional[str], tile_shape: tuple[int, int]):
+    """The labelled tiles of one split (None: of every split) of a Ray Dataset of shard rows, decoded."""
+    return shards.map_batches(_decode_split, fn_args=(split, tile_shape), batch_format="pyarrow", batch_size=None)
+
+
+def _decode_split(t: pa.Table, split: Optional[str], tile_shape: tuple[int, int]):
+    """decode_batch of a shard batch's labelled rows of ``split`` (None: any). A batch with none
+    gives empty tensor columns: Ray Data would store an empty ndarray as pickled objects (with a
+    warning), unlike the tensors of every other block."""
+    keep = pc.is_valid(t["mask"])
+    t = t.filter(keep if split is None else pc.and_(pc.equal(t["split"], split), keep))
+    if len(t):
+        return decode_batch(t)
+    from ray.data.extensions import ArrowTensorArray
+
+    empty = np.zeros((0, *tile_shape), np.uint8)
+    return pa.table(
+        {
+            "spec": ArrowTensorArray.from_numpy(empty),
+            "mask": ArrowTensorArray.from_numpy(empty),
+            "valid_frames": pa.array([], pa.int32()),
+        }
+    )
+
+
+def _shards(data: str):
+    """The ingest output's ``shards/`` as a pyarrow dataset (its files listed once), and its filesystem."""
+    import pyarrow.dataset as pads
+
+    fs, root = storage.arrow_filesystem(data)
+    return pads.dataset(storage.join(root, "shards"), filesystem=fs, format="parquet"), fs
+
+
+def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
+    """Ray Datasets ``{"train", "val"}`` of labelled tiles, and the shards' SpecConfig JSON."""
+    import ray
+
+    # the first row straight from Parquet: a Ray Data take(1) would cost a whole execution (1-4 s)
+    shards, fs = _shards(data)
+    first = shards.head(1, columns=["n_rows", "n_frames", "spec_config"]).to_pylist() if shards.files else []
+    if not first:
+        raise ValueError(f"no shards under {data}")
+    spec_json = first[0]["spec_config"]
+    tile_shape = (first[0]["n_rows"], first[0]["n_frames"])
+    cols = ["spec", "mask", "valid_frames", "n_rows", "n_frames", "split", "spec_config"]
+    base = ray.data.read_parquet(shards.files, filesystem=fs, columns=cols)  # the files listed once
+    out = {}
+    for split in ("train", "val"):
+        ds = split_tiles(base, split, tile_shape)
+        out[split] = ds.materialize() if cache else ds
+        if out[split].count() == 0:
+            raise ValueError(f"no labelled {split} tiles under {data}; ingest more recordings")
+    return out, spec_json
+
+
+def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Up to ``n`` spectrogram tiles ``(n, H, W)`` uint8 drawn at random from the training split
+    of ingest output ``data``, and the shards' SpecConfig JSON; read with pyarrow (the rows
+    drawn only), not Ray. For recomputing a model's BatchNorm statistics (``raybird export
+    --recalibrate``)."""
+    shards, _ = _shards(data)
+    in_train = pc.field("split") == "train"
+    count = shards.count_rows(filter=in_train) if shards.files else 0
+    if count == 0:
+        raise ValueError(f"no training tiles under {data}")
+    rows = np.sort(np.random.default_rng(seed).permutation(count)[:n])
+    t = shards.take(rows, columns=["spec", "n_rows", "n_frames", "spec_config"], filter=in_train)
+    return _tiles(t, "spec"), t["spec_config"][0].as_py()
+
+
+# ---- the worker loop ---------------------------------------------------------------------------
+def _allreduce(values, device):
+    """Sum of ``values`` over the workers, as a float64 tensor on ``device`` (NCCL reduces only
+    CUDA tensors, gloo CPU ones); the values themselves outside a process group."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.as_tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def _recalibrate_batchnorm(model, specs: list, settings) -> None:
+    """engine.recalibrate_batchnorm on this worker's tiles, then the statistics of all workers
+    averaged, weighted by their tiles, so every worker validates and saves the same model."""
+    import torch
+
+    from raybird.training import engine
+
+    n = engine.recalibrate_batchnorm(model, specs, settings) if specs else 0
+    layers = engine.batchnorm_layers(model)
+    if not layers:
+        return
+    device = layers[0].running_mean.device
+    stats = _allreduce(
+        torch.cat(
+            [torch.cat([m.running_mean, m.running_var]).double() for m in layers]
+            + [torch.ones(1, dtype=torch.float64, device=device)]
+        )
+        * n,
+        device,
+    )
+    if stats[-1] == 0:  # no worker saw a tile: keep the running averages
+        return
+    stats = stats[:-1] / stats[-1]
+    for m in layers:
+        k = m.running_mean.numel()
+        m.running_mean.copy_(stats[:k])
+        m.running_var.copy_(stats[k : 2 * k])
+        stats = stats[2 * k :]
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from raybird.pipelines.runtime import only_ours_below_warning
+    from raybird.training import engine
+    from raybird.training.augment import AugmentConfig
+    from raybird.training.metrics import PixelMetrics, scores
+
+    tc = TrainConfig(**config["train"])
+    if config["log_level"] != "INFO":
+        only_ours_below_warning()
+    ctx = ray.train.get_context()
+    torch.manual_seed(tc.seed + ctx.get_world_rank())
+    device = ray.train.torch.get_device()
+    model_cfg = tc.model_config()
+    # torch 2.13's CPU backward of this DeepLabV3 in channels_last segfaults (first step, any
+    # batch; reproduced without Ray or DDP); NCHW trains. Other archs and CUDA keep channels_last.
+    settings = engine.precision_settings(
+        device, tc.precision, channels_last=not (model_cfg.arch == "deeplabv3" and device.type == "cpu")
+    )
+    if ctx.get_world_rank() == 0:
+        log.info(f"training on {device.type} in {settings.precision}")
+    # memory format before DDP: its gradient buckets take the parameters' strides as they are then
+    model = ray.train.torch.prepare_model(settings.prepare_model(model_cfg.build()))
+    optimizer = engine.make_optimizer(model, lr=tc.lr)
+    scheduler = engine.make_scheduler(optimizer, tc.lr_schedule, gamma=tc.lr_gamma, epochs=tc.epochs)
+    stopper = engine.EarlyStopping(tc.patience, mode="max")
+    loss_fn = engine.make_loss(tc.loss)
+    augment = AugmentConfig(strength=tc.augment) if tc.augment > 0 else None
+    gen = torch.Generator(device=device).manual_seed(tc.seed * 1000 + ctx.get_world_rank())
+    history: list[dict] = []
+    resumes: list[int] = []  # epochs at which a restarted or re-run training picked up
+    start = 0
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:  # a restarted worker group or a re-run of the same run name
+        with ckpt.as_directory() as d:
+            payload = checkpoint.read_payload(d)
+        engine.unwrap(model).load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        scheduler.load_state_dict(payload["scheduler_state"])
+        stopper.load_state_dict(payload["extra"]["stopper"])
+        history = payload["extra"]["history"]
+        resumes = payload["extra"]["resumes"] + [payload["epoch"] + 1]
+        start = payload["epoch"] + 1
+    elif config.get("init_state") is not None:
+        engine.unwrap(model).load_state_dict(config["init_state"])
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    # batch_size is the global batch (the report's 8), split over the workers
+    worker_batch = max(1, -(-tc.batch_size // ctx.get_world_size()))
+    worker_bn_tiles = -(-tc.bn_tiles // ctx.get_world_size())
+    for epoch in range(start, tc.epochs):
+        meter, loss_sum, steps = PixelMetrics(), 0.0, 0
+        bn_specs, bn_kept = [], 0  # the epoch's first tiles, as read (before augmentation)
+        lr = optimizer.param_groups[0]["lr"]
+        # a buffer of many batches mixes tiles of different recordings into each batch
+        for batch in train_shard.iter_torch_batches(
+            batch_size=worker_batch, local_shuffle_buffer_size=32 * worker_batch, local_shuffle_seed=tc.seed + epoch
+        ):
+            if bn_kept < worker_bn_tiles:
+                bn_specs.append(batch["spec"][: worker_bn_tiles - bn_kept])
+                bn_kept += len(bn_specs[-1])
+            loss_sum += engine.train_step(
+                model, batch, optimizer, loss_fn, settings, augment=augment, generator=gen, meter=meter
+            )
+            steps += 1
+        scheduler.step()
+        if tc.bn_tiles > 0:
+            _recalibrate_batchnorm(model, bn_specs, settings)
+        val_meter = PixelMetrics()
+        val = engine.evaluate(
+            model, val_shard.iter_torch_batches(batch_size=4 * worker_batch), loss_fn, settings, meter=val_meter
+        )
+        # every worker saw its own shard: sum counts and losses so all agree on the metrics
+        summed = _allreduce(
+            np.concatenate([meter.counts, val_meter.counts, [loss_sum, steps, val["loss_sum"], val["pixels"]]]), device
+        )
+        summed = summed.cpu().numpy()
+        train_m, val_m = scores(summed[:4]), scores(summed[4:8])
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": summed[8] / max(summed[9], 1),
+            "val_loss": summed[10] / max(summed[11], 1),
+            **{f"train_{k}": v for k, v in train_m.items()},
+            **{f"val_{k}": v for k, v in val_m.items()},
+        }
+        history.append(row)
+        stop = stopper.step(row["val_iou"])
+        metrics = {**row, "best_val_iou": stopper.best, "best_epoch": stopper.best_epoch, "stopped_early": stop}
+        if ctx.get_world_rank() == 0:
+            log.info(
+                f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f} IoU {row['train_iou']:.3f} | "
+                f"val loss {row['val_loss']:.4f} IoU {row['val_iou']:.3f} Dice {row['val_dice']:.3f} "
+                f"acc {row['val_pixel_acc']:.3f} | best {stopper.best:.3f} (epoch {stopper.best_epoch + 1})"
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint.save_checkpoint(
+                    tmp,
+                    model,
+                    optimizer,
+                    epoch,
+                    model_cfg,
+                    config["spec_config"],
+                    row,
+                    extra={
+                        "stopper": stopper.state_dict(),
+                        "history": history,
+                        "resumes": resumes,
+                        "train_config": dataclasses.asdict(tc),
+                        "precision": settings.precision,
+                    },
+                    scheduler=scheduler,
+                )
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+        if stop:
+            break
+
+
+# ---- the driver --------------------------------------------------------------------------------
+def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
+    """The weights of ``tc.init`` (None without one), after checking that they fit this run: the
+    same network, and the spectrogram settings the shards were made with (a model only knows the
+    pixel grid it was trained on). Read here, on the driver, so workers on other nodes need no
+    access to the file."""
+    if not tc.init:
+        return None
+    from raybird.dsp.spectrogram import SpecConfig
+    from raybird.models.checkpoint import read_checkpoint, read_payload
+    from raybird.models.networks import ModelConfig
+
+    ckpt = read_checkpoint(tc.init)
+    payload = read_payload(ckpt.data)
+    have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config()
+    # every field but dropout, which holds no weights, fixes the network's shape
+    wrong = [
+        f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
+        for f in dataclasses.fields(ModelConfig)
+        if f.name != "dropout" and getattr(have, f.name) != getattr(want, f.name)
+    ]
+    if wrong:
+        raise ValueError(
+            f"--init {tc.init}: the model has " + ", ".join(wrong) + "; pass the matching --arch/--width/--depth"
+        )
+    shards = SpecConfig.from_json(spec_json)
+    wrong = [
+        f"{k} {v!r} (shards: {getattr(shards, k)!r})" for k, v in vars(ckpt.cfg).items() if getattr(shards, k) != v
+    ]
+    if wrong:
+        raise ValueError(
+            f"--init {tc.init}: the model was trained on other spectrograms: "
+            + ", ".join(wrong)
+            + "; ingest with its settings (raybird ingest --preset)"
+        )
+    return payload["model_state"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_checkpoint: str
+    best_val_iou: float
+    best_epoch: int
+    epochs_run: int
+    history: list
+    resumes: list  # epochs at which a restarted worker group or a re-run continued
+
+
+def fit(
+    tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[str] = None, callbacks: Optional[list] = None
+) -> TrainResult:
+    """Train and export. ``datasets``/``spec_json`` may be passed in (Tune reuses them);
+    ``callbacks`` are Ray Train callbacks (Tune passes one that forwards each report)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raybird.pipelines.runtime import train_log_level
+    from raybird.training.engine import check_precision
+
+    check_precision(tc.precision)  # before Ray Train starts, not in every worker
+    if datasets is None:
+        datasets, spec_json = load_datasets(tc.data)
+    init_state = initial_weights(tc, spec_json)
+    resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.gpu else {})}
+    fs, root = storage.arrow_filesystem(tc.storage_path)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": dataclasses.asdict(tc),
+            "spec_config": spec_json,
+            "init_state": init_state,
+            "log_level": train_log_level(),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=tc.gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=tc.name,
+            storage_path=root,
+            storage_filesystem=fs if tc.storage_path.startswith("s3://") else None,
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level=train_log_level()),  # Ray Train's own lines
+            callbacks=callbacks,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=3, checkpoint_score_attribute="val_iou", checkpoint_score_order="max"
+            ),
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    return export(tc, result)
+
+
+def export(tc: TrainConfig, result) -> TrainResult:
+    """Write metrics.csv, curves.png and best/checkpoint.pt into the run folder."""
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["val_iou"])
+    run_dir = storage.join(tc.storage_path, tc.name)
+    fs, _ = storage.filesystem(run_dir)
+    with result.checkpoint.as_directory() as d:
+        from raybird.models.checkpoint import read_payload
+
+        extra = read_payload(d)["extra"]
+    history = extra["history"]
+    with best_ckpt.as_directory() as d:
+        best_local = os.path.join(d, "checkpoint.pt")
+        best_path = storage.join(run_dir, "best", "checkpoint.pt")
+        _, best_fs_path = storage.filesystem(best_path)
+        fs.makedirs(best_fs_path.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(best_local, best_fs_path)
+    _, csv_path = storage.filesystem(storage.join(run_dir, "metrics.csv"))
+    with fs.open(csv_path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    if available("matplotlib"):
+        _, png_path = storage.filesystem(storage.join(run_dir, "curves.png"))
+        with fs.open(png_path, "wb") as f:
+            f.write(plot_curves(history, title=tc.name, loss=tc.loss))
+    else:
+        log.warning(
+            "train: curves.png not drawn (matplotlib missing: pip install 'raybird[plot]'); "
+            "metrics.csv holds the same numbers"
+        )
+    return TrainResult(
+        run_dir,
+        best_path,
+        float(best_metrics["val_iou"]),
+        int(best_metrics["epoch"]),
+        len(history),
+        history,
+        extra["resumes"],
+    )
+
+
+def plot_curves(history: list[dict], title: str = "", loss: str = "training") -> bytes:
+    """PNG of train/val loss (named ``loss``, e.g. ce+dice) and foreground IoU per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "loss", f"{loss} loss"), (axes[1], "iou", "foreground IoU")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,1 @@
+"""The synthetic archive with exact truth, and real backgrounds for it."""

@@ -1,0 +1,1 @@
+"""One training step, validation and checkpoints (plain PyTorch), augmentation, pixel metrics."""

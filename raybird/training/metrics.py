@@ -1,0 +1,118 @@
+"""Pixel metrics (bird = class 1 = foreground) from an accumulated binary confusion matrix.
+
+Counts are summed over every pixel of every batch (micro average), so a data set's score does
+not depend on how it was batched, and counts from several workers simply add up.
+
+Edge cases, chosen so that "nothing there, nothing found" is a perfect answer:
+
+* foreground IoU ``tp / (tp + fp + fn)`` and Dice ``2 tp / (2 tp + fp + fn)`` are 1.0 when both
+  prediction and truth are empty; background IoU likewise when both are all bird;
+* ``miou`` is the mean of foreground and background IoU;
+* with no counted pixel at all every metric is NaN (nothing was scored).
+
+Pixels are left out through ``valid`` (a boolean mask broadcastable to the batch),
+``valid_frames`` (per item, the number of leading columns that hold real audio; the zero
+padding after the end of a recording must not count) and target values below 0 (the ignore
+index used by the training loss).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+Array = Union[np.ndarray, torch.Tensor]
+METRIC_NAMES = ("iou", "miou", "dice", "pixel_acc")
+
+
+def _tensor(x: Array, device: Optional[torch.device] = None) -> torch.Tensor:
+    return x.to(device) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), device=device)
+
+
+def valid_frames_mask(
+    valid_frames: Union[int, Sequence[int], Array], n: int, width: int, device: Optional[torch.device] = None
+) -> torch.Tensor:
+    """Boolean ``(n, 1, width)`` mask, True for columns before each item's ``valid_frames``."""
+    vf = torch.as_tensor(valid_frames, device=device).reshape(-1, 1, 1).expand(n, 1, 1)
+    return torch.arange(width, device=device).reshape(1, 1, -1) < vf
+
+
+def confusion(
+    pred: Array,
+    target: Array,
+    valid: Optional[Array] = None,
+    valid_frames: Union[None, int, Sequence[int], Array] = None,
+) -> np.ndarray:
+    """``[tp, fp, fn, tn]`` (int64) of binary predictions against targets, shape ``(N, H, W)``
+    or ``(H, W)``. ``pred`` is nonzero for bird; ``target`` 1 for bird, 0 background, <0 ignored."""
+    target = _tensor(target)
+    pred = _tensor(pred, target.device)
+    ok = target >= 0
+    if valid is not None:
+        ok = ok & _tensor(valid, target.device).bool()
+    if valid_frames is not None:
+        lead, width = target.shape[:-2], target.shape[-1]
+        cols = valid_frames_mask(valid_frames, int(np.prod(lead)), width, target.device)
+        ok = ok & cols.reshape(*lead, 1, width)
+    p, t = pred != 0, target > 0
+    tp, fp, fn = (p & t & ok).sum(), (p & ~t & ok).sum(), (~p & t & ok).sum()
+    counts = torch.stack([tp, fp, fn, ok.sum() - tp - fp - fn])
+    return counts.cpu().numpy().astype(np.int64)  # one device sync per batch
+
+
+def _ratio(num: float, den: float) -> float:
+    return 1.0 if den == 0 else num / den
+
+
+def scores(counts: Sequence[int]) -> dict[str, float]:
+    """``{"iou", "miou", "dice", "pixel_acc"}`` from ``[tp, fp, fn, tn]`` (see module docstring)."""
+    tp, fp, fn, tn = (int(c) for c in counts)
+    if tp + fp + fn + tn == 0:
+        return {k: float("nan") for k in METRIC_NAMES}
+    iou_fg, iou_bg = _ratio(tp, tp + fp + fn), _ratio(tn, tn + fp + fn)
+    return {
+        "iou": iou_fg,
+        "miou": (iou_fg + iou_bg) / 2,
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
+        "pixel_acc": (tp + tn) / (tp + fp + fn + tn),
+    }
+
+
+def pixel_metrics(
+    pred: Array,
+    target: Array,
+    valid: Optional[Array] = None,
+    valid_frames: Union[None, int, Sequence[int], Array] = None,
+) -> dict[str, float]:
+    """Scores of a single batch / recording."""
+    return scores(confusion(pred, target, valid, valid_frames))
+
+
+class PixelMetrics:
+    """Accumulates ``[tp, fp, fn, tn]`` over batches; :meth:`compute` returns the score dict."""
+
+    def __init__(self):
+        self.counts = np.zeros(4, np.int64)
+
+    def update(
+        self,
+        pred: Array,
+        target: Array,
+        valid: Optional[Array] = None,
+        valid_frames: Union[None, int, Sequence[int], Array] = None,
+    ) -> "PixelMetrics":
+        self.counts += confusion(pred, target, valid, valid_frames)
+        return self
+
+    def merge(self, other: Union["PixelMetrics", Sequence[int], np.ndarray]) -> "PixelMetrics":
+        """Add another accumulator's counts (e.g. gathered from other workers)."""
+        self.counts += np.asarray(other.counts if isinstance(other, PixelMetrics) else other, np.int64)
+        return self
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+
+    def compute(self) -> dict[str, float]:
+        return scores(self.counts)

@@ -1,0 +1,201 @@
+"""Ingest: geometry of the rows, masks from labels, folder + tar + s3 through Ray Data,
+corrupt inputs in the errors table, and input count = recordings + errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from raybird.dsp.spectrogram import PRESETS, n_frames_for
+from raybird.io import labels, storage, tables
+from raybird.pipelines import ingest
+from raybird.synth.generator import generate_archive
+
+CFG = PRESETS["default"]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("synth")
+    generate_archive(d, 6, seed=3, duration_s=(3.0, 8.0))
+    return d
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".wav", ".flac"))
+
+
+def test_rows_cover_recording_and_mask_matches_truth(archive):
+    path = _audio_files(archive)[0]
+    label = labels.load_labels(str(path), [str(p) for p in archive.iterdir()], storage.read_bytes, CFG)
+    table = ingest.recording_rows(str(path), str(path), CFG, "mix", label)
+    info = sf.info(str(path))
+    n_samples = int(round(info.frames * CFG.sample_rate / info.samplerate))
+    total_frames = n_frames_for(n_samples, CFG)
+    rows = table.to_pylist()
+    # tiles start every tile_step frames and together cover every frame exactly
+    assert [r["first_frame"] for r in rows] == [i * CFG.tile_step for i in range(len(rows))]
+    assert rows[-1]["first_frame"] + rows[-1]["valid_frames"] == total_frames
+    assert all(r["valid_frames"] == CFG.tile_frames for r in rows[:-1])
+    assert (
+        rows[0]["offset_s"] == 0.0 and rows[1]["offset_s"] == pytest.approx(CFG.tile_step * CFG.frame_s)
+        if len(rows) > 1
+        else True
+    )
+    # the stored mask is the truth mask of those frames, zero after the end
+    truth = np.load(path.with_name(path.stem + ".truth.npz"))["mask"]
+    for r in rows:
+        spec, mask = ingest.decode_tile(r)
+        assert spec.shape == mask.shape == (CFG.n_rows, CFG.tile_frames)
+        v = r["valid_frames"]
+        np.testing.assert_array_equal(mask[:, :v], truth[:, r["first_frame"] : r["first_frame"] + v])
+        assert not mask[:, v:].any() and not spec[:, v:].any()
+    assert {r["split"] for r in rows} == {ingest.split_of(str(path))}
+
+
+def test_split_is_stable_near_70_20_10_and_follows_folder_and_file_names():
+    names = [f"site{i % 7}/rec_{i}.wav" for i in range(3000)]
+    splits = [ingest.split_of(f"/data/{n}") for n in names]
+    share = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert share["train"] == pytest.approx(0.7, abs=0.03)
+    assert share["val"] == pytest.approx(0.2, abs=0.03)
+    assert share["test"] == pytest.approx(0.1, abs=0.03)
+    # the same recordings elsewhere, in a bucket, or as archive members: the same splits
+    for where in ("s3://bucket/survey-2026/{}", "/mnt/copy/{}", "/data/sites.tar.gz::{}"):
+        assert [ingest.split_of(where.format(n)) for n in names] == splits
+    # the folder's name counts: recording 1 of one site is not recording 1 of every site
+    assert len({ingest.split_of(f"/data/site{k}/rec_1.wav") for k in range(30)}) == 3
+
+
+def _bad_inputs(folder: Path) -> dict[str, str]:
+    """Corrupt inputs and the stage their error row must name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "noise.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "text.flac").write_text("this is not audio\n" * 50)
+    good = io.BytesIO()
+    sf.write(good, np.zeros(22050, np.float32), 22050, format="WAV")
+    (folder / "truncated.wav").write_bytes(good.getvalue()[:30])
+    return {"empty.wav": "decode", "noise.wav": "decode", "text.flac": "decode", "truncated.wav": "decode"}
+
+
+def _tar(src: Path, dst: Path, names: list[Path]) -> Path:
+    with tarfile.open(dst, "w:gz") as tf:
+        for p in names:
+            tf.add(p, arcname=f"site_b/{p.name}")
+    return dst
+
+
+def _check_outputs(out: str, expect_recordings: int, expect_errors: dict[str, str]):
+    tiles = ingest.read_table(out, "shards")
+    errors = ingest.read_table(out, "errors")
+    assert tiles.schema.equals(ingest.SHARD_SCHEMA, check_metadata=False)
+    assert errors.schema.equals(tables.ERROR_SCHEMA, check_metadata=False)
+    recs = set(tiles.column("recording_id").to_pylist())
+    assert len(recs) == expect_recordings
+    got = {Path(s.split("::")[-1]).name: st for s, st in zip(errors["source"].to_pylist(), errors["stage"].to_pylist())}
+    assert got == expect_errors
+    assert all(r for r in errors["reason"].to_pylist())
+    # no recording both written and failed, none written twice
+    assert not recs & set(errors.column("recording_id").to_pylist())
+    keys = list(zip(tiles["recording_id"].to_pylist(), tiles["channel"].to_pylist(), tiles["tile_index"].to_pylist()))
+    assert len(keys) == len(set(keys))
+    assert all(m is not None for m in tiles["mask"].to_pylist())  # synthetic recordings are all labelled
+    return tiles, errors
+
+
+@pytest.mark.ray
+def test_ray_ingest_folder_and_tar_with_corrupt_files(ray_session, archive, tmp_path):
+    inputs = tmp_path / "in"
+    shutil.copytree(archive, inputs / "site_a")
+    bad = _bad_inputs(inputs / "site_a")
+    files = _audio_files(archive)
+    side = [p for p in archive.iterdir() if p.suffix in (".txt", ".npz")]
+    _tar(archive, tmp_path / "site_b.tar.gz", files[:3] + side)
+    out = tmp_path / "out"
+    summary = ingest.run([str(inputs), str(tmp_path / "site_b.tar.gz")], str(out))
+    n_good = len(files) + 3
+    tiles, errors = _check_outputs(str(out), n_good, bad)
+    assert summary.recordings == n_good and summary.errors == len(bad)
+    # inputs = recordings written + error rows
+    assert n_good + len(bad) == summary.recordings + summary.errors
+    # the same recording from the folder and from the tar yields identical tiles
+    by_src = {}
+    for r in tiles.select(["source", "tile_index", "spec", "mask"]).to_pylist():
+        by_src[(Path(r["source"].split("::")[-1]).name, r["tile_index"], "::" in r["source"])] = (r["spec"], r["mask"])
+    name = files[0].name
+    assert by_src[(name, 0, True)] == by_src[(name, 0, False)]
+    # the single-process path writes the same rows
+    local = ingest.run_local([str(inputs), str(tmp_path / "site_b.tar.gz")], str(tmp_path / "out_local"))
+    assert (local.recordings, local.tiles, local.errors) == (summary.recordings, summary.tiles, summary.errors)
+    # re-running overwrites rather than duplicating, and splits do not move
+    again = ingest.run([str(inputs), str(tmp_path / "site_b.tar.gz")], str(out))
+    assert again.tiles == summary.tiles
+    t2 = ingest.read_table(str(out), "shards", columns=["recording_id", "split"])
+    assert dict(zip(t2["recording_id"].to_pylist(), t2["split"].to_pylist())) == dict(
+        zip(tiles["recording_id"].to_pylist(), tiles["split"].to_pylist())
+    )
+
+
+@pytest.mark.ray
+def test_ray_ingest_s3_in_and_out(ray_session, s3_bucket, archive, tmp_path):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**storage.storage_options())
+    for p in list(archive.iterdir())[:9]:
+        fs.put(str(p), f"{s3_bucket}/raw/{p.name}")
+    fs.pipe(f"{s3_bucket}/raw/broken.wav", b"RIFF\x00\x00")
+    n_audio = sum(1 for p in list(archive.iterdir())[:9] if p.suffix in (".wav", ".flac"))
+    out = f"s3://{s3_bucket}/ingested"
+    summary = ingest.run([f"s3://{s3_bucket}/raw/"], out)
+    assert summary.recordings == n_audio and summary.errors == 1
+    tiles, errors = _check_outputs(out, n_audio, {"broken.wav": "decode"})
+    assert all(s.startswith(f"s3://{s3_bucket}/raw/") for s in tiles["source"].to_pylist())
+    assert fs.ls(f"{s3_bucket}/ingested/shards")
+    # a local copy of raw/ ingests to the same splits: they hash folder and file names, not the store
+    (tmp_path / "raw").mkdir()
+    for p in list(archive.iterdir())[:9]:
+        shutil.copy(p, tmp_path / "raw")
+    ingest.run_local([str(tmp_path / "raw")], str(tmp_path / "local"))
+    local = ingest.read_table(str(tmp_path / "local"), "shards", columns=["source", "split"])
+
+    def split_by_name(t):
+        return {Path(src).name: split for src, split in zip(t["source"].to_pylist(), t["split"].to_pylist())}
+
+    assert split_by_name(local) == split_by_name(tiles) and len(split_by_name(tiles)) == n_audio
+
+
+def test_time_only_labels_become_the_calls_pixels_or_full_columns(real_data, tmp_path):
+    """A Bengalese finch recording with Audacity (time-only) syllable labels: by default each
+    labelled column keeps only the pixels standing out from its noise floor (a call's shape, at
+    least one pixel per column); ``time_labels="columns"`` keeps the full-band columns."""
+    src, folder = real_data / "bengalese_finch", tmp_path / "in"
+    folder.mkdir()
+    for f in ("gy6or6_baseline_230312_0808.138.wav", "gy6or6_baseline_230312_0808.138.txt"):
+        shutil.copy(src / f, folder / f)
+    masks = {}
+    for mode in ("energy", "columns"):
+        ingest.run_local([str(folder)], str(tmp_path / mode), time_labels=mode)
+        rows = ingest.read_table(str(tmp_path / mode), "shards").to_pylist()
+        masks[mode] = np.concatenate([ingest.decode_tile(r)[1][:, : r["valid_frames"]] for r in rows], axis=1)
+    columns, energy = masks["columns"].astype(bool), masks["energy"].astype(bool)
+    labelled = columns.any(axis=0)
+    assert labelled.sum() > 500 and columns[:, labelled].all()  # full band wherever a syllable is
+    assert not (energy & ~columns).any()  # never outside a labelled column
+    assert (energy.any(axis=0) == labelled).all()  # every labelled column keeps a pixel
+    assert 0.05 < energy[:, labelled].mean() < 0.5  # ... but not the whole band
+    record = json.loads((tmp_path / "columns" / "run.json").read_text())  # what made these shards
+    assert (record["job"], record["settings"]["time_labels"], record["runs"][0]["counts"]["recordings"]) == (
+        "ingest",
+        "columns",
+        1,
+    )
+    with pytest.raises(ValueError, match="time_labels"):
+        ingest.run_local([str(folder)], str(tmp_path / "bad"), time_labels="boxes")

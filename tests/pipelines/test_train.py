@@ -1,0 +1,244 @@
+"""Ray Train: a 2-worker DDP run on CPU, its outputs, fault tolerance and resumption."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from raybird import cli
+from raybird.dsp.spectrogram import SpecConfig
+from raybird.models import checkpoint
+from raybird.models.networks import ModelConfig
+from raybird.pipelines import ingest
+from raybird.pipelines.train import TrainConfig, fit, initial_weights, load_datasets, sample_tiles, split_tiles
+from raybird.training import engine
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def shards(ray_session, tmp_path_factory, balanced_archive):
+    root = tmp_path_factory.mktemp("train")
+    archive = balanced_archive(root, 16, 1, 1, seed=11, duration_s=(3.0, 6.0), p_empty=0.1)
+    ingest.run([str(archive)], str(root / "ingest"))
+    datasets, spec_json = load_datasets(str(root / "ingest"))
+    return root, datasets, spec_json
+
+
+def test_load_datasets_says_when_there_are_no_shards(tmp_path):
+    (tmp_path / "shards").mkdir()
+    with pytest.raises(ValueError, match="no shards under"):
+        load_datasets(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        load_datasets(str(tmp_path / "missing"))
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    return sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
+
+
+def _config(root: Path, name: str, **kw) -> TrainConfig:
+    base = dict(
+        data=str(root / "ingest"),
+        storage_path=str(root / "runs"),
+        name=name,
+        width=4,
+        depth=3,
+        epochs=2,
+        batch_size=4,
+        workers=2,
+        cpus_per_worker=0.5,
+        augment=0.3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_two_workers_two_epochs_write_checkpoints_metrics_and_curves(shards):
+    root, datasets, spec_json = shards
+    r = fit(_config(root, "basic"), datasets, spec_json)
+    assert r.epochs_run == 2 and [h["epoch"] for h in r.history] == [0, 1]
+    for key in ("train_loss", "val_loss", "train_iou", "val_iou", "val_miou", "val_dice", "val_pixel_acc"):
+        assert all(0 <= h[key] < 10 for h in r.history), key
+    run = root / "runs" / "basic"
+    assert _checkpoints(run), "Ray Train checkpoints"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r_["epoch"]) for r_ in rows] == [0, 1]
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    model, payload = checkpoint.load_checkpoint(run / "best" / "checkpoint.pt")  # weights_only=True inside
+    assert payload["spec_config"] == spec_json
+    # --precision auto: bf16 autocast where this CPU computes bf16 natively, recorded as resolved
+    assert payload["extra"]["precision"] == ("bf16" if engine.native_bf16_cpu() else "fp32")
+    assert payload["metrics"]["val_iou"] == pytest.approx(r.best_val_iou)
+    assert max(h["val_iou"] for h in r.history) == pytest.approx(r.best_val_iou)
+    x = torch.rand(1, 1, 256, 512)
+    assert model(x).shape == (1, 2, 256, 512)
+
+
+def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
+    """Shards of a large archive each hold a few recordings, so many have no val tiles; those
+    batches must decode to the same tensor type as the rest, not to pickled objects."""
+    import ray
+
+    root, _, _ = shards
+    rows = pq.read_table(root / "ingest" / "shards")
+    only_train = rows.filter(pc.equal(rows["split"], "train"))
+    tile_shape = (rows["n_rows"][0].as_py(), rows["n_frames"][0].as_py())
+    blocks = ray.get(split_tiles(ray.data.from_arrow([only_train, rows]), "val", tile_shape).to_arrow_refs())
+    n_val = pc.sum(pc.and_(pc.equal(rows["split"], "val"), pc.is_valid(rows["mask"]))).as_py()
+    assert [len(b) for b in blocks] == [0, n_val] and n_val > 0
+    types = {str(b.schema.field(col).type) for b in blocks for col in ("spec", "mask")}
+    assert len(types) == 1 and next(iter(types)).startswith("ArrowTensorType"), types
+    # split None (the train benchmark's throughput runs): every labelled tile, of any split
+    blocks = ray.get(split_tiles(ray.data.from_arrow([only_train, rows]), None, tile_shape).to_arrow_refs())
+    assert [len(b) for b in blocks] == [pc.sum(pc.is_valid(t["mask"])).as_py() for t in (only_train, rows)]
+
+
+def test_early_stopping(shards):
+    root, datasets, spec_json = shards
+    # lr 0: val IoU cannot improve after epoch 0, so patience 2 stops after epoch 2
+    r = fit(_config(root, "stop", lr=0.0, epochs=10, patience=2, precision="fp32"), datasets, spec_json)
+    assert r.epochs_run == 3
+    assert torch.load(r.best_checkpoint, weights_only=True)["extra"]["precision"] == "fp32"
+
+
+def test_an_unknown_precision_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; known: auto, fp32, bf16"):
+        fit(_config(tmp_path, "x", precision="fp16"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
+    root, datasets, spec_json = shards
+    first = fit(_config(root, "resume", epochs=2, lr=1e-3, lr_gamma=0.5), datasets, spec_json)
+    assert [h["lr"] for h in first.history] == pytest.approx([1e-3, 5e-4])
+    again = fit(_config(root, "resume", epochs=4, lr=1e-3, lr_gamma=0.5), datasets, spec_json)
+    assert [h["epoch"] for h in again.history] == [0, 1, 2, 3]
+    assert again.history[:2] == first.history  # epochs 0-1 were not run again
+    assert [h["lr"] for h in again.history] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])  # decay went on
+    payload = torch.load(Path(again.best_checkpoint).parent.parent / "best" / "checkpoint.pt", weights_only=True)
+    assert payload["epoch"] in (0, 1, 2, 3)
+
+
+def test_batchnorm_statistics_are_those_of_the_unaugmented_training_tiles(shards, tmp_path, capsys):
+    """Each epoch ends by recomputing the BatchNorm statistics on the epoch's training tiles as
+    read, not augmented, averaged over the workers: the saved model's first layer holds its
+    input's mean over the train tiles. With bn_tiles 0 the layer keeps its running average over
+    augmented batches; `raybird export --recalibrate` recomputes it, on training tiles only."""
+    root, datasets, spec_json = shards
+    tiles = np.concatenate([b["spec"] for b in datasets["train"].iter_batches(batch_size=64, batch_format="numpy")])
+
+    def first_layer(model, tiles=tiles):
+        """Its BatchNorm's running mean, and the mean of its input over ``tiles``."""
+        conv, bn = model.encoders[0][0][0], model.encoders[0][0][1]
+        with torch.no_grad():
+            return bn.running_mean, conv(torch.from_numpy(tiles)[:, None].float() / 255).mean((0, 2, 3))
+
+    fit(_config(root, "bn", epochs=1, augment=1.0), datasets, spec_json)
+    model = checkpoint.load_checkpoint(root / "runs" / "bn" / "best" / "checkpoint.pt")[0]
+    assert torch.allclose(*first_layer(model), rtol=0.03, atol=1e-4)
+
+    fit(_config(root, "bn-off", epochs=1, augment=1.0, bn_tiles=0), datasets, spec_json)
+    off = root / "runs" / "bn-off" / "best" / "checkpoint.pt"
+    assert not torch.allclose(*first_layer(checkpoint.load_checkpoint(off)[0]), rtol=0.03, atol=1e-4)
+    out = tmp_path / "recalibrated.pt"
+    assert (
+        cli.main(
+            ["export", str(off), "--recalibrate", str(root / "ingest"), "--recalibrate-tiles", "16", "--out", str(out)]
+        )
+        == 0
+    )
+    model, payload = checkpoint.load_checkpoint(out)
+    drawn = sample_tiles(str(root / "ingest"), 16)[0]  # the same draw: one batch of 16
+    assert torch.allclose(*first_layer(model, drawn), atol=1e-5)
+    assert payload["extra"]["bn_recalibrated"] == {"data": str(root / "ingest"), "tiles": 16}
+    assert len(sample_tiles(str(root / "ingest"), 1000)[0]) == len(tiles)  # the training split's, no others
+    hop256 = checkpoint.save_checkpoint(
+        tmp_path / "hop", model, spec_config_json=SpecConfig.from_json(spec_json).replace(hop_length=256).to_json()
+    )
+    assert (
+        cli.main(["export", str(hop256), "--recalibrate", str(root / "ingest"), "--out", str(tmp_path / "x.pt")]) == 2
+    )
+    assert "other spectrogram settings" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def _trained_model(datasets, spec_json, path: Path, steps: int = 40) -> None:
+    """A width-4 U-Net fitted to the train tiles in plain PyTorch (quicker than a Ray run), saved at ``path``."""
+    torch.manual_seed(0)
+    train = datasets["train"].take_batch(datasets["train"].count(), batch_format="numpy")
+    model = ModelConfig(width=4, depth=3).build()
+    settings = engine.pick_device("cpu")
+    settings.prepare_model(model)
+    opt, loss_fn = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        idx = rng.choice(len(train["spec"]), 4, replace=False)
+        engine.train_step(model, {k: v[idx] for k, v in train.items()}, opt, loss_fn, settings)
+    checkpoint.save_checkpoint(path, model, spec_config_json=spec_json)
+
+
+def test_init_starts_from_a_trained_models_weights(shards):
+    """Fine-tuning: at lr 0 the weights never move, so the run saves exactly the --init model's
+    parameters (BatchNorm's running statistics do follow the data). Were --init ignored, it would
+    save its own random initialisation instead."""
+    root, datasets, spec_json = shards
+    source = root / "init-source.pt"
+    _trained_model(datasets, spec_json, source)
+    _, src = checkpoint.load_checkpoint(source)
+    run = fit(_config(root, "init-tuned", epochs=1, lr=0.0, init=str(source)), datasets, spec_json)
+    got = torch.load(run.best_checkpoint, weights_only=True)
+    assert got["extra"]["train_config"]["init"] == str(source)
+    names = [n for n, _ in ModelConfig(width=4, depth=3).build().named_parameters()]
+    for name in names:
+        assert torch.equal(got["model_state"][name], src["model_state"][name]), name
+
+
+def test_init_must_match_the_runs_network_and_spectrograms(shards):
+    root, _, spec_json = shards
+    with pytest.raises(ValueError, match=r"width 8 \(this run: 4\)"):
+        initial_weights(_config(root, "x", init="default"), spec_json)
+    other = dataclasses.replace(SpecConfig.from_json(spec_json), hop_length=256)
+    with pytest.raises(ValueError, match="other spectrograms: hop_length 128 \\(shards: 256\\)"):
+        initial_weights(_config(root, "x", init="default", width=8, depth=5), other.to_json())
+    assert initial_weights(_config(root, "x", init="default", width=8, depth=5), spec_json)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(shards, descendants):
+    """SIGKILL one training worker after the first checkpoint: the worker group restarts and
+    continues from that checkpoint instead of from epoch 0."""
+    root, datasets, spec_json = shards
+    # the kill follows the first registered checkpoint within a second; 7 epochs are left to run
+    tc = _config(root, "killed", epochs=8, patience=100, max_failures=2)
+
+    def train_workers() -> set[int]:  # this session's: Ray names a worker process after its actor
+        return {pid for pid, title in descendants(os.getpid()) if "RayTrainWorker" in title}
+
+    out = {}
+    stale = train_workers()  # workers of earlier runs may still be exiting
+    t = threading.Thread(target=lambda: out.setdefault("r", fit(tc, datasets, spec_json)))
+    t.start()
+    run = root / "runs" / "killed"
+    deadline = time.time() + 240
+    # the controller writes this snapshot once it has registered a checkpoint; a folder on disk
+    # alone is not enough (a report still queued in the killed worker is lost with it)
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    while not snapshot.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert snapshot.exists(), "no checkpoint registered"
+    workers = sorted(train_workers() - stale)
+    assert workers, "no training worker found"
+    os.kill(workers[0], signal.SIGKILL)
+    t.join(600)
+    r = out["r"]
+    assert [h["epoch"] for h in r.history] == list(range(8))
+    assert len(r.resumes) == 1 and 1 <= r.resumes[0] <= 7, r.resumes  # continued, not from epoch 0
