@@ -29,7 +29,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import soundfile as sf
 import torch
 
@@ -58,13 +57,9 @@ def decoded_tiles(records: list[dict], cfg, limit: int) -> np.ndarray:
     """The first ``limit`` spectrogram tiles (uint8, N x rows x frames) of the recordings."""
     tiles = []
     for r in records:
-        for t in decode.recording_tiles(r["audio"], r["audio"], cfg):
-            kinds = t.column("kind").to_pylist()
-            tiles += [
-                np.frombuffer(b.as_py(), np.uint8).reshape(cfg.n_rows, cfg.tile_frames)
-                for k, b in zip(kinds, t.column("spec"))
-                if k == "tile"
-            ]
+        tiles += [
+            t for item in decode.recording_tiles(r["audio"], cfg) if isinstance(item, decode.Tiles) for t in item.spec
+        ]
         if len(tiles) >= limit:
             break
     return np.stack(tiles[:limit])
@@ -180,8 +175,11 @@ def accuracy(ckpt: checkpoint.Checkpoint, records: list[dict], precisions=("fp32
     for p in precisions:
         model_actor = predictor.Predictor(ckpt.data, "cpu", 1, predictor.CPU_BATCH, p)
         for r in records:
-            parts = [model_actor(t) for t in decode.recording_tiles(r["audio"], r["audio"], ckpt.cfg)]
-            _, results = recording.stitch_recording(pa.concat_tables(parts), ckpt.cfg, recording.SegmentOptions())
+            items = decode.recording_tiles(r["audio"], ckpt.cfg)
+            stitcher = recording.stitch(
+                items, model_actor, recording.RecordingStitcher(ckpt.cfg, recording.SegmentOptions())
+            )
+            _, results = stitcher.finish()
             masks[p].append(segment.postprocess.decode_mask(results[0].mask, ckpt.cfg.n_rows, results[0].n_frames))
     rows = []
     ref = precisions[0]

@@ -273,10 +273,6 @@ def to_uint8(spec: np.ndarray) -> np.ndarray:
     return np.round(np.clip(spec, 0, 1) * 255).astype(np.uint8)
 
 
-def from_uint8(q: np.ndarray) -> np.ndarray:
-    return q.astype(np.float32) / 255.0
-
-
 # ---- tiling a stream ------------------------------------------------------------------------
 @dataclass
 class Tile:

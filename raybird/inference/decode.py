@@ -1,62 +1,54 @@
 """Decoding for segmentation: a unit of input (a file, or an archive's recordings in turn) as a
-stream of tile rows, or an error row per recording that cannot be read or decoded."""
+stream of items per recording: :class:`Tiles` (the spectrogram tiles, as the model takes them),
+then :class:`End`; or :class:`Failed` for a recording that cannot be read or decoded. Arrays
+stay arrays here: this runs in the process that predicts and stitches (Arrow is only at the Ray
+Data boundary, :mod:`raybird.pipelines.segment`)."""
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from dataclasses import dataclass
+from typing import Iterator, Optional, Union
 
 import numpy as np
-import pyarrow as pa
 
 from raybird.dsp.spectrogram import SpecConfig, blank_above_nyquist, iter_tiles, to_uint8
 from raybird.io import audio, storage
 
-# Rows between decoding and stitching, by kind: "tile", "end" (per channel, with the decoded
-# length), "error" (stage, reason). Decoded "tile" rows carry the
-# spectrogram (uint8, rows x tile_frames, row-major) and its silent frames (np.packbits of a
-# flag per frame) with the tile's first_frame / valid_frames;
-# after prediction they carry ``prob`` and ``level`` (the spectrogram), both frame-major uint8,
-# of the kept columns; first_frame / n_frames then describe those columns.
-_COMMON = [
-    ("recording_id", pa.string()),
-    ("source", pa.string()),
-    ("channel", pa.int16()),
-    ("kind", pa.string()),
-    ("tile_index", pa.int32()),
-    ("first_frame", pa.int64()),
-]
+
+@dataclass
+class Tiles:
+    """Consecutive tiles of one recording in time order, channels interleaved."""
+
+    channel: np.ndarray  # (n,) int
+    tile_index: np.ndarray  # (n,) int: the tile's place in its channel
+    first_frame: np.ndarray  # (n,) int
+    valid_frames: np.ndarray  # (n,) int: frames from there on are padding past the end
+    spec: np.ndarray  # (n, rows, tile_frames) uint8: what the model takes
+    silent: np.ndarray  # (n, tile_frames) bool: digitally silent frames (nothing is found there)
 
 
-_TAIL = [("n_samples", pa.int64()), ("stage", pa.string()), ("reason", pa.string())]
+@dataclass
+class End:
+    """A recording decoded to its end: its length and channels."""
+
+    n_samples: int
+    n_channels: int
 
 
-TILE_SCHEMA = pa.schema(
-    _COMMON + [("valid_frames", pa.int32()), ("spec", pa.binary()), ("silent", pa.binary())] + _TAIL
-)
+@dataclass
+class Failed:
+    """A recording that could not be read or decoded; ``stage`` and ``reason`` go to the errors table."""
+
+    stage: str
+    reason: str
 
 
-PROB_SCHEMA = pa.schema(_COMMON + [("n_frames", pa.int32()), ("prob", pa.binary()), ("level", pa.binary())] + _TAIL)
+Item = Union[Tiles, End, Failed]
 
 
-def _row(schema: pa.Schema, **values) -> dict:
-    return {name: values.get(name) for name in schema.names}
-
-
-def _error_rows(source: str, stage: str, reason: str) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            _row(
-                TILE_SCHEMA,
-                recording_id=storage.recording_id(source),
-                source=storage.redact(source),
-                channel=0,
-                kind="error",
-                stage=stage,
-                reason=storage.redact(reason),
-            )
-        ],
-        schema=TILE_SCHEMA,
-    )
+def _tiles(rows: list[tuple]) -> Tiles:
+    channel, index, first, valid, spec, silent = zip(*rows)
+    return Tiles(*(np.array(v) for v in (channel, index, first, valid)), np.stack(spec), np.stack(silent))
 
 
 def iter_sources(unit: storage.Unit, done: frozenset = frozenset()) -> Iterator[tuple[str, object, Optional[tuple]]]:
@@ -79,12 +71,9 @@ def iter_sources(unit: storage.Unit, done: frozenset = frozenset()) -> Iterator[
         yield unit.uri, None, ("read", f"corrupt or unreadable archive: {storage.describe(e)}")
 
 
-def recording_tiles(
-    source: str, src, cfg: SpecConfig, channels: str = "mix", rows_per_table: int = 16
-) -> Iterator[pa.Table]:
-    """Stream one recording as :data:`TILE_SCHEMA` tables: its tiles, then one end row per
-    channel; an error row instead of the end rows if decoding fails."""
-    rec_id = storage.recording_id(source)
+def recording_tiles(src, cfg: SpecConfig, channels: str = "mix", per_item: int = 16) -> Iterator[Item]:
+    """One recording's audio (a path or bytes) as :class:`Tiles` of up to ``per_item`` tiles,
+    then :class:`End`; :class:`Failed` instead of the end if reading or decoding fails."""
     n_samples, rows, n_channels = 0, [], 1
 
     def counted(blocks):
@@ -98,37 +87,24 @@ def recording_tiles(
         for tile in iter_tiles(counted(audio.iter_blocks(src, cfg.sample_rate, channels)), cfg):
             n_channels = tile.spec.shape[0]
             rows += [
-                _row(
-                    TILE_SCHEMA,
-                    recording_id=rec_id,
-                    source=source,
-                    channel=ch,
-                    kind="tile",
-                    tile_index=tile.index,
-                    first_frame=tile.first_frame,
-                    valid_frames=tile.valid_frames,
-                    spec=to_uint8(spec).tobytes(),
-                    silent=np.packbits(silent).tobytes(),
-                )
+                (ch, tile.index, tile.first_frame, tile.valid_frames, to_uint8(spec), silent)
                 for ch, (spec, silent) in enumerate(zip(blank_above_nyquist(tile.spec, cfg, rate), tile.silent))
             ]
-            if len(rows) >= rows_per_table:
-                yield pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
+            if len(rows) >= per_item:
+                yield _tiles(rows)
                 rows = []
     except audio.AudioError as e:
-        yield _error_rows(source, "decode", str(e))
+        yield Failed("decode", str(e))
         return
     except (OSError, EOFError, MemoryError) as e:
-        yield _error_rows(source, "read", storage.describe(e))
+        yield Failed("read", storage.describe(e))
         return
     except Exception as e:  # one odd file must not stop a run over millions: it gets its error row
-        yield _error_rows(source, "decode", f"unexpected {type(e).__name__}: {e}")
+        yield Failed("decode", f"unexpected {type(e).__name__}: {e}")
         return
-    rows += [
-        _row(TILE_SCHEMA, recording_id=rec_id, source=source, channel=ch, kind="end", n_samples=n_samples)
-        for ch in range(n_channels)
-    ]
-    yield pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
+    if rows:
+        yield _tiles(rows)
+    yield End(n_samples, n_channels)
 
 
 def unit_tiles(
@@ -137,14 +113,16 @@ def unit_tiles(
     channels: str = "mix",
     done: frozenset = frozenset(),
     sources: Optional[dict] = None,
-) -> Iterator[pa.Table]:
-    """:func:`recording_tiles` of every recording of a unit; ``sources``, when given, receives
-    ``{source: src}`` (a path or the bytes of an archive member) before the recording's first
-    table, so that its audio can be read again without reading the archive again."""
+) -> Iterator[tuple[str, Item]]:
+    """``(source, item)``: :func:`recording_tiles` of every recording of a unit, in turn;
+    ``sources``, when given, receives ``{source: src}`` (a path or the bytes of an archive member)
+    before the recording's first item, so that its audio can be read again without reading the
+    archive again."""
     for source, src, error in iter_sources(unit, done):
         if error is not None:
-            yield _error_rows(source, *error)
-        else:
-            if sources is not None:
-                sources[source] = src
-            yield from recording_tiles(source, src, cfg, channels)
+            yield source, Failed(*error)
+            continue
+        if sources is not None:
+            sources[source] = src
+        for item in recording_tiles(src, cfg, channels):
+            yield source, item

@@ -1,31 +1,38 @@
-"""The model on tile rows: the segment job's inference step (plain PyTorch)."""
+"""The model on tiles: the segment job's inference step (plain PyTorch, arrays in and out)."""
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 
 from raybird.dsp.spectrogram import SpecConfig
 from raybird.inference import postprocess
-from raybird.inference.decode import PROB_SCHEMA
+from raybird.inference.decode import Tiles
 from raybird.models import checkpoint
 
 CPU_BATCH = 4  # tiles per model call on CPU (see Predictor)
-
-
 GPU_BATCH = 64
 
 
-def _buffers(column: pa.ChunkedArray, indices) -> list:
-    """Zero-copy views of binary values."""
-    return [column[int(i)].as_buffer() for i in indices]
+@dataclass
+class Probabilities:
+    """The model's output on :class:`~raybird.inference.decode.Tiles`, cut to the columns each
+    tile contributes to its recording (:func:`raybird.inference.postprocess.kept_columns`):
+    per tile, its channel, first kept frame, bird probability ``round(p * 255)`` and the input
+    spectrogram (both uint8, rows x kept frames)."""
+
+    channel: list[int]
+    first_frame: list[int]
+    prob: list[np.ndarray]
+    level: list[np.ndarray]
 
 
 class Predictor:
-    """Ray Data actor: loads the checkpoint once; tile rows -> kept probability columns.
+    """Loads the checkpoint once (per segment actor, or per ``--local`` run); tiles -> kept
+    probability columns.
 
     Inference settings measured by benchmarks/segment.py (2-core EPYC, default model): torch
     inference_mode, channels_last, BatchNorm folded into the convs, bf16 autocast where the
@@ -47,8 +54,8 @@ class Predictor:
         self.batch_size = batch_size
         self.trim_heap = heap_trimmer()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out = predict_rows(batch, self.model, self.settings, self.cfg, self.batch_size)
+    def __call__(self, tiles: Tiles) -> Probabilities:
+        out = predict_tiles(tiles, self.model, self.settings, self.cfg, self.batch_size)
         self.trim_heap()
         return out
 
@@ -65,40 +72,24 @@ def heap_trimmer() -> Callable[[], object]:
     return lambda: trim(0)
 
 
-def predict_rows(table: pa.Table, model, settings, cfg: SpecConfig, batch_size: int) -> pa.Table:
-    """:data:`TILE_SCHEMA` rows -> :data:`PROB_SCHEMA` rows (end and error rows pass through)."""
+def predict_tiles(tiles: Tiles, model, settings, cfg: SpecConfig, batch_size: int) -> Probabilities:
+    """The model on ``tiles``, ``batch_size`` at a time; nothing is found in digitally silent
+    frames, whatever the model makes of an empty input."""
     from raybird.training.engine import predict_proba
 
-    kinds = table.column("kind").to_pylist()
-    tiles = [i for i, k in enumerate(kinds) if k == "tile"]
-    shape = (cfg.n_rows, cfg.tile_frames)
-    probs = []
-    if tiles:
-        spec = np.stack([np.frombuffer(b, np.uint8).reshape(shape) for b in _buffers(table.column("spec"), tiles)])
-        for i in range(0, len(spec), batch_size):
-            probs.append(predict_proba(model, spec[i : i + batch_size], settings, quantize=True).numpy())
-        probs = np.concatenate(probs)
-        # nothing is found in silence, whatever the model makes of an empty input
-        silent = np.stack(
-            [
-                np.unpackbits(np.frombuffer(b, np.uint8), count=cfg.tile_frames).astype(bool)
-                for b in _buffers(table.column("silent"), tiles)
-            ]
-        )
-        probs[np.broadcast_to(silent[:, None, :], probs.shape)] = 0
-    cols = {name: table.column(name).to_pylist() for name in ("tile_index", "first_frame", "valid_frames")}
-    first, n_frames, prob, level = ([None] * len(kinds) for _ in range(4))
-    for j, i in enumerate(tiles):
-        keep = postprocess.kept_columns(cols["tile_index"][i], cols["valid_frames"][i], cfg)
-        first[i] = cols["first_frame"][i] + keep.start
-        n_frames[i] = keep.stop - keep.start
-        prob[i] = postprocess.encode_probability(probs[j][:, keep])
-        level[i] = np.ascontiguousarray(spec[j][:, keep].T).tobytes()
-    out = {name: table.column(name) for name in PROB_SCHEMA.names if name in table.column_names}
-    out.update(
-        first_frame=pa.array(first, pa.int64()),
-        n_frames=pa.array(n_frames, pa.int32()),
-        prob=pa.array(prob, pa.binary()),
-        level=pa.array(level, pa.binary()),
+    spec = tiles.spec
+    probs = np.concatenate(
+        [
+            predict_proba(model, spec[i : i + batch_size], settings, quantize=True).numpy()
+            for i in range(0, len(spec), batch_size)
+        ]
     )
-    return pa.table({name: out[name] for name in PROB_SCHEMA.names}, schema=PROB_SCHEMA)
+    probs[np.broadcast_to(tiles.silent[:, None, :], probs.shape)] = 0
+    out = Probabilities([], [], [], [])
+    for j in range(len(spec)):
+        keep = postprocess.kept_columns(int(tiles.tile_index[j]), int(tiles.valid_frames[j]), cfg)
+        out.channel.append(int(tiles.channel[j]))
+        out.first_frame.append(int(tiles.first_frame[j]) + keep.start)
+        out.prob.append(probs[j][:, keep])
+        out.level.append(spec[j][:, keep])
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -15,8 +15,8 @@ import pyarrow as pa
 from raybird.dsp import boundaries, denoise
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, n_frames_for, row_freqs
 from raybird.inference import postprocess
-from raybird.inference.decode import recording_tiles, unit_tiles
-from raybird.inference.predictor import Predictor
+from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
+from raybird.inference.predictor import Predictor, Probabilities
 from raybird.io import audio, selections, storage
 from raybird.io.tables import ERROR_SCHEMA, MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, write_file, write_table
 from raybird.models.checkpoint import Checkpoint
@@ -65,8 +65,9 @@ class StitchError(ValueError):
 
 
 class RecordingStitcher:
-    """One recording's :data:`PROB_SCHEMA` rows, fed in the order :func:`recording_tiles`
-    yields them (tiles in time order, channels interleaved), into one streaming
+    """One recording's items, in the order :func:`raybird.inference.decode.recording_tiles`
+    yields them (tiles in time order, channels interleaved; the tiles as
+    :class:`raybird.inference.predictor.Probabilities`), into one streaming
     :class:`raybird.inference.postprocess.Segmenter` per channel."""
 
     def __init__(self, cfg: SpecConfig, opts: SegmentOptions):
@@ -76,42 +77,38 @@ class RecordingStitcher:
         self.n_samples: Optional[int] = None
         self.ended: set[int] = set()
 
-    def add(self, rows: pa.Table) -> None:
+    def add(self, item: Union[Probabilities, End, Failed]) -> None:
         if self.error:
             return
-        for i, (kind, ch) in enumerate(zip(rows.column("kind").to_pylist(), rows.column("channel").to_pylist())):
-            if kind == "error":
-                self.error = (rows.column("stage")[i].as_py(), rows.column("reason")[i].as_py())
-                return
-            if kind == "end":
-                self.n_samples = int(rows.column("n_samples")[i].as_py())
-                self.ended.add(int(ch))
-                continue
-            seg = self.segmenters.get(ch)
-            if seg is None:
-                o = self.opts
-                seg = self.segmenters[ch] = postprocess.Segmenter(
-                    self.cfg,
-                    o.threshold,
-                    o.min_duration_s,
-                    o.min_pixels,
-                    keep_probability=o.probabilities,
-                    group_overlap=o.group_overlap,
-                    group_gap_hz=o.group_gap_hz,
-                    split_depth_db=o.split_depth_db,
-                    merge_gap_s=o.merge_gap_s,
-                    min_level_db=o.min_level_db,
-                )
-            n = int(rows.column("n_frames")[i].as_py())
-            prob, level = (
-                np.frombuffer(rows.column(name)[i].as_buffer(), np.uint8).reshape(n, self.cfg.n_rows).T
-                for name in ("prob", "level")
+        if isinstance(item, Failed):
+            self.error = (item.stage, item.reason)
+        elif isinstance(item, End):
+            self.n_samples = item.n_samples
+            self.ended.update(range(item.n_channels))
+        else:
+            for ch, first, prob, level in zip(item.channel, item.first_frame, item.prob, item.level):
+                try:
+                    self._segmenter(ch).add(prob, first, level)
+                except ValueError as e:
+                    self.error = ("stitch", str(e))
+                    return
+
+    def _segmenter(self, channel: int) -> postprocess.Segmenter:
+        if channel not in self.segmenters:
+            o = self.opts
+            self.segmenters[channel] = postprocess.Segmenter(
+                self.cfg,
+                o.threshold,
+                o.min_duration_s,
+                o.min_pixels,
+                keep_probability=o.probabilities,
+                group_overlap=o.group_overlap,
+                group_gap_hz=o.group_gap_hz,
+                split_depth_db=o.split_depth_db,
+                merge_gap_s=o.merge_gap_s,
+                min_level_db=o.min_level_db,
             )
-            try:
-                seg.add(prob, int(rows.column("first_frame")[i].as_py()), level)
-            except ValueError as e:
-                self.error = ("stitch", str(e))
-                return
+        return self.segmenters[channel]
 
     @property
     def done(self) -> bool:
@@ -137,11 +134,11 @@ class RecordingStitcher:
         return duration, results
 
 
-def stitch_recording(rows: pa.Table, cfg: SpecConfig, opts: SegmentOptions) -> tuple[float, list[ChannelResult]]:
-    """All :data:`PROB_SCHEMA` rows of one recording, in order -> ``(duration_s, results)``."""
-    stitcher = RecordingStitcher(cfg, opts)
-    stitcher.add(rows)
-    return stitcher.finish()
+def stitch(items: Iterable[Item], predictor: Predictor, stitcher: RecordingStitcher) -> RecordingStitcher:
+    """Feed one recording's items to ``stitcher``, its tiles through the model."""
+    for item in items:
+        stitcher.add(predictor(item) if isinstance(item, Tiles) else item)
+    return stitcher
 
 
 def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[ChannelResult]]:
@@ -211,7 +208,7 @@ def prefetched(items: Iterator, depth: int) -> Iterator:
 
 def segment_unit(
     unit: storage.Unit,
-    predictor: "Predictor",
+    predictor: Predictor,
     out: str,
     ckpt: Checkpoint,
     opts: SegmentOptions,
@@ -221,16 +218,14 @@ def segment_unit(
     """Segment every recording of a unit not in ``done``: decode, infer and stitch as a stream,
     write each recording's files when its last tile is in; yield a status row per recording."""
     sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
-    tables = unit_tiles(unit, ckpt.cfg, opts.channels, done, sources)
-    stitcher, rec_id, source = None, None, None
-    for table in prefetched(tables, prefetch) if prefetch else tables:
-        rid = table.column("recording_id")[0].as_py()  # a table holds rows of one recording
-        if rid != rec_id:
-            stitcher, rec_id, source = RecordingStitcher(ckpt.cfg, opts), rid, table.column("source")[0].as_py()
-        stitcher.add(predictor(table))
+    items = unit_tiles(unit, ckpt.cfg, opts.channels, done, sources)
+    stitcher = None
+    for source, item in prefetched(items, prefetch) if prefetch else items:
+        stitcher = stitcher or RecordingStitcher(ckpt.cfg, opts)  # items come one recording after another
+        stitch([item], predictor, stitcher)
         if stitcher.done:
             yield finish_recording(
-                rec_id,
+                storage.recording_id(source),
                 source,
                 stitcher,
                 out,
@@ -238,7 +233,7 @@ def segment_unit(
                 sources.pop(source, None),
                 storage.member_rel(unit, source),
             )
-            stitcher, rec_id = None, None
+            stitcher = None
 
 
 def predict_recording(
@@ -249,9 +244,7 @@ def predict_recording(
     :class:`StitchError` (a ``ValueError``) for audio that cannot be used."""
     src = storage.source_bytes(source) if src is None else src
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
-    stitcher = RecordingStitcher(ckpt.cfg, opts)
-    for table in recording_tiles(source, src, ckpt.cfg, opts.channels):
-        stitcher.add(predictor(table))
+    stitcher = stitch(recording_tiles(src, ckpt.cfg, opts.channels), predictor, RecordingStitcher(ckpt.cfg, opts))
     return finish_with_edges(stitcher, src)
 
 

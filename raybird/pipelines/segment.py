@@ -76,18 +76,6 @@ PASSES = 3  # Ray passes over what is still missing (see run)
 UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
 
 
-# ---- the checkpoint ----------------------------------------------------------------------------
-
-
-# ---- stage 1: decode -----------------------------------------------------------------------------
-
-
-# ---- stage 2: predict ----------------------------------------------------------------------------
-
-
-# ---- stage 3: stitch, segment, write ---------------------------------------------------------------
-
-
 class SegmentWorker:
     """Ray Data actor: loads the checkpoint once, then segments whole units (see the module
     docstring); returns a :data:`STATUS_SCHEMA` row per recording, then one :data:`UNIT_DONE`
@@ -127,9 +115,6 @@ class SegmentWorker:
             for uri in batch["uri"]
         ]
         return pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
-
-
-# ---- reading the outputs -------------------------------------------------------------------------
 
 
 # ---- running -------------------------------------------------------------------------------------

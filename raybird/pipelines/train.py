@@ -85,7 +85,7 @@ FLAG_HELP = {
     "dropout": "dropout in the bottleneck and decoder",
     "loss": "ce (the report's) or ce+dice",
     "lr": "Adam learning rate",
-    "lr_schedule": "exponential, step, cosine or none",
+    "lr_schedule": "exponential, cosine or none",
     "lr_gamma": "decay factor per epoch (exponential/step)",
     "batch_size": "global batch, split over the workers",
     "epochs": "maximum epochs",
@@ -309,7 +309,7 @@ def train_loop_per_worker(config: dict) -> None:
         if tc.bn_tiles > 0:
             _recalibrate_batchnorm(model, bn_specs, settings)
         val_meter = PixelMetrics()
-        val = engine.evaluate(
+        val = engine.validate(
             model, val_shard.iter_torch_batches(batch_size=4 * worker_batch), loss_fn, settings, meter=val_meter
         )
         # every worker saw its own shard: sum counts and losses so all agree on the metrics
@@ -449,10 +449,10 @@ def fit(
         datasets=datasets,
     )
     result = trainer.fit()
-    return export(tc, result)
+    return write_run_files(tc, result)
 
 
-def export(tc: TrainConfig, result) -> TrainResult:
+def write_run_files(tc: TrainConfig, result) -> TrainResult:
     """Write metrics.csv, curves.png and best/checkpoint.pt into the run folder."""
     best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["val_iou"])
     run_dir = storage.join(tc.storage_path, tc.name)

@@ -644,8 +644,8 @@ def test_object_deleted_between_listing_and_reading(ray_session, s3_bucket, mode
     fs.rm(f"{s3_bucket}/raw/a.wav")
     [(got, err)] = list(ingest.process_unit(units[0], CFG))
     assert got is None and err.to_pylist()[0]["reason"] == "not found (deleted or moved after it was listed?)"
-    [table] = list(decode.unit_tiles(units[0], CFG))
-    assert table.column("kind").to_pylist() == ["error"] and table.column("stage").to_pylist() == ["read"]
+    [(source, item)] = list(decode.unit_tiles(units[0], CFG))
+    assert isinstance(item, decode.Failed) and item.stage == "read" and source.endswith("raw/a.wav")
 
 
 def test_redact_scrubs_credentials(monkeypatch):

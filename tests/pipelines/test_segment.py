@@ -427,11 +427,12 @@ def test_cli_merge_gap_makes_a_song_one_segment(model_path, tmp_path):
 
 
 def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_path):
-    """Two syllables 8 ms apart, under the 16-ms window: the smeared gap joins them in the mask.
+    """Two syllables 4 ms apart, under the 16-ms window: the smeared gap joins them in the mask.
     By default (``--split-depth 25``) the segment job cuts the region where its loudest pixel falls
     at the gap and finds each syllable; ``--split-depth off`` gives one segment; the mask is the
     same either way."""
-    notes = [sweep(0.5, 0.08, 3000.0, 3600.0, 0.2), sweep(0.588, 0.08, 3000.0, 3600.0, 0.2)]
+    gap_start, gap_end = 0.58, 0.584
+    notes = [sweep(0.5, gap_start - 0.5, 3000.0, 3600.0, 0.2), sweep(gap_end, 0.08, 3000.0, 3600.0, 0.2)]
     x, _, boxes = recording(np.random.default_rng(5), 1.5, notes)
     path = tmp_path / "syllables.wav"
     sf.write(path, x, CFG.sample_rate)
@@ -450,7 +451,7 @@ def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_pat
     # the cut frame is the gap: it belongs to neither syllable
     assert first["start_s"] == whole["start_s"] and second["end_s"] == whole["end_s"]
     assert second["start_s"] - first["end_s"] == pytest.approx(CFG.frame_s)
-    assert first["end_s"] < 0.588 + CFG.frame_s and second["start_s"] > 0.58 - CFG.frame_s
+    assert first["end_s"] < gap_end + CFG.frame_s and second["start_s"] > gap_start - CFG.frame_s
     np.testing.assert_array_equal(masks[0], masks[2])
 
 
