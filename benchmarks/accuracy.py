@@ -23,7 +23,7 @@ bootstrap interval (recordings resampled with replacement): with the 60 recordin
 versions the <= 0 dB band held 8 recordings and its IoU moved by 0.26 between two test seeds. The
 first model's IoU minus each other model's (the baseline's: the margin) gets a paired interval,
 both scored on the same resampled recordings. A last table sorts each model's pixel errors
-(:func:`raybird.evaluation.evaluate.error_anatomy`): within 2 px of the other mask (a boundary drawn a
+(:func:`raybird.evaluation.scores.error_anatomy`): within 2 px of the other mask (a boundary drawn a
 little differently), in calls missed whole, in false alarms, or inside calls found in part, with
 the IoU the model would score were the edge errors forgiven. The first model's calls are then
 counted by call type (the synthetic labels name it), detected and covered per band.
@@ -34,7 +34,7 @@ per data set. The labels differ in kind, so each gets the measure it can support
 * storm-petrel (Sonic Visualiser boxes, one per song) and great tit (pykanto JSON, one box per
   song clip, its band): coarse boxes. A box is *found* when predicted segments overlapping its
   band cover at least ``--min-cover`` (half) of its time span; a segment is *correct* when
-  labelled boxes cover that much of its own span (:func:`raybird.evaluation.evaluate.coverage`). Recall and
+  labelled boxes cover that much of its own span (:func:`raybird.evaluation.scores.coverage`). Recall and
   precision are counted from these.
 * BirdSoundsDenoising XC41136 (a pixel mask): pixel IoU/Dice against the mask on the model's
   grid, and the same coverage over the mask's regions (boxed and grouped like segments).
@@ -66,8 +66,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.common import table
-from raybird.evaluation.evaluate import EDGE_PX, error_shares, evaluate_run, load_references, mask_events, pool
+from raybird.evaluation.evaluate import evaluate_run, pool
 from raybird.evaluation.field_scores import event_scores, match_events
+from raybird.evaluation.references import load_references
+from raybird.evaluation.scores import EDGE_PX, error_shares, mask_events
 from raybird.inference import recording
 from raybird.models import baseline, checkpoint
 from raybird.pipelines import segment
@@ -314,7 +316,7 @@ def difference_table(first: str, diffs: dict[str, dict]) -> str:
 
 
 def anatomy_table(results: dict[str, dict]) -> str:
-    """Where each model's pixel errors lie, per band (:func:`raybird.evaluation.evaluate.error_anatomy`):
+    """Where each model's pixel errors lie, per band (:func:`raybird.evaluation.scores.error_anatomy`):
     shares of all errors (FP + FN) on edges, in calls missed whole, in false alarms, and the rest
     (inside calls found in part); and the IoU with the edge errors forgiven."""
     rows = []

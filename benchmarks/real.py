@@ -18,8 +18,8 @@ predicted minus labelled, signed / absolute, in ms, over the labels matched with
 50 ms; box recall (a label with a predicted box at least half inside it) and box precision (a
 prediction at least half inside a label) where the labels have frequencies.
 
-**Sets** (:data:`SETS`; labels found by :func:`raybird.io.labels.find_labels`, a pixel mask boxed
-into its regions by :func:`raybird.evaluation.evaluate.mask_events`). Storm-petrel, great tit (its pykanto
+**Sets** (:data:`SETS`; labels found by :func:`raybird.io.label_files.find_labels`, a pixel mask boxed
+into its regions by :func:`raybird.evaluation.scores.mask_events`). Storm-petrel, great tit (its pykanto
 JSON files have no onsets: one box per song clip) and the monitoR survey (one box per song) are
 *coarse*: segment and onset F1 against them are near 0 by construction and marked †. The
 bellbird labels are incomplete (only the calls studied are boxed): recall-type measures only.
@@ -45,11 +45,12 @@ import soundfile as sf
 from benchmarks.accuracy import BASELINE, REAL_DEFAULT, parse_models, predict
 from benchmarks.common import table
 from benchmarks.maad_peer import maad_rois
-from raybird.evaluation.evaluate import mask_events
 from raybird.evaluation.field_scores import pooled, recording_counts
+from raybird.evaluation.scores import mask_events
 from raybird.inference import recording
 from raybird.io import tables
-from raybird.io.labels import Box, GridMask, find_labels
+from raybird.io.label_files import find_labels
+from raybird.io.labels import Box, GridMask
 from raybird.models import baseline, checkpoint
 
 PEER = "scikit-maad ROIs"

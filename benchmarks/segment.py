@@ -33,7 +33,7 @@ import soundfile as sf
 import torch
 
 from benchmarks.common import best_time, machine, table
-from raybird.evaluation.evaluate import evaluate_masks
+from raybird.evaluation.scores import evaluate_masks
 from raybird.inference import decode, predictor, recording
 from raybird.models import checkpoint
 from raybird.pipelines import segment

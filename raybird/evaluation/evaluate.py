@@ -3,7 +3,7 @@
 **Which reference belongs to which prediction.** References are found the way ingest finds
 labels: ``--ref`` takes what ``raybird segment`` takes (folders, globs, archives, ``s3://``
 prefixes, manifests) and each recording's labels are looked up next to it
-(:func:`raybird.io.labels.load_labels`); label files can also be named directly (a Raven table,
+(:func:`raybird.io.label_files.load_labels`); label files can also be named directly (a Raven table,
 ``<stem>.truth.npz``, ``JSON/<stem>.JSON``, ``Masks/<stem>.png`` ...), for predictions made on
 audio that lives elsewhere. A predicted recording is matched to a reference by its ``source``
 URI when that is the same recording, else by file stem where that is unambiguous
@@ -11,7 +11,7 @@ URI when that is the same recording, else by file stem where that is unambiguous
 and referenced recordings the segment run failed on are listed in the report, not scored.
 
 **Pixel metrics** (:func:`evaluate_masks`, :mod:`raybird.training.metrics`): the reference is drawn onto
-the prediction's grid (its ``spec_config``) with :func:`raybird.io.labels.label_mask`; foreground
+the prediction's grid (its ``spec_config``) with :func:`raybird.io.label_masks.label_mask`; foreground
 IoU, mean IoU, Dice and pixel accuracy. Time-only references are full-band columns there.
 :func:`error_anatomy` sorts the pixel errors: within ``EDGE_PX`` pixels of the other mask (a
 boundary traced a little differently), in regions the other mask does not touch (a call missed,
@@ -59,25 +59,22 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scipy.ndimage
 
 from raybird.dsp.spectrogram import SpecConfig
 from raybird.evaluation import field_scores
-from raybird.evaluation.field_scores import event_scores, match_events, match_onsets, merge_intervals
-from raybird.inference.postprocess import segments_of
-from raybird.io import labels, storage
-from raybird.io.labels import Box, GridMask, Labels
-from raybird.training.metrics import confusion, scores
+from raybird.evaluation.field_scores import event_scores
+from raybird.evaluation.references import Reference, ReferenceIndex, _stem, load_references
+from raybird.evaluation.scores import EDGE_PX, _edge_tolerant_iou, error_shares, evaluate_recording
+from raybird.io import storage
+from raybird.io.tables import output_dataset, read_mask, read_outputs
+from raybird.training.metrics import scores
 
-_MASK_SUFFIXES = (".npz", ".png")  # label files that are pixel masks, not boxes
 REPORT_SCHEMA = pa.schema(
     [
         ("recording_id", pa.string()),
@@ -112,339 +109,16 @@ REPORT_SCHEMA = pa.schema(
         ("model_id", pa.string()),
     ]
 )
-EDGE_PX = 2  # an error this close to the other mask (8-neighbour steps) counts as a boundary error
-_EIGHT = np.ones((3, 3), bool)
-
-
-# ---- metrics ------------------------------------------------------------------------------------
-def evaluate_masks(pred_mask, ref_mask, valid=None) -> dict:
-    """Confusion counts ``px_tp, px_fp, px_fn, px_tn`` and the pixel scores of one mask pair."""
-    counts = confusion(pred_mask, ref_mask, valid)
-    return {**dict(zip(("px_tp", "px_fp", "px_fn", "px_tn"), counts.tolist())), **scores(counts)}
-
-
-def _pixel_scores(pred_mask, ref_mask) -> dict:
-    """:func:`evaluate_masks` and :func:`error_anatomy` of one mask pair."""
-    m = {**evaluate_masks(pred_mask, ref_mask), **error_anatomy(pred_mask, ref_mask)}
-    return {**m, "iou_edge_tolerant": _edge_tolerant_iou(m)}
-
-
-def error_anatomy(pred_mask, ref_mask, edge_px: int = EDGE_PX) -> dict:
-    """Where one mask pair's pixel errors lie, in disjoint counts: ``px_fn_edge`` / ``px_fp_edge``
-    within ``edge_px`` pixels of the other mask; ``px_fn_missed`` / ``px_fp_invented`` farther,
-    in an 8-connected region the other mask does not touch at all. The remaining errors lie
-    farther inside regions found only in part."""
-    pred, ref = np.asarray(pred_mask, bool), np.asarray(ref_mask, bool)
-
-    def near(m):
-        # (iterations=0 would mean 'until nothing changes' to scipy)
-        return scipy.ndimage.binary_dilation(m, _EIGHT, iterations=edge_px) if m.any() and edge_px > 0 else m
-
-    def untouched(m, other):
-        lab, n = scipy.ndimage.label(m, structure=_EIGHT)
-        touched = np.zeros(n + 1, bool)
-        touched[lab[m & other]] = True
-        return m & ~touched[lab]
-
-    near_pred, near_ref = near(pred), near(ref)
-    fn, fp = ref & ~pred, pred & ~ref
-    return dict(
-        px_fn_edge=int((fn & near_pred).sum()),
-        px_fp_edge=int((fp & near_ref).sum()),
-        px_fn_missed=int((untouched(ref, pred) & ~near_pred).sum()),
-        px_fp_invented=int((untouched(pred, ref) & ~near_ref).sum()),
-    )
-
-
-def error_shares(c: dict) -> dict[str, float]:
-    """Shares of all pixel errors (FP + FN) of pooled counts ``c``: on ``edges``, in regions
-    ``missed`` whole, in ``invented`` regions (false alarms), and the ``rest`` (inside regions
-    found in part)."""
-    errors = c["px_fp"] + c["px_fn"]
-    parts = dict(edges=c["px_fn_edge"] + c["px_fp_edge"], missed=c["px_fn_missed"], invented=c["px_fp_invented"])
-    parts["rest"] = errors - sum(parts.values())
-    return {k: v / errors if errors else 0.0 for k, v in parts.items()}
-
-
-def _edge_tolerant_iou(c: dict) -> float:
-    far = c["px_fp"] + c["px_fn"] - c["px_fp_edge"] - c["px_fn_edge"]
-    return c["px_tp"] / (c["px_tp"] + far) if c["px_tp"] + far else 1.0
-
-
-def detected_events(pred, ref, time_only: bool) -> np.ndarray:
-    """Per reference event: overlapped (in time, and in frequency unless ``time_only``) by any prediction."""
-    p, r = np.asarray(pred, float).reshape(-1, 4), np.asarray(ref, float).reshape(-1, 4)
-    if not len(p) or not len(r):
-        return np.zeros(len(r), bool)
-    hit = (p[:, None, 0] < r[None, :, 1]) & (r[None, :, 0] < p[:, None, 1])
-    if not time_only:
-        hit &= (p[:, None, 2] < r[None, :, 3]) & (r[None, :, 2] < p[:, None, 3])
-    return hit.any(axis=0)
-
-
-def covered_fraction(boxes, others, time_only: bool = False) -> np.ndarray:
-    """For each box ``(start_s, end_s, low_hz, high_hz)``, the fraction of its time span covered by
-    the union of the spans of ``others`` that overlap it in frequency (any of them if ``time_only``)."""
-    a, o = np.asarray(boxes, float).reshape(-1, 4), np.asarray(others, float).reshape(-1, 4)
-    out = np.zeros(len(a))
-    for i, (t0, t1, f0, f1) in enumerate(a):
-        near = (o[:, 0] < t1) & (t0 < o[:, 1])
-        if not time_only:
-            near &= (o[:, 2] < f1) & (f0 < o[:, 3])
-        spans = merge_intervals(np.clip(o[near, :2], t0, t1))
-        out[i] = (spans[:, 1] - spans[:, 0]).sum() / (t1 - t0) if t1 > t0 else float(near.any())
-    return out
-
-
-def coverage(pred, ref, min_cover: float = 0.5, time_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(covered, pred_covered)``, per event: reference events whose time span the predictions
-    cover by at least ``min_cover``, and predictions the reference events cover by as much (see
-    the module docstring)."""
-    return (
-        covered_fraction(ref, pred, time_only) >= min_cover - 1e-9,
-        covered_fraction(pred, ref, time_only) >= min_cover - 1e-9,
-    )
-
-
-def label_counts(
-    events: Sequence[Box], matched: np.ndarray, covered: np.ndarray, detected: np.ndarray
-) -> dict[str, list[int]]:
-    """``{label: [events, matched, covered, detected]}`` of one recording's reference events."""
-    out: dict[str, list[int]] = {}
-    for box, *flags in zip(events, matched, covered, detected):
-        counts = out.setdefault(box.label, [0, 0, 0, 0])
-        out[box.label] = [counts[0] + 1] + [n + int(f) for n, f in zip(counts[1:], flags)]
-    return out
-
-
-def mask_events(grid: GridMask, min_duration_s: float = 0.02, min_pixels: int = 10) -> list[Box]:
-    """The 8-connected regions of a reference mask as boxes, by the segment job's rules (its box
-    convention and, by default, its default minimum duration and size): a perfect mask makes
-    exactly these segments."""
-    segs = segments_of(grid.mask.astype(np.float32), grid.cfg, 0.5, min_duration_s, min_pixels)
-    return [Box(s.start_s + grid.time_shift_s, s.end_s + grid.time_shift_s, s.low_hz, s.high_hz) for s in segs]
-
-
-def _box_array(boxes: Sequence[Box]) -> np.ndarray:
-    return np.array(
-        [
-            [
-                b.begin_s,
-                b.end_s,
-                b.low_hz if b.low_hz is not None else 0.0,
-                b.high_hz if b.high_hz is not None else np.inf,
-            ]
-            for b in boxes
-        ],
-        float,
-    ).reshape(-1, 4)
-
-
-def evaluate_recording(
-    pred_mask: np.ndarray,
-    pred_boxes,
-    ref: "Reference",
-    cfg: SpecConfig,
-    channel: Optional[int] = None,
-    iou: float = 0.5,
-    tolerance_s: float = 0.05,
-    offsets: bool = True,
-    min_cover: float = 0.5,
-) -> dict:
-    """Pixel and event metrics of one recording (channel): ``pred_mask`` ``(rows, frames)`` on
-    ``cfg``'s grid from frame 0, ``pred_boxes`` ``(K, 4)`` (start_s, end_s, low_hz, high_hz).
-    ``channel`` None: the prediction is of the mixed-down recording, every label applies."""
-    ref_mask = labels.label_mask(ref.pixels, cfg, 0, pred_mask.shape[1], channel)
-    events = [b for b in ref.events if channel is None or b.channel is None or b.channel == channel]
-    pred = np.asarray(pred_boxes, float).reshape(-1, 4)
-    field = field_scores.recording_counts(events, pred, (pred_mask.shape[1] - 1) * cfg.frame_s)
-    time_only = any(b.low_hz is None or b.high_hz is None for b in events)
-    r = _box_array(events)
-    if time_only:
-        t = merge_intervals(pred[:, :2])
-        m = match_onsets(t, r, tolerance_s, offsets)
-        pred = np.c_[t, np.zeros((len(t), 2))]
-    else:
-        m = match_events(pred, r, iou)
-    covered, pred_covered = coverage(pred, r, min_cover, time_only)
-    detected, matched = detected_events(pred, r, time_only), np.zeros(len(r), bool)
-    matched[[j for _, j in m["pairs"]]] = True
-    return dict(
-        event_mode="onset" if time_only else "box",
-        n_pred=len(pred),
-        n_ref=len(r),
-        **{k: m[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")},
-        detected=int(detected.sum()),
-        covered=int(covered.sum()),
-        pred_covered=int(pred_covered.sum()),
-        **_pixel_scores(pred_mask, ref_mask),
-        labels=label_counts(events, matched, covered, detected),
-        field=field,
-    )
 
 
 # ---- references ---------------------------------------------------------------------------------
-@dataclass
-class Reference:
-    """A recording's labels: ``pixels`` for the pixel metrics, ``events`` for the event metrics.
-    ``source`` is the audio URI, or the label file when the reference was named directly."""
-
-    source: str
-    stem: str
-    pixels: Labels
-    events: list[Box]
-
-
-def _stem(source: str) -> str:
-    name = source.split(storage.MEMBER_SEP, 1)[-1]
-    return PurePosixPath(name.replace("\\", "/")).stem
-
-
-def _reference(
-    source: str, side: list[str], read: Callable[[str], bytes], events_from: str = "labels"
-) -> Optional[Reference]:
-    pixels = labels.load_labels(source, side, read)
-    if pixels is None:
-        return None
-    events = pixels
-    if isinstance(pixels, GridMask):
-        boxes = None
-        if events_from == "labels":
-            boxes = labels.load_labels(source, [s for s in side if not s.lower().endswith(_MASK_SUFFIXES)], read)
-        events = boxes if isinstance(boxes, list) else mask_events(pixels)
-    return Reference(source, _stem(source), pixels, events)
-
-
-def _pattern(rel_name: str) -> re.Pattern:
-    parts = re.split(r"(\{stem\}|\*)", rel_name)
-    return re.compile("".join("(?P<stem>.+)" if p == "{stem}" else ".*" if p == "*" else re.escape(p) for p in parts))
-
-
-def label_file_reference(path: str, events_from: str = "labels") -> Reference:
-    """The reference held by one label file named directly, by the conventions of
-    :data:`raybird.io.labels.LABEL_PATTERNS` read backwards (``XC1.Table.1.selections.txt`` is
-    recording ``XC1``; ``JSON/<stem>.JSON`` belongs to ``WAV/<stem>.wav``)."""
-    scheme = "s3://" if path.startswith("s3://") else ""
-    folder, name = posixpath.split(path[len(scheme) :])
-    for rel, parent, _kind in labels.LABEL_PATTERNS:
-        rel_dir, rel_name = posixpath.split(rel)
-        m = _pattern(rel_name).fullmatch(name)
-        if not m or (rel_dir and posixpath.basename(folder) != posixpath.basename(rel_dir)):
-            continue
-        audio_dir = posixpath.join(posixpath.dirname(folder), parent) if rel_dir else folder
-        ref = _reference(f"{scheme}{audio_dir}/{m['stem']}.wav", [path], storage.read_bytes, events_from)
-        if ref is not None:
-            return Reference(path, ref.stem, ref.pixels, ref.events)
-    raise ValueError(f"{path}: not a label file name raybird knows (see labels.LABEL_PATTERNS)")
-
-
-def _archive_references(uri: str, events_from: str) -> Iterator[Reference]:
-    side, members = {}, []
-    for name, data in storage.iter_archive(uri):
-        if storage.is_hidden(name) or isinstance(data, Exception):
-            continue
-        if storage.is_side_file(name):
-            side[name] = data
-        else:
-            members.append(name)
-    for name in members:
-        ref = _reference(f"{uri}{storage.MEMBER_SEP}{name}", list(side), side.__getitem__, events_from)
-        if ref is not None:
-            yield ref
-
-
-def load_references(inputs: Sequence[str], events_from: str = "labels") -> tuple[list[Reference], list[dict]]:
-    """References of every labelled recording under ``inputs`` (recordings without labels are
-    left out: unlabelled is not "no bird"), and ``{"source", "reason"}`` for label files that
-    could not be read. ``events_from="mask"``: a pixel-mask reference's events are its connected
-    regions even where a box table lies beside it (what a perfect pixel segmenter would yield)."""
-    if events_from not in ("labels", "mask"):
-        raise ValueError(f"events_from must be 'labels' or 'mask', got {events_from!r}")
-    refs, problems = [], []
-    direct = [i for i in inputs if storage.is_side_file(i) and not any(c in i for c in "*?[")]
-    for path in direct:
-        try:
-            refs.append(label_file_reference(path, events_from))
-        except (ValueError, OSError) as e:
-            problems.append(dict(source=path, reason=str(e)))
-    audio_inputs = [i for i in inputs if i not in direct]
-    for unit in storage.discover(audio_inputs) if audio_inputs else []:
-        try:
-            if unit.kind == "archive":
-                refs += list(_archive_references(unit.uri, events_from))
-            else:
-                ref = _reference(unit.uri, unit.side_files, storage.read_bytes, events_from)
-                refs += [ref] if ref is not None else []
-        except (ValueError, KeyError, OSError) as e:
-            problems.append(dict(source=unit.uri, reason=str(e)))
-    return refs, problems
-
-
-class ReferenceIndex:
-    """Pairs predicted recordings with references: the same source URI first; then, for the
-    rest, by file stem, where exactly one reference left and exactly one such recording share
-    the stem (so ``a/x.wav`` is not scored against ``b/x.wav``'s labels when ``b/x.wav`` has its
-    own prediction)."""
-
-    def __init__(self, refs: Iterable[Reference]):
-        self.refs = list(refs)
-        self.by_source = {r.source: r for r in self.refs}
-        self.by_stem: dict[str, list[Reference]] = {}
-        for r in self.refs:
-            self.by_stem.setdefault(r.stem, []).append(r)
-
-    def assign(self, sources: Iterable[str]) -> dict[str, tuple[Optional[Reference], str]]:
-        """``{source: (reference, "")}``, or ``(None, why not)``."""
-        sources = list(dict.fromkeys(sources))
-        out = {s: (self.by_source[s], "") for s in sources if s in self.by_source}
-        taken = {id(ref) for ref, _ in out.values()}
-        rest: dict[str, list[str]] = {}
-        for s in sources:
-            if s not in out:
-                rest.setdefault(_stem(s), []).append(s)
-        for stem, group in rest.items():
-            free = [r for r in self.by_stem.get(stem, []) if id(r) not in taken]
-            if len(free) == 1 and len(group) == 1:
-                out[group[0]] = (free[0], "")
-                continue
-            why = (
-                "no reference"
-                if stem not in self.by_stem
-                else f"the references with stem {stem!r} belong to other sources"
-                if not free
-                else f"{len(free)} references with stem {stem!r}"
-                if len(free) > 1
-                else f"{len(group)} predicted recordings with stem {stem!r}"
-            )
-            out.update({s: (None, why) for s in group})
-        return out
-
-
 # ---- predictions --------------------------------------------------------------------------------
-# The only code that knows the segment job's output tables (raybird.pipelines.segment writes one Parquet
-# file per recording in each; we read the contract's columns and stream the masks).
-def _table(pred_dir: str, name: str, columns: list[str]) -> pa.Table:
-    """Columns of one output table; empty when the run wrote none."""
-    import pyarrow.dataset as pads
-
-    from raybird.io.tables import ERROR_SCHEMA, MASK_SCHEMA, SEGMENT_SCHEMA
-
-    schema = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, errors=ERROR_SCHEMA)[name]
-    fs, root = storage.arrow_filesystem(pred_dir)
-    folder = storage.join(root, name)
-    if fs.get_file_info(folder).type.name == "NotFound":
-        return schema.empty_table().select(columns)
-    return pads.dataset(folder, filesystem=fs, format="parquet", schema=schema).to_table(columns=columns)
-
-
 def _predictions(pred_dir: str) -> Iterator[dict]:
     """One dict per masks-table row (recording x channel): ids, grid, decoded mask, segment boxes,
     and ``split`` (several channels of one recording)."""
-    import pyarrow.dataset as pads
-
-    from raybird.io.tables import MASK_SCHEMA, read_mask
-
-    seg = _table(pred_dir, "segments", ["recording_id", "channel", "start_s", "end_s", "low_hz", "high_hz"])
+    seg = read_outputs(
+        pred_dir, "segments", columns=["recording_id", "channel", "start_s", "end_s", "low_hz", "high_hz"]
+    )
     cols = {c: seg.column(c).to_numpy() for c in seg.column_names}
     arr = np.c_[cols["start_s"], cols["end_s"], cols["low_hz"], cols["high_hz"]].astype(float)
     rows: dict[tuple, list[int]] = {}
@@ -452,12 +126,11 @@ def _predictions(pred_dir: str) -> Iterator[dict]:
         rows.setdefault(key, []).append(i)
     boxes = {key: arr[idx] for key, idx in rows.items()}
     n_channels: dict[str, int] = {}
-    for rid in _table(pred_dir, "masks", ["recording_id"]).column("recording_id").to_pylist():
+    for rid in read_outputs(pred_dir, "masks", columns=["recording_id"]).column("recording_id").to_pylist():
         n_channels[rid] = n_channels.get(rid, 0) + 1
     if not n_channels:
         return
-    fs, root = storage.arrow_filesystem(pred_dir)
-    ds = pads.dataset(storage.join(root, "masks"), filesystem=fs, format="parquet", schema=MASK_SCHEMA)
+    ds = output_dataset(pred_dir, "masks")
     columns = ["recording_id", "source", "channel", "n_rows", "n_frames", "mask", "spec_config", "model_id"]
     for batch in ds.to_batches(columns=columns, batch_size=16):
         for row in batch.to_pylist():
@@ -641,8 +314,8 @@ def evaluate_run(
     if refs and isinstance(refs[0], str):
         refs, problems = load_references(refs, events_from)
     index = ReferenceIndex(refs)
-    failed = _table(pred_dir, "errors", ["recording_id", "source", "stage", "reason"]).to_pylist()
-    sources = _table(pred_dir, "masks", ["source"]).column("source").to_pylist()
+    failed = read_outputs(pred_dir, "errors", columns=["recording_id", "source", "stage", "reason"]).to_pylist()
+    sources = read_outputs(pred_dir, "masks", columns=["source"]).column("source").to_pylist()
     assigned = index.assign(sources + [e["source"] for e in failed])
     rows, unmatched, used = [], [], set()
     for p in _predictions(pred_dir):

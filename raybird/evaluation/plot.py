@@ -15,7 +15,7 @@ import numpy as np
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, iter_tiles, row_freqs
 from raybird.extras import require
 from raybird.inference import postprocess, recording
-from raybird.io import labels, storage, tables
+from raybird.io import label_masks, labels, storage, tables
 from raybird.models import checkpoint
 
 PRED_COLOUR, REF_COLOUR = "#ff3030", "#00e5ff"
@@ -96,7 +96,7 @@ def plot_recording(
     axes[0].set_title(title or f"prediction: {len(boxes)} segments", fontsize=9)
     if ref is not None:
         is_mask = isinstance(ref, labels.GridMask)
-        show(axes[1], labels.label_mask(ref, cfg, first_frame, n) if is_mask else None, REF_COLOUR)
+        show(axes[1], label_masks.label_mask(ref, cfg, first_frame, n) if is_mask else None, REF_COLOUR)
         shown = [
             b
             for b in (ref_boxes if ref_boxes is not None else [] if is_mask else ref)
@@ -151,7 +151,7 @@ def read_reference(path: str) -> tuple[labels.Labels, list[labels.Box]]:
     table, Audacity ``.txt``, Sonic Visualiser ``.xml``, pykanto ``JSON/<stem>.JSON``,
     BirdSoundsDenoising ``Masks/<stem>.png``): its pixels (boxes or a mask) and its events (the
     boxes, or for a mask the Raven table beside it or the mask's regions)."""
-    from raybird.evaluation.evaluate import label_file_reference
+    from raybird.evaluation.references import label_file_reference
 
     ref = label_file_reference(path)
     return ref.pixels, ref.events

@@ -15,7 +15,7 @@ bit-packed (1 bit per pixel: 40 MB for 2 h at the default preset).
 
 A segment's box has its edges half a pixel outside its extreme frame centres and bin
 frequencies (clamped to the recording and to [0, Nyquist]), the convention of the synthetic
-truth boxes, so ``labels.boxes_to_mask`` of a box covers exactly its pixel rectangle.
+truth boxes, so ``label_masks.boxes_to_mask`` of a box covers exactly its pixel rectangle.
 Regions shorter than ``min_duration_s`` (box duration) or smaller than ``min_pixels`` are
 dropped from the segments; the mask keeps every thresholded pixel. For two-sided
 spectrograms only the rows of non-negative frequency form segments (the others mirror them).

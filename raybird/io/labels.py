@@ -1,27 +1,22 @@
-"""Label readers and writers, and label -> pixel-mask conversion on a spectrogram grid.
+"""Label readers and writers.
 
 Labels come in two shapes: a list of :class:`Box` (Raven, Audacity, pykanto JSON, Sonic
 Visualiser; Praat TextGrid, evsonganaly ``.not.mat`` and simple-seq CSV through crowsetta, the
-library vak and OpenSoundscape read them with), drawn onto any grid with :func:`boxes_to_mask`,
+library vak and OpenSoundscape read them with), drawn onto any grid by :mod:`raybird.io.label_masks`,
 or a :class:`GridMask` (a pixel mask on a known grid: BirdSoundsDenoising PNGs, the synthetic
-generator's truth), resampled onto any grid with :func:`remap_mask`. :func:`label_mask` does either.
+generator's truth), resampled onto any grid there.
 
 Every reader takes a path and, optionally, the file's bytes (for ``s3://`` objects and archive
 members); malformed files raise ``ValueError`` naming the file and the problem.
-:func:`load_labels` finds the label file of a recording among candidate side files by the
-conventions in :data:`LABEL_PATTERNS`; :func:`find_labels` does the same on local disk.
+:mod:`raybird.io.label_files` finds the label file of a recording.
 """
 
 from __future__ import annotations
 
 import csv
-import fnmatch
-import functools
-import glob
 import io
 import json
 import os
-import posixpath
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -38,14 +33,8 @@ from PIL import Image
 from raybird.dsp.spectrogram import (
     PRESETS,
     SpecConfig,
-    frame_offset_s,
-    frame_times,
-    freq_to_rows,
-    row_freqs,
-    time_to_frames,
 )
 from raybird.extras import require
-from raybird.io.storage import MEMBER_SEP
 
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)"]
 
@@ -425,169 +414,4 @@ def read_bsd_mask(folder: str | Path, stem: str, read: Callable[[str], bytes] = 
     return GridMask(mask, cfg, estimate_shift(raw, ref, sr))
 
 
-def remap_mask(grid_mask: GridMask, cfg: SpecConfig, first_frame: int, n_frames: int) -> np.ndarray:
-    """Resample a mask from its own grid onto frames ``first_frame..+n_frames`` of ``cfg`` by
-    nearest neighbour: in time by frame centres (minus the mask's time shift), in frequency by
-    row frequencies (for a two-sided source, its positive half, matched to ``|f|``; between two
-    two-sided grids, signed frequencies). Pixels farther than half a source pixel from any source
-    pixel are 0. Identical grids give the identity."""
-    src, m = grid_mask.cfg, grid_mask.mask
-    t = frame_times(n_frames, cfg, first_frame) - grid_mask.time_shift_s
-    col = np.rint((t - frame_offset_s(src)) / src.frame_s).astype(np.int64)
-    ok_t = (col >= 0) & (col < m.shape[1])
-
-    f_src, f_dst = row_freqs(src), row_freqs(cfg)
-    if src.two_sided and cfg.two_sided:
-        cand = np.arange(len(f_src))
-    else:
-        f_dst = np.abs(f_dst)
-        cand = np.flatnonzero(f_src >= 0)
-    order = cand[np.argsort(f_src[cand])]
-    fs = f_src[order]
-    i = np.clip(np.searchsorted(fs, f_dst), 1, len(fs) - 1)
-    nearer_left = np.abs(f_dst - fs[i - 1]) <= np.abs(fs[i] - f_dst)
-    j = np.where(nearer_left, i - 1, i)
-    row = order[j]
-    ok_f = np.abs(fs[j] - f_dst) <= src.bin_hz / 2 + 1e-6
-
-    out = np.zeros((cfg.n_rows, n_frames), np.uint8)
-    out[np.ix_(ok_f, ok_t)] = m[np.ix_(row[ok_f], col[ok_t])]
-    return out
-
-
-def boxes_to_mask(
-    boxes: Iterable[Box], cfg: SpecConfig, n_frames: int, first_frame: int = 0, channel: Optional[int] = None
-) -> np.ndarray:
-    """uint8 mask ``(cfg.n_rows, n_frames)`` of the boxes, on frames ``first_frame..``.
-    With ``channel`` set, only boxes of that channel (or of every channel) are drawn."""
-    mask = np.zeros((cfg.n_rows, n_frames), np.uint8)
-    for b in boxes:
-        if channel is not None and b.channel is not None and b.channel != channel:
-            continue
-        cols = time_to_frames(b.begin_s, b.end_s, cfg, first_frame, n_frames)
-        if cols.stop > cols.start:
-            mask[freq_to_rows(b.low_hz, b.high_hz, cfg), cols] = 1
-    return mask
-
-
-def label_mask(
-    label: Labels, cfg: SpecConfig, first_frame: int, n_frames: int, channel: Optional[int] = None
-) -> np.ndarray:
-    """The mask of frames ``first_frame..+n_frames`` on ``cfg``'s grid for either kind of label
-    (a GridMask applies to every channel)."""
-    if isinstance(label, GridMask):
-        return remap_mask(label, cfg, first_frame, n_frames)
-    return boxes_to_mask(label, cfg, n_frames, first_frame, channel)
-
-
-def refine_by_energy(mask: np.ndarray, spec: np.ndarray, margin: float = 0.1) -> np.ndarray:
-    """Narrow full-band columns (what time-only labels produce) to the rows that carry the call.
-
-    In every column whose mask is set on all rows, keep only the rows whose spectrogram value
-    exceeds the column's noise floor (its median: a call occupies a minority of the rows) by
-    ``margin`` (spectrogram units; 0.1 = 6 dB with the default 60 dB range). A column where
-    nothing passes keeps its loudest row, so no labelled event disappears. Other columns (box
-    labels) are unchanged. Ingest applies it to time-only labels by default
-    (``--time-labels energy``, :func:`raybird.pipelines.ingest.recording_rows`).
-    """
-    out = mask.copy()
-    full = np.flatnonzero(mask.all(axis=0))
-    if full.size == 0:
-        return out
-    sub = spec[:, full]
-    keep = sub > np.median(sub, axis=0, keepdims=True) + margin
-    empty = ~keep.any(axis=0)
-    keep[sub.argmax(axis=0)[empty], np.flatnonzero(empty)] = True
-    out[:, full] = keep
-    return out
-
-
 # ---- finding the labels of a recording -------------------------------------------------------
-# (path relative to the recording's folder, folder name the recording must sit in, kind).
-# First match wins.
-LABEL_PATTERNS: tuple[tuple[str, Optional[str], str], ...] = (
-    ("{stem}.truth.npz", None, "truth"),
-    ("{stem}.Table.*.selections.txt", None, "raven"),
-    ("{stem}.selections.txt", None, "raven"),
-    ("{stem}.txt", None, "audacity"),
-    ("../JSON/{stem}.JSON", "WAV", "kanto"),
-    ("../JSON/{stem}.json", "WAV", "kanto"),
-    ("{stem}.xml", None, "sonic_visualiser"),
-    ("{stem}.TextGrid", None, "textgrid"),
-    ("{stem}.textgrid", None, "textgrid"),
-    ("{name}.not.mat", None, "notmat"),
-    ("{stem}.csv", None, "simple_seq"),
-    ("../Masks/{stem}.png", "Raw_audios", "bsd"),
-)
-_READERS = {
-    "truth": read_truth,
-    "raven": read_raven,
-    "audacity": read_audacity,
-    "sonic_visualiser": read_sonic_visualiser,
-    **{kind: functools.partial(read_crowsetta, fmt=kind) for kind in CROWSETTA_FORMATS},
-}
-
-
-def _split_scheme(key: str) -> tuple[str, str]:
-    return ("s3://", key[5:]) if key.startswith("s3://") else ("", key)
-
-
-def _candidate(audio_key: str, rel: str) -> str:
-    scheme, path = _split_scheme(audio_key)
-    return scheme + posixpath.normpath(posixpath.join(posixpath.dirname(path), rel))
-
-
-def _normalised(key: str) -> str:
-    scheme, path = _split_scheme(key)
-    return scheme + posixpath.normpath(path)
-
-
-def load_labels(
-    source: str, side_files: Iterable[str], read: Callable[[str], bytes], cfg: Optional[SpecConfig] = None
-) -> Optional[Labels]:
-    """Labels of the recording ``source`` (a path, ``s3://`` URI or ``archive::member``), looked
-    up among ``side_files`` (in the same name space as ``read``: full URIs, or member names for
-    an archive) by :data:`LABEL_PATTERNS`. None when no pattern matches. ``cfg`` is not needed:
-    labels are returned on their own grid and drawn per tile by :func:`label_mask`."""
-    del cfg
-    key = source.split(MEMBER_SEP, 1)[1] if MEMBER_SEP in source else source
-    name = PurePosixPath(_split_scheme(key)[1])
-    side = {_normalised(s): s for s in side_files}
-    for rel, parent, kind in LABEL_PATTERNS:
-        if parent is not None and name.parent.name != parent:
-            continue
-        label_dir = posixpath.dirname(_candidate(key, rel.format(stem=name.stem, name=name.name)))
-        base = posixpath.basename(rel).format(stem=glob.escape(name.stem), name=glob.escape(name.name))
-        hits = sorted(
-            s for s in side if posixpath.dirname(s) == label_dir and fnmatch.fnmatchcase(posixpath.basename(s), base)
-        )
-        if not hits:
-            continue
-        path = side[hits[0]]
-        if kind == "bsd":
-            return read_bsd_mask(_candidate(key, ".."), name.stem, lambda p: read(side.get(_normalised(p), p)))
-        if kind == "kanto":
-            return read_kanto_json(path, read(path), _duration(key, read))
-        return _READERS[kind](path, read(path))
-    return None
-
-
-def _duration(key: str, read: Callable[[str], bytes]) -> Optional[float]:
-    """The recording's real duration, or None when it cannot be read through ``read``."""
-    try:
-        return sf.info(io.BytesIO(read(key))).duration
-    except (KeyError, OSError, RuntimeError, sf.LibsndfileError):
-        return None
-
-
-def find_labels(audio_path: str | Path) -> Optional[Labels]:
-    """Labels of a local audio file by the conventions of :data:`LABEL_PATTERNS`, or None."""
-    audio_path = os.path.abspath(audio_path)
-    folder, stem = os.path.dirname(audio_path), Path(audio_path).stem
-    name = glob.escape(os.path.basename(audio_path))
-    side = [
-        os.path.normpath(p)
-        for rel, _, _ in LABEL_PATTERNS
-        for p in glob.glob(os.path.join(glob.escape(folder), rel.format(stem=glob.escape(stem), name=name)))
-    ]
-    return load_labels(audio_path, side, _read_local)

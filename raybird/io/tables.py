@@ -132,18 +132,34 @@ def completed_ids(out: str) -> set[str]:
     return ids
 
 
-def read_outputs(out: str, table: str, recording_id: Optional[str] = None) -> pa.Table:
-    """One output table (``segments``, ``masks``, ``summary``, ``errors``), optionally only one
-    recording's rows; empty with its schema when nothing was written yet."""
+OUTPUT_SCHEMAS = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, summary=SUMMARY_SCHEMA, errors=ERROR_SCHEMA)
+
+
+def output_dataset(out: str, table: str):
+    """One table of a run folder or bucket prefix (the segment job's ``segments``, ``masks``,
+    ``summary``, ``errors``; ingest's ``shards``, ``errors``) as a pyarrow dataset, its files
+    listed once; None when nothing was written to it yet."""
     import pyarrow.dataset as pads
 
-    schema = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, summary=SUMMARY_SCHEMA, errors=ERROR_SCHEMA)[table]
     fs, root = storage.arrow_filesystem(out)
     folder = storage.join(root, table)
     if fs.get_file_info(folder).type.name == "NotFound":
-        return schema.empty_table()
-    ds = pads.dataset(folder, filesystem=fs, format="parquet", schema=schema)
-    return ds.to_table(filter=None if recording_id is None else pc.field("recording_id") == recording_id)
+        return None
+    return pads.dataset(folder, filesystem=fs, format="parquet", schema=OUTPUT_SCHEMAS.get(table))
+
+
+def read_outputs(
+    out: str, table: str, recording_id: Optional[str] = None, columns: Optional[list[str]] = None
+) -> pa.Table:
+    """One table of a run (see :func:`output_dataset`), optionally only some ``columns`` or one
+    recording's rows; empty (with its schema, where it has a fixed one) when nothing was written."""
+    ds = output_dataset(out, table)
+    if ds is None:
+        empty = OUTPUT_SCHEMAS[table].empty_table() if table in OUTPUT_SCHEMAS else pa.table({})
+        return empty.select(columns) if columns and len(empty.schema) else empty
+    return ds.to_table(
+        columns=columns, filter=None if recording_id is None else pc.field("recording_id") == recording_id
+    )
 
 
 def read_mask(row: dict) -> np.ndarray:

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raybird.dsp.spectrogram import SpecConfig, blank_above_nyquist, get_config, iter_tiles, to_uint8
-from raybird.io import audio, labels, runrecord, storage
-from raybird.io.tables import ERROR_SCHEMA
+from raybird.io import audio, label_files, label_masks, runrecord, storage
+from raybird.io.tables import ERROR_SCHEMA, read_outputs
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,9 @@ def recording_rows(
     source: str, src, cfg: SpecConfig, channels: str = "mix", label=None, time_labels: str = "energy"
 ) -> pa.Table:
     """All tile rows of one recording. ``src`` is a path, bytes or a file object; ``label`` is
-    what :func:`raybird.io.labels.load_labels` returned (boxes, a grid mask, or None).
+    what :func:`raybird.io.label_files.load_labels` returned (boxes, a grid mask, or None).
     ``time_labels``: time-only labels become (``energy``, the default) the pixels of each
-    labelled column that stand out from its noise floor (:func:`raybird.io.labels.refine_by_energy`),
+    labelled column that stand out from its noise floor (:func:`raybird.io.label_masks.refine_by_energy`),
     the shape of a call as the shipped model draws it, or full-band ``columns``. Measured on the
     Bengalese finch, 52 s of labels, 30 epochs, tested on 34 s of the same bird (segment F1 within
     20 ms / onset F1 within 10 ms / frame F1): from the shipped model, columns 0.807 / 0.680 /
@@ -113,12 +113,12 @@ def recording_rows(
         for ch, spec in enumerate(blank_above_nyquist(tile.spec, cfg, info.sample_rate)):
             mask = None
             if label is not None:
-                m = labels.label_mask(
+                m = label_masks.label_mask(
                     label, cfg, tile.first_frame, cfg.tile_frames, channel=ch if channels == "split" else None
                 )
                 m[:, tile.valid_frames :] = 0
                 if time_labels == "energy":
-                    m = labels.refine_by_energy(m, spec)
+                    m = label_masks.refine_by_energy(m, spec)
                 mask = m.tobytes()
             rows.append(
                 {
@@ -151,7 +151,7 @@ def _one(
 ) -> tuple[pa.Table | None, pa.Table | None]:
     """(tiles, None) or (None, error row) for one recording."""
     try:
-        label = labels.load_labels(source, side_files, read, cfg)
+        label = label_files.load_labels(source, side_files, read, cfg)
     except (ValueError, KeyError, OSError) as e:
         return None, error_table(source, "labels", f"{type(e).__name__}: {e}")
     try:
@@ -315,7 +315,9 @@ def begin_record(cfg: SpecConfig, channels: str, time_labels: str, **run) -> dic
 
 
 def _finished(out: str, record: dict, n_inputs: int) -> IngestSummary:
-    summary = _summary(read_table(out, "shards", columns=["recording_id"]), read_table(out, "errors"), n_inputs, out)
+    summary = _summary(
+        read_outputs(out, "shards", columns=["recording_id"]), read_outputs(out, "errors"), n_inputs, out
+    )
     runrecord.finish(out, record, dataclasses.asdict(summary))
     return summary
 
@@ -393,18 +395,6 @@ def _write_single(fs, folder: str, table: pa.Table) -> None:
     """A table folder of one Parquet file."""
     fs.create_dir(folder, recursive=True)
     pq.write_table(table, storage.join(folder, "part-0.parquet"), filesystem=fs)
-
-
-def read_table(out: str, name: str, columns: Optional[list[str]] = None) -> pa.Table:
-    """Read one output table (``shards``, ``errors``, ...) of a run folder or bucket prefix."""
-    fs, root = storage.arrow_filesystem(out)
-    import pyarrow.dataset as pads
-
-    folder = storage.join(root, name)
-    info = fs.get_file_info(folder)
-    if info.type.name == "NotFound":
-        return pa.table({})
-    return pads.dataset(folder, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
 def _summary(tiles: pa.Table, errors: pa.Table, n_inputs: int, out: str) -> IngestSummary:

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from raybird.extras import available
 from raybird.io import storage
+from raybird.io.tables import output_dataset
 from raybird.models import checkpoint
 
 # The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
@@ -147,27 +148,19 @@ def _decode_split(t: pa.Table, split: Optional[str], tile_shape: tuple[int, int]
     )
 
 
-def _shards(data: str):
-    """The ingest output's ``shards/`` as a pyarrow dataset (its files listed once), and its filesystem."""
-    import pyarrow.dataset as pads
-
-    fs, root = storage.arrow_filesystem(data)
-    return pads.dataset(storage.join(root, "shards"), filesystem=fs, format="parquet"), fs
-
-
 def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
     """Ray Datasets ``{"train", "val"}`` of labelled tiles, and the shards' SpecConfig JSON."""
     import ray
 
     # the first row straight from Parquet: a Ray Data take(1) would cost a whole execution (1-4 s)
-    shards, fs = _shards(data)
-    first = shards.head(1, columns=["n_rows", "n_frames", "spec_config"]).to_pylist() if shards.files else []
+    shards = output_dataset(data, "shards")
+    first = shards.head(1, columns=["n_rows", "n_frames", "spec_config"]).to_pylist() if shards and shards.files else []
     if not first:
         raise ValueError(f"no shards under {data}")
     spec_json = first[0]["spec_config"]
     tile_shape = (first[0]["n_rows"], first[0]["n_frames"])
     cols = ["spec", "mask", "valid_frames", "n_rows", "n_frames", "split", "spec_config"]
-    base = ray.data.read_parquet(shards.files, filesystem=fs, columns=cols)  # the files listed once
+    base = ray.data.read_parquet(shards.files, filesystem=shards.filesystem, columns=cols)  # the files listed once
     out = {}
     for split in ("train", "val"):
         ds = split_tiles(base, split, tile_shape)
@@ -182,9 +175,9 @@ def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     of ingest output ``data``, and the shards' SpecConfig JSON; read with pyarrow (the rows
     drawn only), not Ray. For recomputing a model's BatchNorm statistics (``raybird export
     --recalibrate``)."""
-    shards, _ = _shards(data)
+    shards = output_dataset(data, "shards")
     in_train = pc.field("split") == "train"
-    count = shards.count_rows(filter=in_train) if shards.files else 0
+    count = shards.count_rows(filter=in_train) if shards and shards.files else 0
     if count == 0:
         raise ValueError(f"no training tiles under {data}")
     rows = np.sort(np.random.default_rng(seed).permutation(count)[:n])

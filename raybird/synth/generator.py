@@ -59,7 +59,7 @@ to paint around every call.
 **Boxes.** One Raven box per audible call (one with at least one truth pixel; the others are
 in ``meta["calls"]`` with ``audible: False``): the bounding rectangle of that call's pixels, with
 its edges on the pixel edges (first/last frame centre -/+ half a hop, lowest/highest bin
-frequency -/+ half a bin, clamped to the recording), so ``labels.boxes_to_mask`` of a box
+frequency -/+ half a bin, clamped to the recording), so ``label_masks.boxes_to_mask`` of a box
 is exactly that rectangle. Label ``sp<NN>-<kind>``.
 
 **SNR** (drawn uniformly from ``snr_db`` per recording, exact up to float rounding):

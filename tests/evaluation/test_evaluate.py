@@ -11,23 +11,12 @@ import pytest
 import soundfile as sf
 
 from raybird.dsp.spectrogram import PRESETS, n_frames_for
-from raybird.evaluation.evaluate import (
-    Reference,
-    ReferenceIndex,
-    add_evaluate_parser,
-    coverage,
-    covered_fraction,
-    error_anatomy,
-    evaluate_masks,
-    evaluate_run,
-    load_references,
-    mask_events,
-    pool_labels,
-    write_report,
-)
+from raybird.evaluation.evaluate import add_evaluate_parser, evaluate_run, pool_labels, write_report
 from raybird.evaluation.field_scores import event_scores, match_events, match_onsets, merge_intervals
+from raybird.evaluation.references import Reference, ReferenceIndex, load_references
+from raybird.evaluation.scores import coverage, covered_fraction, error_anatomy, evaluate_masks, mask_events
 from raybird.inference import postprocess, recording
-from raybird.io import labels, storage
+from raybird.io import label_masks, labels, storage
 from raybird.pipelines import segment
 from raybird.synth.generator import generate_archive
 from raybird.training.metrics import pixel_metrics
@@ -316,7 +305,7 @@ def test_time_only_reference_uses_onsets(tmp_path):
     assert (row["n_pred"], row["tp"], row["fp"], row["fn"]) == (2, 1, 1, 1)
     assert row["detected"] == 1  # the 0.5-0.55 segment ends before the 0.6 syllable
     # full-band reference columns: every predicted pixel of the first syllable is inside them
-    cols = lambda a, b: np.flatnonzero((labels.boxes_to_mask([labels.Box(a, b)], CFG, 207)).any(axis=0))  # noqa
+    cols = lambda a, b: np.flatnonzero((label_masks.boxes_to_mask([labels.Box(a, b)], CFG, 207)).any(axis=0))  # noqa
     assert row["px_fn"] == CFG.n_rows * (len(cols(0.1, 0.2)) + len(cols(0.6, 0.7))) - row["px_tp"]
     # the field's measures: syllable a found within 20 ms, b missed, a false alarm at 0.5-0.55 s
     f = evaluate_run(str(tmp_path / "pred"), [str(ref_dir)]).pooled["field"]

@@ -13,7 +13,7 @@ import soxr
 from PIL import Image
 
 from raybird.dsp.spectrogram import PRESETS, SpecConfig, frame_times, row_freqs, spectrogram
-from raybird.io import labels
+from raybird.io import label_files, label_masks, labels
 from raybird.io.labels import Box, GridMask
 
 DEFAULT = PRESETS["default"]
@@ -31,13 +31,13 @@ def test_box_on_pixel_centres_maps_to_exactly_those_pixels(cfg, tmp_path):
     labels.write_raven(path, [box])
     (read,) = labels.read_raven(path)
     assert read == dataclasses.replace(box, channel=0)
-    mask = labels.boxes_to_mask([read], cfg, N_FRAMES)
+    mask = label_masks.boxes_to_mask([read], cfg, N_FRAMES)
     cols, rows = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
     assert (cols[0], cols[-1], len(cols)) == (10, 20, 11)
     assert (rows[0], rows[-1], len(rows)) == (4, 29, 26)
     assert mask.sum() == 11 * 26  # a filled rectangle, nothing else
     # the same box seen from a tile starting at frame 15: columns 0..5 of that tile
-    tile = labels.boxes_to_mask([read], cfg, 50, first_frame=15)
+    tile = label_masks.boxes_to_mask([read], cfg, 50, first_frame=15)
     assert list(np.flatnonzero(tile.any(0))) == [0, 1, 2, 3, 4, 5]
 
 
@@ -45,7 +45,7 @@ def test_box_on_pixel_centres_maps_to_exactly_those_pixels(cfg, tmp_path):
 def test_box_shorter_than_a_hop_and_narrower_than_a_bin_covers_one_pixel(cfg):
     t, f = frame_times(N_FRAMES, cfg), row_freqs(cfg)
     box = Box(t[30] + 0.2 * cfg.frame_s, t[30] + 0.4 * cfg.frame_s, f[7] + 0.1 * cfg.bin_hz, f[7] + 0.2 * cfg.bin_hz)
-    mask = labels.boxes_to_mask([box], cfg, N_FRAMES)
+    mask = label_masks.boxes_to_mask([box], cfg, N_FRAMES)
     assert list(zip(*np.nonzero(mask))) == [(7, 30)]
 
 
@@ -58,7 +58,7 @@ def test_time_only_audacity_labels_are_full_band_columns(tmp_path):
         ("a", None, None, None),
         ("b c", None, None, None),
     ]
-    mask = labels.boxes_to_mask(boxes, DEFAULT, N_FRAMES, channel=1)  # no channel: drawn on every one
+    mask = label_masks.boxes_to_mask(boxes, DEFAULT, N_FRAMES, channel=1)  # no channel: drawn on every one
     assert list(np.flatnonzero(mask.any(0))) == [5, 6, 7, 8, 40, 41]
     assert mask[:, [5, 6, 7, 8, 40, 41]].all()
 
@@ -90,7 +90,7 @@ def test_bengalese_finch_601_syllables(real_data):
         assert all(0 <= b.begin_s < b.end_s <= duration and b.low_hz is None and b.label for b in bs)
         assert all(a.end_s <= b.begin_s for a, b in zip(bs, bs[1:]))  # syllables do not overlap
     assert boxes[0][0] == Box(1.277781, 1.351219, label="i")
-    assert labels.find_labels(files[0].with_suffix(".wav")) == boxes[0]
+    assert label_files.find_labels(files[0].with_suffix(".wav")) == boxes[0]
 
 
 def test_raven_real_table(real_data):
@@ -110,9 +110,9 @@ def test_raven_skips_waveform_view_and_keeps_channels(tmp_path):
     )
     boxes = labels.read_raven(path)
     assert boxes == [Box(1.0, 2.0, 100.0, 200.0, "", 1)]
-    assert labels.boxes_to_mask(boxes, DEFAULT, 400, channel=0).sum() == 0
+    assert label_masks.boxes_to_mask(boxes, DEFAULT, 400, channel=0).sum() == 0
     assert (
-        labels.boxes_to_mask(boxes, DEFAULT, 400, channel=1).sum() == 2 * 172
+        label_masks.boxes_to_mask(boxes, DEFAULT, 400, channel=1).sum() == 2 * 172
     )  # bins 3-4 (129, 172 Hz) x frames 173..344 (1-2 s)
 
 
@@ -137,7 +137,7 @@ def test_storm_petrel_boxes_in_seconds_and_hz(real_data):
     assert boxes[1].low_hz == pytest.approx(180.32) and boxes[1].high_hz == pytest.approx(180.32 + 10713.4)
     other = labels.read_sonic_visualiser(real_data / "pykanto/storm_petrel/XC46092.xml")
     assert len(other) == 6 and max(b.high_hz for b in other) == pytest.approx(9420.05)  # the model's maximum
-    assert labels.find_labels(real_data / "pykanto/storm_petrel/XC46092.wav") == other
+    assert label_files.find_labels(real_data / "pykanto/storm_petrel/XC46092.wav") == other
 
 
 def test_all_great_tit_json(real_data):
@@ -145,7 +145,7 @@ def test_all_great_tit_json(real_data):
     assert len(files) == 20
     for p in files:
         wav = p.parent.parent / "WAV" / (p.stem + ".wav")
-        (box,) = labels.find_labels(wav)
+        (box,) = label_files.find_labels(wav)
         assert box.begin_s == 0.0 and box.end_s == pytest.approx(sf.info(str(wav)).duration)
         assert 1500 < box.low_hz < box.high_hz < 7500
         assert labels.read_kanto_json(p)[0].low_hz == box.low_hz
@@ -167,22 +167,22 @@ def test_bsd_mask_and_decoder_delay(bsd):
     assert gm.mask.shape == (1024, 3032) and gm.mask.dtype == np.uint8
     assert set(np.unique(gm.mask)) == {0, 1} and gm.mask.sum() == 324694
     assert gm.time_shift_s * 48000 == pytest.approx(528)  # MP3 decoder delay, measured
-    found = labels.find_labels(folder / "Raw_audios/XC41136.wav")
+    found = label_files.find_labels(folder / "Raw_audios/XC41136.wav")
     assert isinstance(found, GridMask) and np.array_equal(found.mask, gm.mask)
 
 
 def test_remap_identity_on_same_grid(bsd):
     _, gm = bsd
     aligned = dataclasses.replace(gm, time_shift_s=0.0)
-    assert np.array_equal(labels.remap_mask(aligned, gm.cfg, 0, 3032), gm.mask)
+    assert np.array_equal(label_masks.remap_mask(aligned, gm.cfg, 0, 3032), gm.mask)
     # a tile of it, and a shift of 528 samples = 8.25 frames -> 8 columns later
-    assert np.array_equal(labels.remap_mask(aligned, gm.cfg, 1000, 512), gm.mask[:, 1000:1512])
-    shifted = labels.remap_mask(gm, gm.cfg, 0, 3032)
+    assert np.array_equal(label_masks.remap_mask(aligned, gm.cfg, 1000, 512), gm.mask[:, 1000:1512])
+    shifted = label_masks.remap_mask(gm, gm.cfg, 0, 3032)
     assert np.array_equal(shifted[:, 8:], gm.mask[:, :-8]) and not shifted[:, :8].any()
     # one-sided grid onto itself (truth masks)
     rng = np.random.default_rng(0)
     m = (rng.random((DEFAULT.n_rows, 300)) < 0.3).astype(np.uint8)
-    assert np.array_equal(labels.label_mask(GridMask(m, DEFAULT), DEFAULT, 0, 300), m)
+    assert np.array_equal(label_masks.label_mask(GridMask(m, DEFAULT), DEFAULT, 0, 300), m)
 
 
 def test_remap_bsd_onto_default_keeps_the_extent(bsd):
@@ -190,7 +190,7 @@ def test_remap_bsd_onto_default_keeps_the_extent(bsd):
     src_cols = np.flatnonzero(gm.mask.any(0))
     src_t = frame_times(3032, gm.cfg)[[src_cols[0], src_cols[-1]]] + gm.time_shift_s
     n = int(np.ceil((src_t[1] + 0.1) / DEFAULT.frame_s))
-    out = labels.label_mask(gm, DEFAULT, 0, n)
+    out = label_masks.label_mask(gm, DEFAULT, 0, n)
     cols = np.flatnonzero(out.any(0))
     dst_t = frame_times(n, DEFAULT)[[cols[0], cols[-1]]]
     assert abs(dst_t[1] - src_t[1]) <= DEFAULT.frame_s
@@ -215,7 +215,7 @@ def test_remap_solid_block_keeps_its_extent_within_half_a_hop():
     rows &= np.abs(row_freqs(src)) >= 2000
     m[rows, 1000:1777] = 1
     gm = GridMask(m, src, 528 / 48000)
-    out = labels.remap_mask(gm, DEFAULT, 0, 800)
+    out = label_masks.remap_mask(gm, DEFAULT, 0, 800)
     cols, got_rows = np.flatnonzero(out.any(0)), np.flatnonzero(out.any(1))
     t_src = frame_times(3000, src)[[1000, 1776]] + gm.time_shift_s
     t_dst = frame_times(800, DEFAULT)[[cols[0], cols[-1]]]
@@ -231,9 +231,9 @@ def test_truth_round_trip_and_discovery(tmp_path):
     m[10:20, 5:9] = 1
     labels.write_truth(tmp_path / "rec.truth.npz", m, UNCENTRED)
     (tmp_path / "rec.txt").write_text("0.1\t0.2\tignored: the truth wins\n")
-    gm = labels.find_labels(tmp_path / "rec.wav")
+    gm = label_files.find_labels(tmp_path / "rec.wav")
     assert isinstance(gm, GridMask) and gm.cfg == UNCENTRED and np.array_equal(gm.mask, m)
-    assert labels.find_labels(tmp_path / "other.wav") is None
+    assert label_files.find_labels(tmp_path / "other.wav") is None
 
 
 def test_discovery_in_archives_and_raven_table_names(tmp_path):
@@ -242,24 +242,24 @@ def test_discovery_in_archives_and_raven_table_names(tmp_path):
         "d/XC1.Table.1.selections.txt": b"Begin Time (s)\tEnd Time (s)\n1\t2\n",
         "d/XC1.txt": b"5\t6\tnot this one\n",
     }
-    got = labels.load_labels("a.tar::d/XC1.wav", list(members), members.__getitem__)
+    got = label_files.load_labels("a.tar::d/XC1.wav", list(members), members.__getitem__)
     assert got == [Box(1.0, 2.0, channel=0)]
-    assert labels.load_labels("a.tar::d/XC2.wav", list(members), members.__getitem__) is None
+    assert label_files.load_labels("a.tar::d/XC2.wav", list(members), members.__getitem__) is None
     # a folder name with glob characters does not confuse the matching
     odd = tmp_path / "[x]*"
     odd.mkdir()
     (odd / "s.selections.txt").write_text("Begin Time (s)\tEnd Time (s)\n0.5\t0.75\n")
-    assert labels.find_labels(odd / "s.wav") == [Box(0.5, 0.75, channel=0)]
+    assert label_files.find_labels(odd / "s.wav") == [Box(0.5, 0.75, channel=0)]
 
 
 def test_bsd_layout_in_an_archive_without_denoised_audio(bsd):
     folder, gm = bsd
     png = (folder / "Masks/XC41136.png").read_bytes()
     members = {"Test/Masks/XC41136.png": png}
-    got = labels.load_labels("bsd.zip::Test/Raw_audios/XC41136.wav", list(members), members.__getitem__)
+    got = label_files.load_labels("bsd.zip::Test/Raw_audios/XC41136.wav", list(members), members.__getitem__)
     assert np.array_equal(got.mask, gm.mask) and got.time_shift_s == 0.0
     # the same mask file next to a recording in any other folder is not a label
-    assert labels.load_labels("bsd.zip::Test/Images/XC41136.wav", list(members), members.__getitem__) is None
+    assert label_files.load_labels("bsd.zip::Test/Images/XC41136.wav", list(members), members.__getitem__) is None
 
 
 def test_refine_by_energy_narrows_time_only_columns():
@@ -270,9 +270,10 @@ def test_refine_by_energy_narrows_time_only_columns():
     box_mask = np.zeros_like(spec, np.uint8)
     box_mask[30:40, 15:18] = 1  # a box label: left alone
     mask = np.maximum(
-        labels.boxes_to_mask([Box(frame_times(20, DEFAULT)[5], frame_times(20, DEFAULT)[12])], DEFAULT, 20), box_mask
+        label_masks.boxes_to_mask([Box(frame_times(20, DEFAULT)[5], frame_times(20, DEFAULT)[12])], DEFAULT, 20),
+        box_mask,
     )
-    out = labels.refine_by_energy(mask, spec)
+    out = label_masks.refine_by_energy(mask, spec)
     assert np.array_equal(np.flatnonzero(out[:, 5:10].any(1)), np.arange(50, 60))
     assert np.array_equal(np.argwhere(out[:, 10:13]), [[100, 0], [100, 1], [100, 2]])
     assert not out[:, :5].any() and not out[:, 13:15].any()
@@ -283,8 +284,8 @@ def test_refine_by_energy_on_finch_song(real_data):
     wav = sorted((real_data / "bengalese_finch").glob("*.wav"))[0]
     x, sr = sf.read(str(wav), dtype="float32")
     spec = spectrogram(soxr.resample(x, sr, DEFAULT.sample_rate), DEFAULT)
-    mask = labels.boxes_to_mask(labels.find_labels(wav), DEFAULT, spec.shape[1])
-    out = labels.refine_by_energy(mask, spec)
+    mask = label_masks.boxes_to_mask(label_files.find_labels(wav), DEFAULT, spec.shape[1])
+    out = label_masks.refine_by_energy(mask, spec)
     labelled = mask.any(0)
     assert np.array_equal(out.any(0), labelled) and not out[:, ~labelled].any()
     assert 0.1 < out.sum() / mask.sum() < 0.5  # about a quarter of each syllable's column is song
@@ -408,10 +409,10 @@ def test_formats_read_through_crowsetta_are_found_next_to_the_audio(tmp_path, ki
     else:
         (tmp_path / "song.csv").write_text("onset_s,offset_s,label\n0.25,0.5,a\n1.125,2.0,b\n")
     want = [Box(0.25, 0.5, label="a"), Box(1.125, 2.0, label="b")]
-    assert labels.find_labels(audio) == want
+    assert label_files.find_labels(audio) == want
     # the same from bytes (an S3 object or archive member), as ingest reads it
     side = [str(p) for p in tmp_path.iterdir() if p != audio]
-    assert labels.load_labels(str(audio), side, lambda p: Path(p).read_bytes()) == want
+    assert label_files.load_labels(str(audio), side, lambda p: Path(p).read_bytes()) == want
 
 
 def test_a_broken_textgrid_is_an_error_naming_the_file(tmp_path):

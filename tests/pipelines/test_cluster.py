@@ -27,7 +27,6 @@ import yaml
 
 from raybird.io import storage
 from raybird.io.tables import SEGMENT_SCHEMA, read_outputs
-from raybird.pipelines import ingest
 from raybird.synth.generator import generate_archive
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -162,11 +161,11 @@ def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
     # ingest: every input ends in exactly one place, a shard row or an error row
     out = cluster.run_ok("rb-ingest", "jobs/ingest.py", f"{S3}/{FOLDER}", "--out", f"{S3}/ingest")
     assert "7 inputs -> 6 recordings" in out and "+ 1 errors" in out
-    tiles = ingest.read_table(f"{S3}/ingest", "shards", columns=["source", "split", "mask"])
+    tiles = read_outputs(f"{S3}/ingest", "shards", columns=["source", "split", "mask"])
     assert sorted(set(tiles.column("source").to_pylist())) == [f"{S3}/{FOLDER}/{n}" for n in archive]
     assert tiles.column("mask").null_count == 0
     assert {"train", "val"} <= set(tiles.column("split").to_pylist())
-    errors = ingest.read_table(f"{S3}/ingest", "errors", columns=["source", "reason"])
+    errors = read_outputs(f"{S3}/ingest", "errors", columns=["source", "reason"])
     assert errors.to_pylist() == [{"source": f"{S3}/{FOLDER}/{BROKEN}", "reason": "empty file (0 bytes)"}]
 
     # train: two DDP workers of 1 CPU each on 1-CPU nodes, hence on two different nodes

@@ -20,7 +20,8 @@ from raybird.cli import main
 from raybird.dsp.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
 from raybird.evaluation.field_scores import match_events
 from raybird.evaluation.plot import add_plot_parser
-from raybird.inference import postprocess, recording
+from raybird.inference import postprocess
+from raybird.inference.recording import SegmentOptions
 from raybird.io import audio, labels, storage, tables
 from raybird.models import checkpoint
 from raybird.models.networks import build_model
@@ -30,7 +31,7 @@ from raybird.training import engine
 
 # A small grid keeps training and inference fast: 16 kHz, 8 ms hop, 128 rows, 128-frame tiles.
 CFG = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, tile_frames=128, tile_overlap=32)
-OPTIONS = recording.SegmentOptions(formats=("raven", "audacity", "csv"), denoise=True, probabilities=True)
+OPTIONS = SegmentOptions(formats=("raven", "audacity", "csv"), denoise=True, probabilities=True)
 
 
 def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> synth.Call:
@@ -362,7 +363,7 @@ def test_thirty_minute_recording_streams_and_the_border_call_is_one_segment(ray_
     sf.write(path, x, CFG.sample_rate, subtype="PCM_16")
     del x, mask
     out = str(tmp_path / "out")
-    summary = segment.run([str(path)], out, model_path, recording.SegmentOptions(), actors=2, batch_size=32)
+    summary = segment.run([str(path)], out, model_path, SegmentOptions(), actors=2, batch_size=32)
     assert summary.recordings == 1
     segs = tables.read_outputs(out, "segments").to_pylist()
     across = [s for s in segs if s["start_s"] < t_seam < s["end_s"]]
@@ -381,7 +382,7 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
     for p in sources:
         fs.put_file(p, f"{s3_bucket}/in/{os.path.basename(p)}")
     out = f"s3://{s3_bucket}/out"
-    opts = recording.SegmentOptions(formats=("raven",), denoise=True)
+    opts = SegmentOptions(formats=("raven",), denoise=True)
     summary = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
     assert (summary.recordings, summary.errors) == (2, 1)
     segs = tables.read_outputs(out, "segments").to_pylist()

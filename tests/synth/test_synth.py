@@ -13,7 +13,8 @@ import soundfile as sf
 from scipy import ndimage
 
 from raybird.dsp.spectrogram import PRESETS, SpecConfig, magnitude, n_frames_for, row_freqs
-from raybird.io.labels import boxes_to_mask, read_raven, write_raven
+from raybird.io.label_masks import boxes_to_mask
+from raybird.io.labels import read_raven, write_raven
 from raybird.synth import generator as synth
 
 CFG = PRESETS["default"]
