@@ -27,6 +27,7 @@ from raybird.models import checkpoint
 from raybird.models.networks import build_model
 from raybird.pipelines import segment
 from raybird.synth import generator as synth
+from raybird.synth.calls import Call, render_call
 from raybird.training import engine
 
 # A small grid keeps training and inference fast: 16 kHz, 8 ms hop, 128 rows, 128-frame tiles.
@@ -34,7 +35,7 @@ CFG = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, t
 OPTIONS = SegmentOptions(formats=("raven", "audacity", "csv"), denoise=True, probabilities=True)
 
 
-def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> synth.Call:
+def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> Call:
     p = dict(
         contour="lin",
         fa=fa,
@@ -55,7 +56,7 @@ def sweep(start: float, dur: float, fa: float, fb: float, amp: float) -> synth.C
         harm=(1.0,),
         harm_phase=(0.0,),
     )
-    return synth.Call("sweep", start, dur, amp, p, min(fa, fb), max(fa, fb), (1.0,), 0, "bird")
+    return Call("sweep", start, dur, amp, p, min(fa, fb), max(fa, fb), (1.0,), 0, "bird")
 
 
 def recording(rng, duration: float, calls=None, noise: float = 0.01):
@@ -78,7 +79,7 @@ def recording(rng, duration: float, calls=None, noise: float = 0.01):
     mask = np.zeros((CFG.n_rows, nf), np.uint8)
     boxes = []
     for c in calls:
-        y = synth.render_call(c, sr)
+        y = render_call(c, sr)
         a, b = c.span(sr)
         x[a:b] += y
         m, first = synth.call_mask(y, a, CFG, nf)

@@ -15,6 +15,7 @@ from scipy import ndimage
 from raybird.dsp.spectrogram import PRESETS, SpecConfig, magnitude, n_frames_for, row_freqs
 from raybird.io.label_masks import boxes_to_mask
 from raybird.io.labels import read_raven, write_raven
+from raybird.synth import calls, noise
 from raybird.synth import generator as synth
 
 CFG = PRESETS["default"]
@@ -28,15 +29,15 @@ def _recording(seed: int, **kw) -> synth.Recording:
     return synth.generate_recording(np.random.default_rng(seed), **{"duration_s": 4.0, **kw})
 
 
-def _call_magnitude(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
+def _call_magnitude(call: calls.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
     """|STFT| of one clean call (unit gain), on the whole recording's frame grid."""
     x = np.zeros(n_samples, np.float32)
     a, b = call.span(cfg.sample_rate)
-    x[a:b] = synth.render_call(call, cfg.sample_rate)
+    x[a:b] = calls.render_call(call, cfg.sample_rate)
     return magnitude(x, cfg)
 
 
-def _threshold_mask(call: synth.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
+def _threshold_mask(call: calls.Call, n_samples: int, cfg: SpecConfig) -> np.ndarray:
     """A call's core: its pixels within TRUTH_DB of its own peak."""
     mag = _call_magnitude(call, n_samples, cfg)
     return (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)).astype(np.uint8)
@@ -56,7 +57,7 @@ def _truth(rec: synth.Recording) -> np.ndarray:
     clean = np.zeros(n)
     for c in rec.calls:
         a, b = c.span(rec.sample_rate)
-        clean[a:b] += synth.render_call(c, rec.sample_rate) * np.mean(c.gains)
+        clean[a:b] += calls.render_call(c, rec.sample_rate) * np.mean(c.gains)
     k = np.dot(mono(rec.vocals), clean) / np.dot(clean, clean)  # the calls' scale in the vocal track
     background = _patch_power(magnitude(mono(rec.background), CFG), "nearest")
     out = np.zeros_like(rec.mask)
@@ -108,7 +109,7 @@ def test_mask_is_union_of_audible_call_cores_and_vocals_their_sum(seed):
     for c in rec.calls:
         cores |= _threshold_mask(c, n, CFG)
         a, b = c.span(rec.sample_rate)
-        clean[a:b] += synth.render_call(c, rec.sample_rate)
+        clean[a:b] += calls.render_call(c, rec.sample_rate)
     _assert_same_up_to_ties(rec.mask, _truth(rec))
     assert not (rec.mask & ~cores).any()  # never outside the cores
     k = np.dot(rec.vocals, clean) / np.dot(clean, clean)  # the vocal track is the calls, scaled
@@ -217,11 +218,11 @@ def test_calls_stay_in_the_bird_band_and_duration_range():
             assert 0 <= box.low_hz < box.high_hz <= CFG.sample_rate / 2 + CFG.bin_hz
             assert box.end_s - box.begin_s <= 2.0 + CFG.win_length / CFG.sample_rate + CFG.frame_s
             # at least 98 % of the call's energy lies within [f_lo, f_hi] (+- envelope/AM spread)
-            x = synth.render_call(call, sr)
+            x = calls.render_call(call, sr)
             p = np.abs(np.fft.rfft(x)) ** 2
             f = np.fft.rfftfreq(len(x), 1 / sr)
             assert p[(f >= call.f_lo - 300) & (f <= call.f_hi + 300)].sum() >= 0.98 * p.sum()
-    assert kinds >= set(synth.KINDS)
+    assert kinds >= set(calls.KINDS)
 
 
 def test_stacks_range_from_few_to_many_harmonics():
@@ -246,7 +247,7 @@ def test_rasps_fill_their_band_with_noise_like_energy():
         for c in _recording(seed, duration_s=4.0).calls:
             if c.dur_s < 0.1:
                 continue
-            x = synth.render_call(c, CFG.sample_rate)
+            x = calls.render_call(c, CFG.sample_rate)
             power = magnitude(x, CFG).astype(np.float64).mean(axis=1) ** 2
             f = np.abs(row_freqs(CFG))
             band = power[(f >= c.f_lo) & (f <= c.f_hi)]
@@ -255,7 +256,7 @@ def test_rasps_fill_their_band_with_noise_like_energy():
                 flatness[kind].append(np.exp(np.mean(np.log(band))) / band.mean())
             if kind == "rasp":
                 assert c.f_hi / c.f_lo >= 2**0.4 - 1e-6 and 1000.0 <= c.f_lo and c.f_hi <= 10000.0
-                hi = synth.render_call(c, 44100)
+                hi = calls.render_call(c, 44100)
                 same = librosa.resample(hi, orig_sr=44100, target_sr=CFG.sample_rate)[: len(x)]
                 assert np.corrcoef(same[100:-100], x[100 : len(same) - 100])[0, 1] > 0.99
     assert len(flatness["rasp"]) >= 5
@@ -279,7 +280,7 @@ def test_purrs_are_regular_trains_of_noise_like_pulses_unlike_rain():
     for c in purrs:
         assert 0.3 * 0.8 <= c.dur_s <= 2.0 and 1000.0 <= c.f_lo and c.f_hi <= 10000.0
         assert c.f_hi / c.f_lo >= 2**0.9  # at least an octave (renditions scale by a few %)
-        x = synth.render_call(c, CFG.sample_rate)
+        x = calls.render_call(c, CFG.sample_rate)
         if c.dur_s >= 8 / c.params["note_rate"]:  # enough pulses to measure a period
             period = CFG.sample_rate / 32 / c.params["note_rate"]
             ac = _envelope_autocorrelation(x, CFG.sample_rate)
@@ -287,7 +288,7 @@ def test_purrs_are_regular_trains_of_noise_like_pulses_unlike_rain():
     rng = np.random.default_rng(0)
     sr = CFG.sample_rate
     for rate in (20.0, 40.0):  # rain at a purr's pulse rate
-        rain = synth._impulses(rng, 2 * sr, sr, rate, 2.0, 6.0)
+        rain = noise._impulses(rng, 2 * sr, sr, rate, 2.0, 6.0)
         period = sr / 32 / rate
         assert _envelope_autocorrelation(rain, sr)[int(period) : int(period) + 2].max() < 0.3
 
@@ -303,13 +304,13 @@ def test_other_sample_rate_truth_matches_the_audio():
     clean = np.zeros(len(rec.vocals))
     for c in rec.calls:
         a, b = c.span(44100)
-        clean[a:b] += synth.render_call(c, 44100)
+        clean[a:b] += calls.render_call(c, 44100)
     k = np.dot(rec.vocals, clean) / np.dot(clean, clean)  # the calls' scale in the vocal track
     expected = np.zeros_like(rec.mask)
     for c in rec.calls:  # the truth definition on the resampled audio of each call alone
         a, b = c.span(44100)
         x = np.zeros(len(rec.vocals), np.float32)
-        x[a:b] = synth.render_call(c, 44100)
+        x[a:b] = calls.render_call(c, 44100)
         mag = magnitude(librosa.resample(x, orig_sr=44100, target_sr=CFG.sample_rate), CFG)[:, :n]
         expected |= (mag >= mag.max() * 10 ** (-synth.TRUTH_DB / 20)) & (_patch_power(k * mag, "nearest") >= background)
     iou = (expected & rec.mask).sum() / (expected | rec.mask).sum()
@@ -322,7 +323,7 @@ def test_stereo_calls_follow_their_channel_gains():
     clean = np.zeros((len(rec.vocals), 2))
     for c in rec.calls:
         a, b = c.span(rec.sample_rate)
-        clean[a:b] += synth.render_call(c, rec.sample_rate)[:, None] * np.asarray(c.gains)
+        clean[a:b] += calls.render_call(c, rec.sample_rate)[:, None] * np.asarray(c.gains)
     k = np.sum(rec.vocals * clean) / np.sum(clean * clean)
     np.testing.assert_allclose(rec.vocals, k * clean, atol=1e-6 * np.abs(rec.vocals).max())
     audible = [c for c, m in zip(rec.calls, rec.meta["calls"]) if m["audible"]]
