@@ -21,8 +21,8 @@ from typing import Optional
 from PIL import Image
 
 from raybird.evaluation.plot import plot_recording, read_reference, stitched_spectrogram
-from raybird.inference import postprocess, recording
-from raybird.io import storage
+from raybird.inference import recording
+from raybird.io import storage, tables
 from raybird.models import checkpoint
 
 MAX_BYTES = 150 * 1024  # images in docs/
@@ -76,7 +76,7 @@ def render(
     cfg = ckpt.cfg
     _, results = recording.predict_recording(source, ckpt, options)
     result = results[0]
-    mask = postprocess.decode_mask(result.mask, cfg.n_rows, result.n_frames)
+    mask = tables.decode_mask(result.mask, cfg.n_rows, result.n_frames)
     start = max(0, int(round(shown.start / cfg.frame_s)))
     stop = mask.shape[1] if shown.end is None else min(mask.shape[1], int(round(shown.end / cfg.frame_s)) + 1)
     spec = stitched_spectrogram(storage.source_bytes(source), cfg, 0, "mix", start, stop)

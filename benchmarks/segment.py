@@ -35,6 +35,7 @@ import torch
 from benchmarks.common import best_time, machine, table
 from raybird.evaluation.scores import evaluate_masks
 from raybird.inference import decode, predictor, recording
+from raybird.io import tables
 from raybird.models import checkpoint
 from raybird.pipelines import segment
 from raybird.synth.generator import generate_archive
@@ -180,7 +181,7 @@ def accuracy(ckpt: checkpoint.Checkpoint, records: list[dict], precisions=("fp32
                 items, model_actor, recording.RecordingStitcher(ckpt.cfg, recording.SegmentOptions())
             )
             _, results = stitcher.finish()
-            masks[p].append(segment.postprocess.decode_mask(results[0].mask, ckpt.cfg.n_rows, results[0].n_frames))
+            masks[p].append(tables.decode_mask(results[0].mask, ckpt.cfg.n_rows, results[0].n_frames))
     rows = []
     ref = precisions[0]
     for p in precisions:

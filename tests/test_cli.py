@@ -30,7 +30,7 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default():
             if isinstance(action, argparse._HelpAction):
                 continue
             assert action.help, f"{name} {action.dest}: no help"
-            if action.option_strings and action.default not in (None, False):
+            if action.option_strings and action.default not in (None, False, ()):
                 assert f"(default: {action.default})" in " ".join(text.split()) or "(default: " in action.help, (
                     f"{name} {action.dest}: default {action.default!r} not shown"
                 )

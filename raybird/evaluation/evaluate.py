@@ -60,7 +60,7 @@ import json
 import math
 import posixpath
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -71,6 +71,7 @@ from raybird.evaluation import field_scores
 from raybird.evaluation.field_scores import event_scores
 from raybird.evaluation.references import Reference, ReferenceIndex, _stem, load_references
 from raybird.evaluation.scores import EDGE_PX, _edge_tolerant_iou, error_shares, evaluate_recording
+from raybird.flags import flag
 from raybird.io import storage
 from raybird.io.tables import output_dataset, read_mask, read_outputs
 from raybird.training.metrics import scores
@@ -367,39 +368,31 @@ def write_report(report: Report, out: str) -> tuple[str, str]:
 
 
 # ---- command line -------------------------------------------------------------------------------
-def add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="pixel and event metrics of a segment run against reference labels")
-    p.add_argument("--pred", required=True, help="the segment run's output folder or s3:// prefix")
-    p.add_argument(
-        "--ref",
-        required=True,
-        nargs="+",
-        help="labelled recordings (folders, globs, archives, s3://, manifests) or label files",
+@dataclass
+class EvaluateConfig:
+    """``raybird evaluate``."""
+
+    pred: str = flag(help="the segment run's output folder or s3:// prefix")
+    ref: list[str] = flag(
+        help="labelled recordings (folders, globs, archives, s3://, manifests) or label files", nargs="+"
     )
-    p.add_argument("--out", help="report folder, or a .json path (default: PRED/evaluation)")
-    p.add_argument("--iou", type=float, default=0.5, help="box IoU for a matched event")
-    p.add_argument("--tolerance", type=float, default=0.05, help="onset/offset tolerance (s), time-only labels")
-    p.add_argument("--onsets-only", action="store_true", help="time-only labels: do not require matching offsets")
-    p.add_argument(
-        "--ref-events",
+    out: Optional[str] = flag(None, "report folder, or a .json path (default: PRED/evaluation)")
+    iou: float = flag(0.5, "box IoU for a matched event")
+    tolerance: float = flag(0.05, "onset/offset tolerance (s), time-only labels")
+    onsets_only: bool = flag(False, "time-only labels: do not require matching offsets")
+    ref_events: str = flag(
+        "labels",
+        "events of a pixel-mask reference: the box table beside it, or the mask's regions",
         choices=("labels", "mask"),
-        default="labels",
-        help="events of a pixel-mask reference: the box table beside it, or the mask's regions",
     )
-    p.add_argument(
-        "--min-cover",
-        type=float,
-        default=0.5,
-        help="coverage scores (cP, cR): fraction of an event's time span the other side must cover",
-    )
-    p.add_argument("--max-rows", type=int, default=40, help="recordings printed in the table")
-    p.set_defaults(func=cmd_evaluate)
+    min_cover: float = flag(0.5, "coverage scores (cP, cR): fraction of an event's time span the other side must cover")
+    max_rows: int = flag(40, "recordings printed in the table")
 
 
-def cmd_evaluate(a) -> int:
-    report = evaluate_run(a.pred, a.ref, a.iou, a.tolerance, not a.onsets_only, a.ref_events, a.min_cover)
-    json_path, parquet_path = write_report(report, a.out or storage.join(a.pred, "evaluation"))
-    print(report.format(a.max_rows))
+def cmd_evaluate(c: EvaluateConfig) -> int:
+    report = evaluate_run(c.pred, c.ref, c.iou, c.tolerance, not c.onsets_only, c.ref_events, c.min_cover)
+    json_path, parquet_path = write_report(report, c.out or storage.join(c.pred, "evaluation"))
+    print(report.format(c.max_rows))
     print(f"evaluate: report in {json_path} and {parquet_path}")
     if not report.rows:
         print("evaluate: no prediction matched a reference")

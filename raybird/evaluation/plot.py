@@ -7,6 +7,7 @@ Drawn with matplotlib's object API on an Agg canvas (no pyplot, no display neede
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, iter_tiles, row_freqs
 from raybird.extras import require
+from raybird.flags import flag
 from raybird.inference import postprocess, recording
 from raybird.io import label_masks, labels, storage, tables
 from raybird.models import checkpoint
@@ -158,61 +160,61 @@ def read_reference(path: str) -> tuple[labels.Labels, list[labels.Box]]:
 
 
 # ---- command line --------------------------------------------------------------------------------
-def add_plot_parser(sub) -> None:
-    p = sub.add_parser("plot", help="PNG of a recording: spectrogram, predicted mask and segments, reference labels")
-    p.add_argument("recording", help="audio file (path or s3://)")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument(
-        "--segments",
-        help="output folder of `raybird segment` holding this recording (default: predict now with --model)",
+@dataclass
+class PlotConfig:
+    """``raybird plot``."""
+
+    recording: str = flag(help="audio file (path or s3://)", positional=True)
+    out: str = flag(help="PNG file to write")
+    segments: Optional[str] = flag(
+        None, "output folder of `raybird segment` holding this recording (default: predict now with --model)"
     )
-    p.add_argument("--model", help="checkpoint used without --segments (default: the shipped model)")
-    p.add_argument(
-        "--ref",
-        help="reference labels: truth .npz, Raven table, Audacity labels, Sonic Visualiser, "
+    model: Optional[str] = flag(None, "checkpoint used without --segments (default: the shipped model)")
+    ref: Optional[str] = flag(
+        None,
+        "reference labels: truth .npz, Raven table, Audacity labels, Sonic Visualiser, "
         "pykanto JSON/<stem>.JSON, BirdSoundsDenoising Masks/<stem>.png",
     )
-    p.add_argument("--channels", choices=("mix", "split"), default="mix", help="as given to segment")
-    p.add_argument("--channel", type=int, default=0, help="channel shown (with --channels split)")
-    p.add_argument("--start", type=float, default=0.0, help="first second shown")
-    p.add_argument("--end", type=float, help="last second shown (default: the end)")
-    p.set_defaults(func=cmd_plot)
+    channels: str = flag("mix", "as given to segment", choices=("mix", "split"))
+    channel: int = flag(0, "channel shown (with --channels split)")
+    start: float = flag(0.0, "first second shown")
+    end: Optional[float] = flag(None, "last second shown (default: the end)", parse=float)
 
 
-def cmd_plot(a) -> int:
+def cmd_plot(c: PlotConfig) -> int:
     require("matplotlib")  # before any work
-    source = a.recording if a.recording.startswith("s3://") else os.path.abspath(a.recording)
-    if a.segments:
+    source = c.recording if c.recording.startswith("s3://") else os.path.abspath(c.recording)
+    if c.segments:
         rec_id = storage.recording_id(source)
-        rows = [r for r in tables.read_outputs(a.segments, "masks", rec_id).to_pylist() if r["channel"] == a.channel]
+        rows = [r for r in tables.read_outputs(c.segments, "masks", rec_id).to_pylist() if r["channel"] == c.channel]
         if not rows:
-            print(f"raybird plot: {source} (channel {a.channel}) is not in {a.segments}/masks")
+            print(f"raybird plot: {source} (channel {c.channel}) is not in {c.segments}/masks")
             return 2
         cfg = SpecConfig.from_json(rows[0]["spec_config"])
         mask = tables.read_mask(rows[0])
         boxes = [
             (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"])
-            for s in tables.read_outputs(a.segments, "segments", rec_id).to_pylist()
-            if s["channel"] == a.channel
+            for s in tables.read_outputs(c.segments, "segments", rec_id).to_pylist()
+            if s["channel"] == c.channel
         ]
     else:
         try:
-            ckpt = checkpoint.read_checkpoint(a.model)
+            ckpt = checkpoint.read_checkpoint(c.model)
         except FileNotFoundError as e:
             print(f"raybird plot: {e}")
             return 2
         cfg = ckpt.cfg
-        _, results = recording.predict_recording(source, ckpt, recording.SegmentOptions(channels=a.channels))
-        result = results[a.channel]
-        mask = postprocess.decode_mask(result.mask, cfg.n_rows, result.n_frames)
+        _, results = recording.predict_recording(source, ckpt, recording.SegmentOptions(channels=c.channels))
+        result = results[c.channel]
+        mask = tables.decode_mask(result.mask, cfg.n_rows, result.n_frames)
         boxes = [s.box for s in result.segments]
-    start = max(0, int(round(a.start / cfg.frame_s)))
-    stop = mask.shape[1] if a.end is None else min(mask.shape[1], int(round(a.end / cfg.frame_s)) + 1)
-    spec = stitched_spectrogram(storage.source_bytes(source), cfg, a.channel, a.channels, start, stop)
-    shown = [b for b in boxes if b[1] >= a.start and (a.end is None or b[0] <= a.end)]
-    ref, ref_boxes = read_reference(a.ref) if a.ref else (None, None)
+    start = max(0, int(round(c.start / cfg.frame_s)))
+    stop = mask.shape[1] if c.end is None else min(mask.shape[1], int(round(c.end / cfg.frame_s)) + 1)
+    spec = stitched_spectrogram(storage.source_bytes(source), cfg, c.channel, c.channels, start, stop)
+    shown = [b for b in boxes if b[1] >= c.start and (c.end is None or b[0] <= c.end)]
+    ref, ref_boxes = read_reference(c.ref) if c.ref else (None, None)
     plot_recording(
-        a.out, spec, cfg, mask[:, start:stop], shown, ref, start, title=os.path.basename(source), ref_boxes=ref_boxes
+        c.out, spec, cfg, mask[:, start:stop], shown, ref, start, title=os.path.basename(source), ref_boxes=ref_boxes
     )
-    print(f"plot: {a.out}")
+    print(f"plot: {c.out}")
     return 0

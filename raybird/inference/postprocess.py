@@ -56,10 +56,7 @@ offset within 50 ms) 0.608, 0.873, 0.913, 0.927; per-call F1 on 300 generated re
 notes apart); from 25 dB down it also cuts the last BSD region, two rising notes the reference
 mask joins. 25 dB is the default.
 
-**Mask encoding** (:func:`encode_mask` / :func:`decode_mask`): frame-major bit packing,
-``np.packbits(mask.T, axis=1)``, i.e. each frame is ``ceil(n_rows / 8)`` bytes, bit 7 of
-byte 0 = row 0. Frame-major so that chunks append and frame ranges slice without unpacking
-the rest. Probabilities (:func:`encode_probability`) are frame-major uint8, ``round(p * 255)``.
+The masks are stored as the masks table encodes them (:mod:`raybird.io.tables`).
 """
 
 from __future__ import annotations
@@ -71,6 +68,7 @@ import numpy as np
 import scipy.ndimage
 
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, row_freqs
+from raybird.io.tables import decode_mask, encode_mask, encode_probability
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: steep FM sweeps touch only diagonally
 GROUP_OVERLAP = 0.7  # see "Grouping" in the module docstring
@@ -86,30 +84,6 @@ def kept_columns(tile_index: int, valid_frames: int, cfg: SpecConfig) -> slice:
     lo = 0 if tile_index == 0 else ov // 2
     hi = min(cfg.tile_frames - (ov - ov // 2), valid_frames)
     return slice(lo, max(lo, hi))
-
-
-# ---- encodings ---------------------------------------------------------------------------------
-def encode_mask(mask: np.ndarray) -> bytes:
-    """``(rows, frames)`` mask -> frame-major packed bits (see the module docstring)."""
-    return np.packbits(np.asarray(mask, bool).T, axis=1).tobytes()
-
-
-def decode_mask(data: bytes, n_rows: int, n_frames: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-    """uint8 ``(n_rows, stop - start)`` mask of frames ``start..stop`` of an encoded mask."""
-    stop = n_frames if stop is None else stop
-    packed = np.frombuffer(data, np.uint8).reshape(n_frames, -1)[start:stop]
-    return np.ascontiguousarray(np.unpackbits(packed, axis=1, count=n_rows).T)
-
-
-def encode_probability(prob: np.ndarray) -> bytes:
-    """``(rows, frames)`` probabilities in [0, 1] (or uint8 0..255) -> frame-major uint8 bytes."""
-    q = prob if prob.dtype == np.uint8 else np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
-    return np.ascontiguousarray(q.T).tobytes()
-
-
-def decode_probability(data: bytes, n_rows: int, n_frames: int) -> np.ndarray:
-    """float32 ``(n_rows, n_frames)`` probabilities (steps of 1/255)."""
-    return np.frombuffer(data, np.uint8).reshape(n_frames, n_rows).T.astype(np.float32) / 255.0
 
 
 # ---- segments ----------------------------------------------------------------------------------

@@ -14,30 +14,70 @@ import pyarrow as pa
 
 from raybird.dsp import boundaries, denoise
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, n_frames_for, row_freqs
+from raybird.flags import flag, off_or_float
 from raybird.inference import postprocess
 from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
 from raybird.inference.predictor import Predictor, Probabilities
-from raybird.io import audio, selections, storage
+from raybird.io import audio, selections, storage, tables
 from raybird.io.tables import ERROR_SCHEMA, MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, write_file, write_table
 from raybird.models.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    threshold: float = 0.5
-    min_duration_s: float = 0.02
-    min_pixels: int = 10
-    channels: str = "mix"  # "mix" (mono) or "split" (one mask per channel)
-    formats: tuple[str, ...] = ()  # per-recording tables for other tools (raybird.io.selections.FORMATS)
-    denoise: bool = False
-    probabilities: bool = False
-    group_overlap: Optional[float] = postprocess.GROUP_OVERLAP  # harmonics -> one segment; None: off
-    group_gap_hz: float = postprocess.GROUP_GAP_HZ
-    split_depth_db: Optional[float] = postprocess.SPLIT_DEPTH_DB  # cut regions at gaps (syllables touching in the mask)
-    merge_gap_s: Optional[float] = None  # join a song's calls (at most this far apart) into one segment
-    edge_fraction: Optional[float] = (
-        boundaries.FRACTION
-    )  # edges refined on the audio (raybird.dsp.boundaries); None: off
+    """The segment settings that change results (recorded in run.json; a re-run with others is
+    refused), each also a flag of ``raybird segment``."""
+
+    threshold: float = flag(0.5, "bird probability threshold")
+    min_duration_s: float = flag(0.02, "shortest segment kept (s)", name="--min-duration")
+    min_pixels: int = flag(10, "smallest segment kept (pixels)")
+    channels: str = flag("mix", "mix down to mono, or segment each channel on its own", choices=audio.CHANNEL_MODES)
+    formats: tuple[str, ...] = flag(
+        (),
+        "also write a table per recording for other tools, comma-separated from "
+        f"{','.join(selections.FORMATS)}: raven/<name>.Table.1.selections.txt, audacity/<name>.txt, "
+        "csv/<name>.csv, <name> the recording's path under its input's parent folder, "
+        "suffix dropped (see docs/outputs.md)",
+        name="--format",
+        parse=selections.parse_formats,
+        metavar="FORMATS",
+    )
+    denoise: bool = flag(False, "also write denoised/<name>.wav (mask applied to the STFT)")
+    probabilities: bool = flag(False, "store the uint8 probability map in masks/")
+    group_overlap: Optional[float] = flag(
+        postprocess.GROUP_OVERLAP,
+        "regions overlapping in time by this fraction of the shorter one (and --group-gap-hz "
+        "apart in frequency, e.g. harmonics) form one segment; 'off': every region is one",
+        parse=off_or_float,
+    )
+    group_gap_hz: float = flag(postprocess.GROUP_GAP_HZ, "largest frequency gap between grouped regions (Hz)")
+    split_depth_db: Optional[float] = flag(
+        postprocess.SPLIT_DEPTH_DB,
+        "cut a region where its loudest pixel per frame falls this many dB under its loudest "
+        "before and after (a silent gap the STFT window smears shut, as between syllables); "
+        "'off': never cut",
+        name="--split-depth",
+        parse=off_or_float,
+        metavar="DB",
+    )
+    merge_gap_s: Optional[float] = flag(
+        None,
+        "join segments at most this far apart in time (and --group-gap-hz in frequency) into "
+        "one, e.g. 0.3 for one segment per song; default: never",
+        name="--merge-gap",
+        parse=float,
+        metavar="SECONDS",
+    )
+    edge_fraction: Optional[float] = flag(
+        boundaries.FRACTION,
+        "move each segment's onset and offset to where the level in its band crosses this "
+        "fraction (in dB) of the way from the noise up to the sound, measured on the audio every "
+        "1 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
+        "late by ~7 ms",
+        name="--edges",
+        parse=off_or_float,
+        metavar="FRACTION",
+    )
     min_level_db: Optional[float] = None  # segments from the mask's pixels this far above the row's noise floor
 
 
@@ -368,5 +408,5 @@ def _mask_frames(packed: bytes, n_rows: int, n_frames: int, g0: int, g1: int) ->
     out = np.zeros((n_rows, g1 - g0), np.uint8)
     stop = min(g1, n_frames)
     if stop > g0:
-        out[:, : stop - g0] = postprocess.decode_mask(packed, n_rows, n_frames, g0, stop)
+        out[:, : stop - g0] = tables.decode_mask(packed, n_rows, n_frames, g0, stop)
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import soundfile as sf
 
+from raybird.flags import flag
 from raybird.io import storage
 from raybird.io.storage import source_bytes
 from raybird.io.tables import read_outputs, write_file
@@ -87,21 +89,22 @@ def export_clips(
     return index
 
 
-def add_export_clips_parser(sub) -> None:
-    p = sub.add_parser("export-clips", help="each segment's audio as a WAV clip with a margin, for listening")
-    p.add_argument("segments", help="a segment run's --out folder or s3:// prefix")
-    p.add_argument("--out", required=True, help="folder or s3:// prefix for the clips and clips.csv")
-    p.add_argument("--margin", type=float, default=0.5, help="seconds of audio before and after each segment")
-    p.add_argument("--min-score", type=float, default=0.0, help="only segments with at least this score")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_export_clips)
+@dataclass
+class ClipsConfig:
+    """``raybird export-clips``."""
+
+    segments: str = flag(help="a segment run's --out folder or s3:// prefix", positional=True)
+    out: str = flag(help="folder or s3:// prefix for the clips and clips.csv")
+    margin: float = flag(0.5, "seconds of audio before and after each segment")
+    min_score: float = flag(0.0, "only segments with at least this score")
+    no_progress: bool = flag(False, "no progress bar")
 
 
-def cmd_export_clips(a) -> int:
-    index = export_clips(a.segments, a.out, a.margin, a.min_score, not a.no_progress)
+def cmd_export_clips(c: ClipsConfig) -> int:
+    index = export_clips(c.segments, c.out, c.margin, c.min_score, not c.no_progress)
     failed = sum(e is not None for e in index.column("error").to_pylist())
     print(
-        f"export-clips: {len(index) - failed} clips in {a.out} (index: {os.path.join(a.out, INDEX)})"
+        f"export-clips: {len(index) - failed} clips in {c.out} (index: {os.path.join(c.out, INDEX)})"
         + (f"; {failed} segments without a clip (their recording could not be read: see the index)" if failed else "")
     )
     return 0

@@ -290,6 +290,9 @@ def read_manifest(uri: str) -> list[str]:
     return out
 
 
+INPUTS_HELP = "folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files"  # what discover takes
+
+
 def discover(inputs: list[str]) -> list[Unit]:
     """Expand inputs into units. Side files (labels) are attached to the recordings of the same
     folder; hidden files are skipped. Every other file becomes a unit: if it is not audio, the

@@ -4,6 +4,11 @@ Every file lands atomically: locally it is written under a hidden temporary name
 (``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on S3 a PUT (or a
 completed multipart upload) is atomic. Per recording, ``masks/`` (or ``errors/``) is written
 last and marks it complete: a re-run lists those two folders and skips what they hold.
+
+**Mask encoding** (:func:`encode_mask` / :func:`decode_mask`, the ``mask`` column): frame-major bit packing,
+``np.packbits(mask.T, axis=1)``, i.e. each frame is ``ceil(n_rows / 8)`` bytes, bit 7 of
+byte 0 = row 0. Frame-major so that chunks append and frame ranges slice without unpacking
+the rest. Probabilities (:func:`encode_probability`) are frame-major uint8, ``round(p * 255)``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raybird.inference import postprocess
 from raybird.io import storage
 
 ERROR_SCHEMA = pa.schema(
@@ -57,7 +61,7 @@ MASK_SCHEMA = pa.schema(
         ("hop_s", pa.float64()),
         ("row0_hz", pa.float64()),  # frequency of row 0; row r at row0_hz + r * row_step_hz
         ("row_step_hz", pa.float64()),
-        ("mask", pa.large_binary()),  # postprocess.encode_mask: frame-major np.packbits
+        ("mask", pa.large_binary()),  # encode_mask: frame-major np.packbits
         ("probability", pa.large_binary()),  # frame-major uint8 round(p * 255), only with --probabilities
         ("threshold", pa.float32()),
         ("spec_config", pa.string()),
@@ -162,12 +166,36 @@ def read_outputs(
     )
 
 
+# ---- the masks table's encodings -----------------------------------------------------------
+def encode_mask(mask: np.ndarray) -> bytes:
+    """``(rows, frames)`` mask -> frame-major packed bits (see the module docstring)."""
+    return np.packbits(np.asarray(mask, bool).T, axis=1).tobytes()
+
+
+def decode_mask(data: bytes, n_rows: int, n_frames: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """uint8 ``(n_rows, stop - start)`` mask of frames ``start..stop`` of an encoded mask."""
+    stop = n_frames if stop is None else stop
+    packed = np.frombuffer(data, np.uint8).reshape(n_frames, -1)[start:stop]
+    return np.ascontiguousarray(np.unpackbits(packed, axis=1, count=n_rows).T)
+
+
+def encode_probability(prob: np.ndarray) -> bytes:
+    """``(rows, frames)`` probabilities in [0, 1] (or uint8 0..255) -> frame-major uint8 bytes."""
+    q = prob if prob.dtype == np.uint8 else np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(q.T).tobytes()
+
+
+def decode_probability(data: bytes, n_rows: int, n_frames: int) -> np.ndarray:
+    """float32 ``(n_rows, n_frames)`` probabilities (steps of 1/255)."""
+    return np.frombuffer(data, np.uint8).reshape(n_frames, n_rows).T.astype(np.float32) / 255.0
+
+
 def read_mask(row: dict) -> np.ndarray:
     """The uint8 mask ``(n_rows, n_frames)`` of one masks-table row."""
-    return postprocess.decode_mask(row["mask"], row["n_rows"], row["n_frames"])
+    return decode_mask(row["mask"], row["n_rows"], row["n_frames"])
 
 
 def read_probability(row: dict) -> Optional[np.ndarray]:
     if row.get("probability") is None:
         return None
-    return postprocess.decode_probability(row["probability"], row["n_rows"], row["n_frames"])
+    return decode_probability(row["probability"], row["n_rows"], row["n_frames"])

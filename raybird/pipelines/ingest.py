@@ -21,7 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raybird.dsp.spectrogram import SpecConfig, blank_above_nyquist, get_config, iter_tiles, to_uint8
+from raybird.flags import flag
 from raybird.io import audio, label_files, label_masks, runrecord, storage
+from raybird.io.storage import INPUTS_HELP
 from raybird.io.tables import ERROR_SCHEMA, read_outputs
 
 log = logging.getLogger(__name__)
@@ -408,3 +410,34 @@ def decode_tile(row: dict) -> tuple[np.ndarray, Optional[np.ndarray]]:
     spec = np.frombuffer(row["spec"], np.uint8).reshape(shape).astype(np.float32) / 255.0
     mask = None if row.get("mask") is None else np.frombuffer(row["mask"], np.uint8).reshape(shape)
     return spec, mask
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    """``raybird ingest``."""
+
+    inputs: list[str] = flag(help=INPUTS_HELP, positional=True, nargs="+")
+    out: str = flag(help="output folder or s3:// prefix")
+    preset: str = flag("default", "spectrogram preset name or SpecConfig JSON")
+    channels: str = flag("mix", "mix down to mono, or one row per channel", choices=("mix", "split"))
+    time_labels: str = flag(
+        "energy",
+        "how time-only labels (Audacity, time-only Raven rows) become masks: each labelled "
+        "column's pixels standing out from its noise floor (energy: the shape the shipped model "
+        "draws; trains and fine-tunes better), or full-band columns",
+        choices=TIME_LABELS,
+    )
+    local: bool = flag(False, "run in this process without Ray")
+    fail_on_error: bool = flag(False, "exit 1 if any input failed")
+
+
+def cmd_ingest(c: IngestConfig) -> int:
+    if c.local:
+        summary = run_local(c.inputs, c.out, c.preset, c.channels, c.time_labels)
+    else:
+        from raybird.pipelines.runtime import init_ray
+
+        init_ray()
+        summary = run(c.inputs, c.out, c.preset, c.channels, time_labels=c.time_labels)
+    print(summary)
+    return 1 if c.fail_on_error and summary.errors else 0

@@ -53,14 +53,14 @@ from typing import Iterable, Iterator, Optional
 
 import pyarrow as pa
 
-from raybird.dsp import boundaries
 from raybird.extras import require
-from raybird.inference import postprocess
+from raybird.flags import flag
 from raybird.inference.predictor import CPU_BATCH, GPU_BATCH, Predictor
 from raybird.inference.recording import SegmentOptions, segment_unit
-from raybird.io import audio, runrecord, selections, storage
+from raybird.io import runrecord, selections, storage
 from raybird.io.tables import completed_ids, read_outputs, write_file
 from raybird.models.checkpoint import Checkpoint, read_checkpoint
+from raybird.training.engine import PRECISIONS
 
 STATUS_SCHEMA = pa.schema(
     [
@@ -349,174 +349,92 @@ def run_local(
 
 
 # ---- command line --------------------------------------------------------------------------------
-def add_segment_parser(sub) -> None:
-    from raybird.training.engine import PRECISIONS
+@dataclass
+class SegmentRun:
+    """``raybird segment``: what to segment, where to, with which model and how; the settings
+    that change results are :class:`~raybird.inference.recording.SegmentOptions`."""
 
-    p = sub.add_parser("segment", help="recordings -> bird masks and segments (+ Raven tables, denoised audio)")
-    p.add_argument("inputs", nargs="+", help="folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files")
-    p.add_argument("--out", required=True, help="output folder or s3:// prefix (re-running resumes)")
-    p.add_argument(
-        "--model",
-        default="default",
-        help="checkpoint file or folder, s3:// path, or 'default': the shipped model (default: %(default)s)",
-    )
-    p.add_argument("--threshold", type=float, default=0.5, help="bird probability threshold")
-    p.add_argument("--min-duration", type=float, default=0.02, help="shortest segment kept (s)")
-    p.add_argument("--min-pixels", type=int, default=10, help="smallest segment kept (pixels)")
-    p.add_argument(
-        "--group-overlap",
-        type=lambda v: None if v == "off" else float(v),
-        default=postprocess.GROUP_OVERLAP,
-        help="regions overlapping in time by this fraction of the shorter one (and --group-gap-hz "
-        "apart in frequency, e.g. harmonics) form one segment; 'off': every region is one",
-    )
-    p.add_argument(
-        "--group-gap-hz",
-        type=float,
-        default=postprocess.GROUP_GAP_HZ,
-        help="largest frequency gap between grouped regions (Hz)",
-    )
-    p.add_argument(
-        "--split-depth",
-        type=lambda v: None if v == "off" else float(v),
-        default=postprocess.SPLIT_DEPTH_DB,
-        metavar="DB",
-        help="cut a region where its loudest pixel per frame falls this many dB under its loudest "
-        "before and after (a silent gap the STFT window smears shut, as between syllables); "
-        "'off': never cut (default: %(default)s)",
-    )
-    p.add_argument(
-        "--merge-gap",
-        type=float,
-        metavar="SECONDS",
-        help="join segments at most this far apart in time (and --group-gap-hz in frequency) into "
-        "one, e.g. 0.3 for one segment per song; default: never",
-    )
-    p.add_argument(
-        "--edges",
-        type=lambda v: None if v == "off" else float(v),
-        default=boundaries.FRACTION,
-        metavar="FRACTION",
-        help="move each segment's onset and offset to where the level in its band crosses this "
-        "fraction (in dB) of the way from the noise up to the sound, measured on the audio every "
-        "1 ms; 'off': the edges of the mask's frames, which the STFT window makes early and "
-        "late by ~7 ms (default: %(default)s)",
-    )
-    p.add_argument(
-        "--channels",
-        choices=audio.CHANNEL_MODES,
-        default="mix",
-        help="mix down to mono, or segment each channel on its own",
-    )
-    p.add_argument(
-        "--format",
-        type=selections.parse_formats,
-        metavar="FORMATS",
-        dest="formats",
-        help="also write a table per recording for other tools, comma-separated from "
-        f"{','.join(selections.FORMATS)}: raven/<name>.Table.1.selections.txt, audacity/<name>.txt, "
-        "csv/<name>.csv, <name> the recording's path under its input's parent folder, "
-        "suffix dropped (see docs/outputs.md)",
-    )
-    p.add_argument(
-        "--combine",
-        action="store_true",
-        help="also write one table for the whole run per --format that has one: "
+    inputs: list[str] = flag(help=storage.INPUTS_HELP, positional=True, nargs="+")
+    out: str = flag(help="output folder or s3:// prefix (re-running resumes)")
+    model: str = flag("default", "checkpoint file or folder, s3:// path, or 'default': the shipped model")
+    combine: bool = flag(
+        False,
+        "also write one table for the whole run per --format that has one: "
         "raven/combined.selections.txt, csv/combined.csv",
     )
-    p.add_argument("--denoise", action="store_true", help="also write denoised/<name>.wav (mask applied to the STFT)")
-    p.add_argument("--probabilities", action="store_true", help="store the uint8 probability map in masks/")
-    p.add_argument("--gpu", action="store_true", help="one GPU per model actor")
-    p.add_argument(
-        "--batch-size", type=int, help=f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})"
+    gpu: bool = flag(False, "one GPU per model actor")
+    batch_size: Optional[int] = flag(
+        None, f"tiles per model call (default {GPU_BATCH} with --gpu, else {CPU_BATCH})", parse=int
     )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="model arithmetic; auto: bf16 on GPUs and on CPUs with native bf16, else fp32",
+    precision: str = flag(
+        "auto", "model arithmetic; auto: bf16 on GPUs and on CPUs with native bf16, else fp32", choices=PRECISIONS
     )
-    p.add_argument(
-        "--actors",
-        type=int,
-        help="model actors, each segmenting whole recordings (default: the "
-        "cluster's GPUs with --gpu, else its CPUs / --actor-cpus)",
+    actors: Optional[int] = flag(
+        None,
+        "model actors, each segmenting whole recordings (default: the cluster's GPUs with --gpu, else "
+        "its CPUs / --actor-cpus)",
+        parse=int,
     )
-    p.add_argument(
-        "--actor-cpus",
-        type=float,
-        help="CPUs per CPU model actor, its torch threads rounded down "
-        "(at least 1; default 1); with --local: the threads of this "
-        "process, default all",
+    actor_cpus: Optional[float] = flag(
+        None,
+        "CPUs per CPU model actor, its torch threads rounded down (at least 1; default 1); with "
+        "--local: the threads of this process, default all",
+        parse=float,
     )
-    p.add_argument("--local", action="store_true", help="run in this process without Ray")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete --out's tables and run record first and segment everything again (a re-run "
+    local: bool = flag(False, "run in this process without Ray")
+    overwrite: bool = flag(
+        False,
+        "delete --out's tables and run record first and segment everything again (a re-run "
         "into an --out written with other settings is refused without it)",
     )
-    p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any recording failed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (recordings and hours done, rate, ETA)")
-    p.set_defaults(func=cmd_segment)
+    fail_on_error: bool = flag(False, "exit 1 if any recording failed")
+    no_progress: bool = flag(False, "no progress bar (recordings and hours done, rate, ETA)")
 
 
-def cmd_segment(a) -> int:
-    options = SegmentOptions(
-        threshold=a.threshold,
-        min_duration_s=a.min_duration,
-        min_pixels=a.min_pixels,
-        channels=a.channels,
-        formats=a.formats or (),
-        denoise=a.denoise,
-        probabilities=a.probabilities,
-        group_overlap=a.group_overlap,
-        group_gap_hz=a.group_gap_hz,
-        split_depth_db=a.split_depth,
-        merge_gap_s=a.merge_gap,
-        edge_fraction=a.edges,
-    )
-    if a.combine and not selections.combinable(a.formats or ()):
+def cmd_segment(r: SegmentRun, options: SegmentOptions) -> int:
+    if r.combine and not selections.combinable(options.formats):
         print("raybird segment: --combine needs --format raven or csv (an Audacity track belongs to one file)")
         return 2
     try:
         if options.denoise:
             require("librosa")  # before any work: a missing extra fails fast
-        ckpt = read_checkpoint(a.model)  # before starting Ray: a missing model fails fast
-        if a.local:
+        ckpt = read_checkpoint(r.model)  # before starting Ray: a missing model fails fast
+        device = "cuda" if r.gpu else None
+        show = not r.no_progress
+        if r.local:
             summary = run_local(
-                a.inputs,
-                a.out,
+                r.inputs,
+                r.out,
                 ckpt,
                 options,
-                a.batch_size,
-                "cuda" if a.gpu else None,
-                a.actor_cpus,
-                a.precision,
-                a.overwrite,
-                not a.no_progress,
-                a.combine,
+                r.batch_size,
+                device,
+                r.actor_cpus,
+                r.precision,
+                r.overwrite,
+                show,
+                r.combine,
             )
         else:
             from raybird.pipelines.runtime import init_ray
 
             init_ray()
             summary = run(
-                a.inputs,
-                a.out,
+                r.inputs,
+                r.out,
                 ckpt,
                 options,
-                a.gpu,
-                a.batch_size,
-                a.actors,
-                a.actor_cpus or 1,
-                a.precision,
-                a.overwrite,
-                not a.no_progress,
-                a.combine,
+                r.gpu,
+                r.batch_size,
+                r.actors,
+                r.actor_cpus or 1,
+                r.precision,
+                r.overwrite,
+                show,
+                r.combine,
             )
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")
         return 2
     print(summary)
-    return 1 if a.fail_on_error and summary.errors else 0
+    return 1 if r.fail_on_error and summary.errors else 0

@@ -31,9 +31,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raybird.extras import available
+from raybird.flags import flag
 from raybird.io import storage
 from raybird.io.tables import output_dataset
 from raybird.models import checkpoint
+from raybird.models.networks import ARCHS
+from raybird.training.engine import LOSSES, PRECISIONS, SCHEDULES
 
 # The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
 # workers to tee into its log as well as stdout, so a printed line reached the driver twice.
@@ -47,63 +50,46 @@ class TrainConfig:
     """All training flags; defaults are the report's (Adam 1e-3 with decay, batch 8, 35 epochs,
     early stopping after 10 epochs without val improvement, on-the-fly augmentation)."""
 
-    data: str = ""  # ingest output (folder or s3:// prefix) holding shards/
-    storage_path: str = "runs"
-    name: str = "unet"
-    arch: str = "unet"
-    width: int = 8
-    depth: int = 5
-    dropout: float = 0.1
-    loss: str = "ce+dice"  # "ce" (the report's) or "ce+dice": birds are ~1-5 % of pixels
-    lr: float = 1e-3
-    lr_schedule: str = "exponential"
-    lr_gamma: float = 0.95
-    batch_size: int = 8
-    epochs: int = 35
-    patience: int = 10
-    augment: float = 0.5  # augmentation strength, 0 = off
-    bn_tiles: int = 256  # un-augmented tiles per epoch for BatchNorm statistics (0: running averages)
-    workers: int = 2
-    gpu: bool = False
-    cpus_per_worker: float = 0.5  # fractional: leaves CPU for Ray Data on small machines
-    precision: str = "auto"  # bf16 autocast where the device computes bf16 natively, else fp32
-    max_failures: int = 3
-    seed: int = 0
-    init: str = ""  # fine-tune: start from this model's weights ("default": the shipped one)
+    data: str = flag("", "ingest output folder or s3:// prefix (holding shards/)", positional=True)
+    storage_path: str = flag("runs", "where run folders go (local path or s3://)")
+    name: str = flag("unet", "run name; re-running the same name resumes it")
+    arch: str = flag("unet", "unet, unet-se, segnet or deeplabv3", choices=ARCHS)
+    width: int = flag(8, "channels of the first block (doubling per level)")
+    depth: int = flag(5, "encoder/decoder levels")
+    dropout: float = flag(0.1, "dropout in the bottleneck and decoder")
+    loss: str = flag("ce+dice", "ce (the report's) or ce+dice", choices=LOSSES)
+    lr: float = flag(1e-3, "Adam learning rate")
+    lr_schedule: str = flag("exponential", "exponential, cosine or none", choices=SCHEDULES)
+    lr_gamma: float = flag(0.95, "decay factor per epoch (exponential schedule)")
+    batch_size: int = flag(8, "global batch, split over the workers")
+    epochs: int = flag(35, "maximum epochs")
+    patience: int = flag(10, "stop after this many epochs without a better val IoU")
+    augment: float = flag(0.5, "augmentation strength in [0, 1]; 0 = off")
+    bn_tiles: int = flag(
+        256,
+        "before each validation, recompute the BatchNorm statistics on this many of the epoch's "
+        "training tiles, un-augmented (0: keep the running averages over augmented batches)",
+    )
+    workers: int = flag(2, "Ray Train workers (DDP processes)")
+    gpu: bool = flag(False, "one GPU per worker (channels_last; bf16 autocast with --precision auto)")
+    cpus_per_worker: float = flag(0.5, "logical CPUs per worker; fractional leaves room for Ray Data")
+    precision: str = flag(
+        "auto",
+        "auto (bf16 autocast on CUDA and on CPUs with native bf16, e.g. AVX512-BF16 or AMX; else fp32), fp32 or bf16",
+        choices=PRECISIONS,
+    )
+    max_failures: int = flag(3, "worker-group restarts from the last checkpoint before giving up")
+    seed: int = flag(0, "seed for initialisation, shuffling and augmentation")
+    init: str = flag(
+        "",
+        "start from this model's weights (fine-tuning): a checkpoint file or folder, s3:// path, or "
+        "'default' for the shipped model; arch, width, depth and spectrogram settings must match",
+    )
 
     def model_config(self):
         from raybird.models.networks import ModelConfig
 
         return ModelConfig(arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout)
-
-
-FLAG_HELP = {
-    "storage_path": "where run folders go (local path or s3://)",
-    "name": "run name; re-running the same name resumes it",
-    "arch": "unet, unet-se, segnet or deeplabv3",
-    "width": "channels of the first block (doubling per level)",
-    "depth": "encoder/decoder levels",
-    "dropout": "dropout in the bottleneck and decoder",
-    "loss": "ce (the report's) or ce+dice",
-    "lr": "Adam learning rate",
-    "lr_schedule": "exponential, cosine or none",
-    "lr_gamma": "decay factor per epoch (exponential/step)",
-    "batch_size": "global batch, split over the workers",
-    "epochs": "maximum epochs",
-    "patience": "stop after this many epochs without a better val IoU",
-    "augment": "augmentation strength in [0, 1]; 0 = off",
-    "bn_tiles": "before each validation, recompute the BatchNorm statistics on this many of the epoch's training "
-    "tiles, un-augmented (0: keep the running averages over augmented batches)",
-    "workers": "Ray Train workers (DDP processes)",
-    "gpu": "one GPU per worker (channels_last; bf16 autocast with --precision auto)",
-    "cpus_per_worker": "logical CPUs per worker; fractional leaves room for Ray Data",
-    "precision": "auto (bf16 autocast on CUDA and on CPUs with native bf16, e.g. AVX512-BF16 or AMX; else fp32), "
-    "fp32 or bf16",
-    "max_failures": "worker-group restarts from the last checkpoint before giving up",
-    "seed": "seed for initialisation, shuffling and augmentation",
-    "init": "start from this model's weights (fine-tuning): a checkpoint file or folder, s3:// path, or "
-    "'default' for the shipped model; arch, width, depth and spectrogram settings must match",
-}
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -508,3 +494,15 @@ def plot_curves(history: list[dict], title: str = "", loss: str = "training") ->
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def cmd_train(tc: TrainConfig) -> int:
+    from raybird.pipelines.runtime import init_ray
+
+    init_ray(dashboard=True)
+    r = fit(tc)
+    print(
+        f"train: {r.epochs_run} epochs, best val IoU {r.best_val_iou:.3f} at epoch {r.best_epoch + 1}; "
+        f"best checkpoint {r.best_checkpoint}; metrics and curves in {r.run_dir}"
+    )
+    return 0

@@ -28,6 +28,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raybird.flags import flag
 from raybird.io import storage
 from raybird.pipelines.train import TrainConfig
 
@@ -332,26 +333,33 @@ def format_table(table: pa.Table, grid_keys: list[str]) -> str:
 
 
 # ---- command line ------------------------------------------------------------------------------
-def add_tune_parser(sub) -> None:
-    """``raybird tune DATA --out DIR [--grid YAML] [--lr 1e-3,3e-4] ...``: every TrainConfig
-    field is a flag; a comma-separated list makes it a grid axis."""
-    p = sub.add_parser("tune", help="grid search over training parameters (Ray Tune over Ray Train)")
-    p.add_argument("data", help="ingest output folder or s3:// prefix (holding shards/)")
-    p.add_argument("--out", required=True, help="sweep folder or s3:// prefix")
-    p.add_argument("--grid", help="YAML: training parameter -> list of values (a grid axis) or one value")
-    p.add_argument("--name", default="sweep", help="experiment name; running again with it resumes the sweep")
-    p.add_argument("--asha", action="store_true", help="stop poor trials early (ASHA on val IoU)")
-    p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster's CPUs/GPUs fit)")
-    for field, default in vars(TrainConfig()).items():
-        if field in MANAGED:
-            continue
-        flag = "--" + field.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, action="store_const", const="true", help=f"(default {default})")
-        else:
-            p.add_argument(flag, metavar="V[,V...]", help=f"(default {default})")
-    p.set_defaults(func=cmd_tune)
+def _axis(f: dataclasses.Field) -> tuple:
+    """A TrainConfig field as a sweep flag: a comma-separated list makes it a grid axis."""
+    help = f"grid axis: {f.metadata['flag']['help']} (default {f.default})"
+    if isinstance(f.default, bool):
+        return f.name, bool, flag(False, help)
+    return f.name, Optional[str], flag(None, help, metavar="V[,V...]")
+
+
+TuneConfig = dataclasses.make_dataclass(
+    "TuneConfig",
+    [
+        ("data", str, flag(help="ingest output folder or s3:// prefix (holding shards/)", positional=True)),
+        ("out", str, flag(help="sweep folder or s3:// prefix")),
+        ("grid", Optional[str], flag(None, "YAML: training parameter -> list of values (a grid axis) or one value")),
+        ("name", str, flag("sweep", "experiment name; running again with it resumes the sweep")),
+        ("asha", bool, flag(False, "stop poor trials early (ASHA on val IoU)")),
+        ("grace_period", int, flag(2, "ASHA: epochs before a trial can be stopped")),
+        (
+            "max_concurrent",
+            Optional[int],
+            flag(None, "trials at once (default: what the cluster's CPUs/GPUs fit)", parse=int),
+        ),
+        *(_axis(f) for f in dataclasses.fields(TrainConfig) if f.name not in MANAGED),
+    ],
+)
+TuneConfig.__doc__ = """``raybird tune DATA --out DIR [--grid YAML] [--lr 1e-3,3e-4] ...``: the sweep's own
+settings, and every TrainConfig field but the managed ones as a grid axis."""
 
 
 def cmd_tune(a) -> int:
@@ -360,7 +368,9 @@ def cmd_tune(a) -> int:
     params = read_grid(a.grid) if a.grid else {}
     for field in TrainConfig.__dataclass_fields__:
         given = getattr(a, field, None) if field not in MANAGED else None
-        if given is not None:
+        if given is True:
+            params[field] = ["true"]
+        elif given:
             params[field] = given.split(",")
     split_space(params)  # fail on a bad value before starting Ray
     init_ray(dashboard=True)

@@ -24,12 +24,14 @@ coloured base noise; the generator's other noises are added to it as usual.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from raybird.flags import flag
 from raybird.io.storage import source_bytes
 from raybird.io.tables import read_outputs
 
@@ -102,21 +104,18 @@ class BackgroundBank:
         return x / (np.sqrt(np.mean(x**2)) + 1e-12), names
 
 
-def add_backgrounds_parser(sub) -> None:
-    p = sub.add_parser(
-        "backgrounds",
-        help="cut the stretches of a segment run's recordings where it found no "
-        "bird into clips, as backgrounds for raybird synth --backgrounds",
-    )
-    p.add_argument("segments", help="a segment run's --out folder (its summary and segments tables)")
-    p.add_argument("--out", required=True, help="folder for the clips")
-    p.add_argument("--min-duration", type=float, default=3.0, help="shortest clip (s)")
-    p.add_argument("--guard", type=float, default=0.5, help="seconds kept clear of every segment")
-    p.set_defaults(func=cmd_backgrounds)
+@dataclass
+class BackgroundsConfig:
+    """``raybird backgrounds``."""
+
+    segments: str = flag(help="a segment run's --out folder (its summary and segments tables)", positional=True)
+    out: str = flag(help="folder for the clips")
+    min_duration: float = flag(3.0, "shortest clip (s)")
+    guard: float = flag(0.5, "seconds kept clear of every segment")
 
 
-def cmd_backgrounds(a) -> int:
-    windows = quiet_windows(a.segments, a.min_duration, a.guard)
-    paths = write_clips(windows, a.out)
-    print(f"backgrounds: {len(paths)} clips, {sum(b - s for _, s, b in windows):.0f} s, in {os.path.abspath(a.out)}")
+def cmd_backgrounds(c: BackgroundsConfig) -> int:
+    windows = quiet_windows(c.segments, c.min_duration, c.guard)
+    paths = write_clips(windows, c.out)
+    print(f"backgrounds: {len(paths)} clips, {sum(b - s for _, s, b in windows):.0f} s, in {os.path.abspath(c.out)}")
     return 0

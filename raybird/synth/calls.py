@@ -214,7 +214,7 @@ def _syllable(rng: np.random.Generator, kind: str, centre: float, fmax: float) -
     return p, dur
 
 
-def _species(rng: np.random.Generator, fmax: float) -> dict:
+def random_species(rng: np.random.Generator, fmax: float) -> dict:
     centre = float(np.exp(rng.uniform(np.log(1500.0), np.log(min(7000.0, 0.7 * fmax)))))
     n_types = int(rng.integers(1, 5))
     kinds = rng.choice(KINDS, size=n_types, p=KIND_P)
@@ -251,7 +251,7 @@ def _rendition(rng, species, k: int, start: float, amp: float, fmax: float, sing
     )
 
 
-def _sing(rng, species, singer: int, duration: float, level_db: float, fmax: float, gains) -> list[Call]:
+def sing(rng, species, singer: int, duration: float, level_db: float, fmax: float, gains) -> list[Call]:
     """Calls of one singer over the recording: songs (motif repeats) or single calls."""
     calls = []
     t = rng.uniform(-0.5, 0.5 * duration)

@@ -28,9 +28,10 @@ import scipy.signal
 import soundfile as sf
 
 from raybird.dsp.spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frames_for, row_freqs
+from raybird.flags import flag
 from raybird.io.labels import Box, write_raven
-from raybird.synth.calls import BIRD_BAND_HZ, Call, _sing, _species, render_call
-from raybird.synth.noise import NOISE_P, NOISES, _background, _shaped_noise
+from raybird.synth.calls import BIRD_BAND_HZ, Call, random_species, render_call, sing
+from raybird.synth.noise import NOISE_P, NOISES, make_background, shaped_noise
 
 # Bumped whenever the same seed would give other audio or truth: caches of generated test sets
 # (benchmarks/accuracy.py) are keyed by it; CHANGELOG.md says what each version changed.
@@ -153,16 +154,16 @@ def generate_recording(
     if not empty:
         while not calls:
             n_singers = int(call_rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-            species = _species(call_rng, fmax)
+            species = random_species(call_rng, fmax)
             for s in range(n_singers):
                 if s and call_rng.random() > 0.3:
-                    species = _species(call_rng, fmax)
+                    species = random_species(call_rng, fmax)
                 gains = (1.0,)
                 if stereo:
                     g = call_rng.choice([0.0, call_rng.uniform(0.3, 1.0), 1.0])
                     gains = (1.0, g) if call_rng.random() < 0.5 else (g, 1.0)
                 level = 0.0 if s == 0 else call_rng.uniform(-10.0, 0.0)
-                calls += _sing(call_rng, species, s, duration, level, fmax, gains)
+                calls += sing(call_rng, species, s, duration, level, fmax, gains)
         calls.sort(key=lambda c: c.start_s)
 
     # vocal track (file rate) and each call's magnitude on the SpecConfig grid (its rate)
@@ -181,11 +182,11 @@ def generate_recording(
 
     kinds = [k for k, p in zip(NOISES, NOISE_P) if bg_rng.random() < p] if noises is None else list(noises)
     real = backgrounds.draw(bg_rng, n, sr) if backgrounds is not None and bg_rng.random() < p_real else None
-    bg, parts = _background(bg_rng, n, sr, kinds, real)
+    bg, parts = make_background(bg_rng, n, sr, kinds, real)
     background = bg[:, None].repeat(n_ch, axis=1)
     if stereo:
         delay = int(bg_rng.integers(1, max(2, sr // 500)))
-        background[:, 1] = np.roll(bg, delay) + 0.3 * _shaped_noise(bg_rng, n, sr, lambda f: f**-0.5)
+        background[:, 1] = np.roll(bg, delay) + 0.3 * shaped_noise(bg_rng, n, sr, lambda f: f**-0.5)
 
     snr = band = None
     mask = np.zeros((cfg.n_rows, n_frames), np.uint8)
@@ -388,3 +389,33 @@ def generate_archive(
             )
         )
     return records
+
+
+@dataclass
+class SynthConfig:
+    """``raybird synth``."""
+
+    out: str = flag(help="folder for the recordings, their Raven tables and truth masks")
+    recordings: int = flag(20, "how many recordings", short="-n")
+    seed: int = flag(0, "the same seed writes the same archive")
+    min_duration: float = flag(5.0, "shortest recording (s)")
+    max_duration: float = flag(15.0, "longest recording (s)")
+    backgrounds: Optional[str] = flag(
+        None, "a folder of real background clips (raybird backgrounds) mixed under the calls", metavar="DIR"
+    )
+    p_real: float = flag(0.5, "share of recordings on a real background (with --backgrounds)")
+
+
+def cmd_synth(c: SynthConfig) -> int:
+    from raybird.synth.backgrounds import BackgroundBank
+
+    records = generate_archive(
+        c.out,
+        c.recordings,
+        seed=c.seed,
+        duration_s=(c.min_duration, c.max_duration),
+        backgrounds=BackgroundBank(c.backgrounds) if c.backgrounds else None,
+        p_real=c.p_real,
+    )
+    print(f"synth: {len(records)} recordings in {c.out}")
+    return 0

@@ -24,7 +24,7 @@ NOISE_LEVEL_DB = {
 }
 
 
-def _shaped_noise(rng, n: int, sr: int, gain) -> np.ndarray:
+def shaped_noise(rng, n: int, sr: int, gain) -> np.ndarray:
     """Gaussian noise with amplitude spectrum ``gain(f)``, unit RMS."""
     f = scipy.fft.rfftfreq(n, 1.0 / sr)
     f[0] = f[1]
@@ -66,7 +66,7 @@ def _noise(rng, kind: str, n: int, sr: int) -> tuple[np.ndarray, dict]:
     u = rng.uniform
     if kind == "wind":
         fc = u(100.0, 700.0)
-        x = _shaped_noise(rng, n, sr, lambda f: f**-0.5 / np.sqrt(1 + (f / fc) ** 4))
+        x = shaped_noise(rng, n, sr, lambda f: f**-0.5 / np.sqrt(1 + (f / fc) ** 4))
         x *= np.exp(u(0.5, 1.5) * _slow(rng, n, sr, u(0.3, 2.0)))
         info = dict(cutoff_hz=fc)
     elif kind == "rain":
@@ -85,7 +85,7 @@ def _noise(rng, kind: str, n: int, sr: int) -> tuple[np.ndarray, dict]:
             bw, x = 0.0, np.sin(2 * np.pi * fc * t + u(0, 2 * np.pi))
         else:  # narrow-band noise (cicada-like buzz)
             bw = u(80.0, 1500.0)
-            x = _shaped_noise(rng, n, sr, lambda f: np.exp(-0.5 * ((f - fc) / (bw / 2)) ** 2))
+            x = shaped_noise(rng, n, sr, lambda f: np.exp(-0.5 * ((f - fc) / (bw / 2)) ** 2))
         pulse = u(20.0, 250.0) if bw == 0.0 or rng.random() < 0.6 else 0.0
         if pulse:
             x *= (0.5 + 0.5 * np.cos(2 * np.pi * pulse * t)) ** u(1.0, 4.0)
@@ -115,14 +115,14 @@ def _noise(rng, kind: str, n: int, sr: int) -> tuple[np.ndarray, dict]:
     return x / (np.sqrt(np.mean(x**2)) + 1e-12), dict(kind=kind, **info)
 
 
-def _background(rng, n: int, sr: int, kinds: Sequence[str], real=None) -> tuple[np.ndarray, list[dict]]:
+def make_background(rng, n: int, sr: int, kinds: Sequence[str], real=None) -> tuple[np.ndarray, list[dict]]:
     """The background: coloured base noise, or ``real`` (a window of real background clips,
     unit RMS, with their names), plus the noises ``kinds``."""
     if real is not None:
         x, parts = real[0], [dict(kind="real", clips=real[1])]
     else:
         exponent, roll = rng.uniform(0.0, 2.0), rng.uniform(3000.0, sr / 2)
-        x = _shaped_noise(rng, n, sr, lambda f: f ** (-exponent / 2) / np.sqrt(1 + (f / roll) ** 4))
+        x = shaped_noise(rng, n, sr, lambda f: f ** (-exponent / 2) / np.sqrt(1 + (f / roll) ** 4))
         parts = [dict(kind="colored", exponent=exponent, rolloff_hz=roll)]
     for kind in kinds:
         y, info = _noise(rng, kind, n, sr)

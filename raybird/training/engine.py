@@ -157,6 +157,10 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1 - (2 * inter + eps) / ((prob * valid).sum() + (t * valid).sum() + eps)
 
 
+LOSSES = ("ce", "ce+dice")
+SCHEDULES = ("exponential", "cosine", "none")
+
+
 def make_loss(name: str = "ce", dice_weight: float = 1.0) -> LossFn:
     """``"ce"``: pixel cross-entropy (the report's loss); ``"ce+dice"``: plus ``dice_weight``
     times the soft Dice loss, which counters the bird/background imbalance."""

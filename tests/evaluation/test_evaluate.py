@@ -1,4 +1,3 @@
-import argparse
 import dataclasses
 import io
 import json
@@ -10,13 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from raybird.cli import main
 from raybird.dsp.spectrogram import PRESETS, n_frames_for
-from raybird.evaluation.evaluate import add_evaluate_parser, evaluate_run, pool_labels, write_report
+from raybird.evaluation.evaluate import evaluate_run, pool_labels, write_report
 from raybird.evaluation.field_scores import event_scores, match_events, match_onsets, merge_intervals
 from raybird.evaluation.references import Reference, ReferenceIndex, load_references
 from raybird.evaluation.scores import coverage, covered_fraction, error_anatomy, evaluate_masks, mask_events
 from raybird.inference import postprocess, recording
-from raybird.io import label_masks, labels, storage
+from raybird.io import label_masks, labels, storage, tables
 from raybird.pipelines import segment
 from raybird.synth.generator import generate_archive
 from raybird.training.metrics import pixel_metrics
@@ -146,7 +146,7 @@ def write_prediction(out, source, mask, cfg=CFG, channel=0, duration=None, segs=
         segs = postprocess.segments_of(
             mask.astype(np.float32), cfg, 0.5, opts.min_duration_s, opts.min_pixels, duration
         )
-    result = recording.ChannelResult(channel, segs, postprocess.encode_mask(mask), None, mask.shape[1])
+    result = recording.ChannelResult(channel, segs, tables.encode_mask(mask), None, mask.shape[1])
     recording.write_outputs(
         str(out), segment.storage.recording_id(source), source, duration, [result], cfg, "test-model", opts
     )
@@ -262,9 +262,7 @@ def test_reference_by_label_file_stem_and_bookkeeping(shifted, capsys):
     assert [u["source"] for u in report.unmatched] == ["/elsewhere/other.wav"]
     assert report.unmatched[0]["reason"] == "no reference"
     # the same through the command line: report files and the printed table
-    parser = argparse.ArgumentParser()
-    add_evaluate_parser(parser.add_subparsers())
-    a = parser.parse_args(
+    code = main(
         [
             "evaluate",
             "--pred",
@@ -275,7 +273,7 @@ def test_reference_by_label_file_stem_and_bookkeeping(shifted, capsys):
             str(tmp_path / "rep.json"),
         ]
     )
-    assert a.func(a) == 0
+    assert code == 0
     out = capsys.readouterr().out
     assert "POOLED (1 recordings)" in out and "1 predictions without a reference" in out
     assert (

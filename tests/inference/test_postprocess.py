@@ -7,6 +7,7 @@ import scipy.ndimage
 from raybird.dsp.denoise import denoise, iter_denoised
 from raybird.dsp.spectrogram import PRESETS, SpecConfig, frame_offset_s, iter_tiles, magnitude, n_frames_for, row_freqs
 from raybird.inference import postprocess as pp
+from raybird.io import tables
 
 CFG = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, tile_frames=128, tile_overlap=32)
 
@@ -70,7 +71,7 @@ def test_call_across_tile_boundary_is_one_segment_with_exact_box():
     blob = prob >= 0.5
     assert s.n_pixels == blob.sum() and s.score == pytest.approx(prob[blob].mean(), rel=1e-6)
     assert seg.n_frames == frames
-    np.testing.assert_array_equal(pp.decode_mask(seg.mask_bytes(), rows, frames), blob)
+    np.testing.assert_array_equal(tables.decode_mask(seg.mask_bytes(), rows, frames), blob)
 
 
 def test_last_tile_inside_the_previous_overlap_adds_nothing():
@@ -150,20 +151,6 @@ def test_box_is_clamped_to_recording_and_nyquist():
     prob[-3:, :5] = 1.0
     s = pp.segments_of(prob, CFG, duration_s=0.7)[0]
     assert s.start_s == 0.0 and s.high_hz == CFG.sample_rate / 2
-
-
-def test_mask_and_probability_encodings_round_trip():
-    rng = np.random.default_rng(1)
-    mask = (rng.random((13, 57)) < 0.3).astype(np.uint8)  # rows not a multiple of 8
-    data = pp.encode_mask(mask)
-    assert len(data) == 57 * 2
-    np.testing.assert_array_equal(pp.decode_mask(data, 13, 57), mask)
-    np.testing.assert_array_equal(pp.decode_mask(data, 13, 57, 20, 31), mask[:, 20:31])
-    chunks = pp.encode_mask(mask[:, :30]) + pp.encode_mask(mask[:, 30:])  # frame-major: chunks append
-    assert chunks == data
-    prob = rng.random((13, 57)).astype(np.float32)
-    back = pp.decode_probability(pp.encode_probability(prob), 13, 57)
-    assert back.shape == (13, 57) and np.abs(back - prob).max() <= 0.5 / 255 + 1e-7
 
 
 def test_covered_seconds_is_the_union_of_spans():

@@ -1,7 +1,6 @@
 """The segmentation job end to end: a tiny U-Net trained here in seconds on synthetic calls,
 run through Ray Data (and without Ray) over local folders, archives and S3."""
 
-import argparse
 import csv
 import json
 import os
@@ -19,7 +18,6 @@ from PIL import Image
 from raybird.cli import main
 from raybird.dsp.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
 from raybird.evaluation.field_scores import match_events
-from raybird.evaluation.plot import add_plot_parser
 from raybird.inference import postprocess
 from raybird.inference.recording import SegmentOptions
 from raybird.io import audio, labels, storage, tables
@@ -318,25 +316,27 @@ def test_interrupted_run_resumes_to_the_same_tables(full_run, archive, model_pat
 def test_local_run_writes_the_same_tables_as_ray(full_run, archive, model_path, tmp_path, capsys):
     out = str(tmp_path / "local")
     # one torch thread, as the actors: the same arithmetic, so the same bits
-    a = parser().parse_args(
-        [
-            "segment",
-            archive["folder"],
-            archive["tar"],
-            "--out",
-            out,
-            "--model",
-            model_path,
-            "--local",
-            "--actor-cpus",
-            "1",
-            "--format",
-            "raven,audacity,csv",
-            "--denoise",
-            "--probabilities",
-        ]
+    assert (
+        main(
+            [
+                "segment",
+                archive["folder"],
+                archive["tar"],
+                "--out",
+                out,
+                "--model",
+                model_path,
+                "--local",
+                "--actor-cpus",
+                "1",
+                "--format",
+                "raven,audacity,csv",
+                "--denoise",
+                "--probabilities",
+            ]
+        )
+        == 0
     )
-    assert a.func(a) == 0
     assert "7 recordings" in capsys.readouterr().out
     want, got = read_tables(full_run["out"]), read_tables(out)
     for name in want:
@@ -400,14 +400,6 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
 
 
 # ---- command line -------------------------------------------------------------------------------------
-def parser():
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command", required=True)
-    segment.add_segment_parser(sub)
-    add_plot_parser(sub)
-    return p
-
-
 def test_cli_merge_gap_makes_a_song_one_segment(model_path, tmp_path):
     """Three notes 0.25 s apart, then a lone call 1.5 s later: four segments, or with
     ``--merge-gap 0.4`` the song and the lone call."""
@@ -418,8 +410,7 @@ def test_cli_merge_gap_makes_a_song_one_segment(model_path, tmp_path):
     found = {}
     for flags in ([], ["--merge-gap", "0.4"]):
         out = str(tmp_path / f"out{len(flags)}")
-        a = parser().parse_args(["segment", str(path), "--out", out, "--model", model_path, "--local", *flags])
-        assert a.func(a) == 0
+        assert main(["segment", str(path), "--out", out, "--model", model_path, "--local", *flags]) == 0
         found[len(flags)] = tables.read_outputs(out, "segments").sort_by("start_s").to_pylist()
     assert len(found[0]) == 4
     assert match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in found[0]], boxes)["tp"] == 4
@@ -441,10 +432,9 @@ def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_pat
     found, masks = {}, {}
     for flags in ([], ["--split-depth", "off"]):
         out = str(tmp_path / f"out{len(flags)}")
-        a = parser().parse_args(
-            ["segment", str(path), "--out", out, "--model", model_path, "--local", "--edges", "off", *flags]
+        assert (
+            main(["segment", str(path), "--out", out, "--model", model_path, "--local", "--edges", "off", *flags]) == 0
         )  # edges on the mask's frames
-        assert a.func(a) == 0
         found[len(flags)] = tables.read_outputs(out, "segments").sort_by("start_s").to_pylist()
         masks[len(flags)] = tables.read_mask(tables.read_outputs(out, "masks").to_pylist()[0])
     [whole] = found[2]
@@ -496,8 +486,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path,
     naming the change), and with --overwrite everything is segmented again with the new one."""
     out = str(tmp_path / "out")
     args = ["segment", archive["folder"], "--out", out, "--model", model_path, "--local"]
-    a = parser().parse_args(args)
-    assert a.func(a) == 0
+    assert main(args) == 0
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]  # the progress bar's last state
     assert bar.startswith("segment: 100%") and "8/8" in bar and "rec/s" in bar and "h audio" in bar, bar
     record = json.loads((tmp_path / "out" / "run.json").read_text())
@@ -505,8 +494,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path,
     (first,) = record["runs"]
     assert first["counts"]["recordings"] == 6 and first["finished"] >= first["started"]
     assert first["versions"]["torch"] == torch.__version__ and first["run"]["ray"] is False
-    a = parser().parse_args(args)
-    assert a.func(a) == 0 and "8 already complete, skipped" in capsys.readouterr().out  # 2 are errors
+    assert main(args) == 0 and "8 already complete, skipped" in capsys.readouterr().out  # 2 are errors
     assert len(json.loads((tmp_path / "out" / "run.json").read_text())["runs"]) == 2
 
     before = tables.read_outputs(out, "masks").sort_by("recording_id")
@@ -515,8 +503,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path,
     assert "options.threshold: 0.5 -> 0.9" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert tables.read_outputs(out, "masks").sort_by("recording_id").equals(before)  # nothing touched
 
-    a = parser().parse_args(args + ["--threshold", "0.9", "--overwrite"])
-    assert a.func(a) == 0
+    assert main(args + ["--threshold", "0.9", "--overwrite"]) == 0
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["settings"]["options"]["threshold"] == 0.9 and len(record["runs"]) == 1
     assert (record["runs"][0]["counts"]["recordings"], record["runs"][0]["counts"]["skipped"]) == (6, 0)
@@ -524,10 +511,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path,
 
 
 def test_cli_reports_a_missing_model(tmp_path, capsys):
-    a = parser().parse_args(
-        ["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no.pt")]
-    )
-    assert a.func(a) == 2
+    assert main(["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no.pt")]) == 2
     assert "model checkpoint not found" in capsys.readouterr().out
 
 
@@ -537,8 +521,7 @@ def test_cli_plot_draws_prediction_and_reference(full_run, archive, tmp_path):
     truth = tmp_path / "rec1.Table.1.selections.txt"
     labels.write_raven(truth, [labels.Box(*b) for b in archive["truth"][source]["boxes"]])
     png = tmp_path / "rec1.png"
-    a = parser().parse_args(["plot", source, "--out", str(png), "--segments", full_run["out"], "--ref", str(truth)])
-    assert a.func(a) == 0
+    assert main(["plot", source, "--out", str(png), "--segments", full_run["out"], "--ref", str(truth)]) == 0
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert img.shape == (640, 1200, 3)
     red = (img[..., 0] > 200) & (img[..., 1] < 90) & (img[..., 2] < 90)
@@ -549,21 +532,23 @@ def test_cli_plot_draws_prediction_and_reference(full_run, archive, tmp_path):
 
 def test_cli_plot_predicts_when_no_segments_are_given(model_path, archive, tmp_path):
     png = tmp_path / "rec3.png"
-    a = parser().parse_args(
-        [
-            "plot",
-            archive["folder"] + "/rec3.flac",
-            "--out",
-            str(png),
-            "--model",
-            model_path,
-            "--start",
-            "1.0",
-            "--end",
-            "3.0",
-        ]
+    assert (
+        main(
+            [
+                "plot",
+                archive["folder"] + "/rec3.flac",
+                "--out",
+                str(png),
+                "--model",
+                model_path,
+                "--start",
+                "1.0",
+                "--end",
+                "3.0",
+            ]
+        )
+        == 0
     )
-    assert a.func(a) == 0
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert img.shape == (320, 1200, 3)
     assert ((img[..., 0] > 200) & (img[..., 1] < 90) & (img[..., 2] < 90)).sum() > 100

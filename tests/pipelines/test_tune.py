@@ -3,7 +3,6 @@ resuming an interrupted sweep without re-running finished trials."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from raybird import cli
 from raybird.models import checkpoint
 from raybird.pipelines import ingest, tune
 
@@ -101,9 +101,7 @@ def test_summary_table_text():
 
 
 def test_command_line_flags():
-    parser = argparse.ArgumentParser()
-    tune.add_tune_parser(parser.add_subparsers(dest="command"))
-    a = parser.parse_args(
+    a = cli.build_parser().parse_args(
         [
             "tune",
             "shards",
@@ -122,8 +120,8 @@ def test_command_line_flags():
         ]
     )
     assert (a.data, a.out, a.name, a.asha, a.grid) == ("shards", "o", "s1", True, None)
-    assert (a.lr, a.width, a.gpu, a.loss, a.batch_size) == ("1e-3,3e-4", "4", "true", "ce,ce+dice", None)
-    assert a.func is tune.cmd_tune
+    assert (a.lr, a.width, a.gpu, a.loss, a.batch_size) == ("1e-3,3e-4", "4", True, "ce,ce+dice", None)
+    assert cli.commands()[a.command][1] is tune.cmd_tune
 
 
 # ---- on Ray ------------------------------------------------------------------------------------
