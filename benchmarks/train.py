@@ -42,7 +42,7 @@ COLUMNS = ["spec", "mask", "valid_frames", "n_rows", "n_frames"]
 def train_tiles(data: str) -> dict:
     """All labelled tiles of an ingest output (every split: only throughput counts here) as
     arrays, what the plain loops read."""
-    from raybird.pipelines.train import decode_batch
+    from raybird.pipelines.shards import decode_batch
 
     t = pads.dataset(os.path.join(data, "shards"), format="parquet").to_table(columns=COLUMNS)
     t = t.filter(pc.is_valid(t["mask"]))
@@ -53,10 +53,10 @@ def train_tiles(data: str) -> dict:
 
 def train_dataset(data: str):
     """The same tiles as a materialized Ray Dataset, decoded as training decodes them
-    (raybird.pipelines.train.split_tiles, every split)."""
+    (raybird.pipelines.shards.split_tiles, every split)."""
     import ray
 
-    from raybird.pipelines.train import split_tiles
+    from raybird.pipelines.shards import split_tiles
 
     ds = ray.data.read_parquet(os.path.join(data, "shards")).select_columns(COLUMNS)
     first = ds.take(1)[0]

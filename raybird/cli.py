@@ -112,7 +112,7 @@ def cmd_export(a: ExportConfig) -> int:
         load_checkpoint,
         recalibrate_checkpoint,
     )
-    from raybird.pipelines.train import sample_tiles
+    from raybird.pipelines.shards import sample_tiles
 
     tiles = None
     if a.recalibrate:  # read and checked before anything is written

@@ -27,15 +27,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from raybird.extras import available
 from raybird.flags import flag
 from raybird.io import storage
-from raybird.io.tables import output_dataset
 from raybird.models import checkpoint
 from raybird.models.networks import ARCHS
+from raybird.pipelines.shards import load_datasets
 from raybird.training.engine import LOSSES, PRECISIONS, SCHEDULES
 
 # The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
@@ -90,85 +88,6 @@ class TrainConfig:
         from raybird.models.networks import ModelConfig
 
         return ModelConfig(arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout)
-
-
-# ---- data --------------------------------------------------------------------------------------
-def _tiles(t: pa.Table, column: str) -> np.ndarray:
-    """A binary column of shard rows as uint8 tiles ``(N, H, W)``, joined into one writable buffer
-    (``bytearray().join`` copies once, as ``b"".join`` does; torch warns on read-only arrays)."""
-    h, w = t["n_rows"][0].as_py(), t["n_frames"][0].as_py()
-    return np.frombuffer(bytearray().join(t[column].to_pylist()), np.uint8).reshape(len(t), h, w)
-
-
-def decode_batch(t: pa.Table) -> dict:
-    """Shard rows -> ``spec`` uint8 (N, H, W), ``mask`` uint8 (N, H, W), ``valid_frames`` (N,)."""
-    return {
-        "spec": _tiles(t, "spec"),
-        "mask": _tiles(t, "mask"),
-        "valid_frames": t["valid_frames"].to_numpy().astype(np.int32),
-    }
-
-
-def split_tiles(shards, split: Optional[str], tile_shape: tuple[int, int]):
-    """The labelled tiles of one split (None: of every split) of a Ray Dataset of shard rows, decoded."""
-    return shards.map_batches(_decode_split, fn_args=(split, tile_shape), batch_format="pyarrow", batch_size=None)
-
-
-def _decode_split(t: pa.Table, split: Optional[str], tile_shape: tuple[int, int]):
-    """decode_batch of a shard batch's labelled rows of ``split`` (None: any). A batch with none
-    gives empty tensor columns: Ray Data would store an empty ndarray as pickled objects (with a
-    warning), unlike the tensors of every other block."""
-    keep = pc.is_valid(t["mask"])
-    t = t.filter(keep if split is None else pc.and_(pc.equal(t["split"], split), keep))
-    if len(t):
-        return decode_batch(t)
-    from ray.data.extensions import ArrowTensorArray
-
-    empty = np.zeros((0, *tile_shape), np.uint8)
-    return pa.table(
-        {
-            "spec": ArrowTensorArray.from_numpy(empty),
-            "mask": ArrowTensorArray.from_numpy(empty),
-            "valid_frames": pa.array([], pa.int32()),
-        }
-    )
-
-
-def load_datasets(data: str, cache: bool = True) -> tuple[dict, str]:
-    """Ray Datasets ``{"train", "val"}`` of labelled tiles, and the shards' SpecConfig JSON."""
-    import ray
-
-    # the first row straight from Parquet: a Ray Data take(1) would cost a whole execution (1-4 s)
-    shards = output_dataset(data, "shards")
-    first = shards.head(1, columns=["n_rows", "n_frames", "spec_config"]).to_pylist() if shards and shards.files else []
-    if not first:
-        raise ValueError(f"no shards under {data}")
-    spec_json = first[0]["spec_config"]
-    tile_shape = (first[0]["n_rows"], first[0]["n_frames"])
-    cols = ["spec", "mask", "valid_frames", "n_rows", "n_frames", "split", "spec_config"]
-    base = ray.data.read_parquet(shards.files, filesystem=shards.filesystem, columns=cols)  # the files listed once
-    out = {}
-    for split in ("train", "val"):
-        ds = split_tiles(base, split, tile_shape)
-        out[split] = ds.materialize() if cache else ds
-        if out[split].count() == 0:
-            raise ValueError(f"no labelled {split} tiles under {data}; ingest more recordings")
-    return out, spec_json
-
-
-def sample_tiles(data: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Up to ``n`` spectrogram tiles ``(n, H, W)`` uint8 drawn at random from the training split
-    of ingest output ``data``, and the shards' SpecConfig JSON; read with pyarrow (the rows
-    drawn only), not Ray. For recomputing a model's BatchNorm statistics (``raybird export
-    --recalibrate``)."""
-    shards = output_dataset(data, "shards")
-    in_train = pc.field("split") == "train"
-    count = shards.count_rows(filter=in_train) if shards and shards.files else 0
-    if count == 0:
-        raise ValueError(f"no training tiles under {data}")
-    rows = np.sort(np.random.default_rng(seed).permutation(count)[:n])
-    t = shards.take(rows, columns=["spec", "n_rows", "n_frames", "spec_config"], filter=in_train)
-    return _tiles(t, "spec"), t["spec_config"][0].as_py()
 
 
 # ---- the worker loop ---------------------------------------------------------------------------

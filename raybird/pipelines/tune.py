@@ -159,7 +159,7 @@ def run(
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from raybird.pipelines.train import load_datasets
+    from raybird.pipelines.shards import load_datasets
 
     out, data = (u.rstrip("/") if u.startswith("s3://") else os.path.abspath(u) for u in (out, data))  # trials chdir
     grid, fixed = split_space(params)

@@ -21,7 +21,8 @@ from raybird.dsp.spectrogram import SpecConfig
 from raybird.models import checkpoint
 from raybird.models.networks import ModelConfig
 from raybird.pipelines import ingest
-from raybird.pipelines.train import TrainConfig, fit, initial_weights, load_datasets, sample_tiles, split_tiles
+from raybird.pipelines.shards import load_datasets, sample_tiles, split_tiles
+from raybird.pipelines.train import TrainConfig, fit, initial_weights
 from raybird.training import engine
 
 pytestmark = pytest.mark.ray
