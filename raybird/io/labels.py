@@ -335,8 +335,17 @@ def read_sonic_visualiser(path: str | Path, data: Optional[bytes] = None) -> lis
 
 # ---- pixel masks -----------------------------------------------------------------------------
 def write_truth(path: str | Path, mask: np.ndarray, cfg: SpecConfig) -> None:
-    """The synthetic generator's truth file: ``mask`` (uint8 rows x frames) + ``spec_config``."""
-    np.savez_compressed(path, mask=np.asarray(mask, np.uint8), spec_config=np.array(cfg.to_json()))
+    """The synthetic generator's truth file: ``mask`` (uint8 rows x frames) + ``spec_config``, as
+    ``np.savez_compressed`` writes it but with fixed zip timestamps, so that the bytes depend on
+    the content only (numpy stamps each member with the current time)."""
+    arrays = dict(mask=np.asarray(mask, np.uint8), spec_config=np.array(cfg.to_json()))
+    with zipfile.ZipFile(path, "w") as z:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr, allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, buf.getvalue())
 
 
 def read_truth(path: str | Path, data: Optional[bytes] = None) -> GridMask:

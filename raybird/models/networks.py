@@ -55,10 +55,6 @@ def build_model(arch: str = "unet", **params) -> nn.Module:
     return ModelConfig(arch=arch, **params).build()
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 # ---- building blocks ------------------------------------------------------------------------
 def conv_bn_relu(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(

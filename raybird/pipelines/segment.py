@@ -1,5 +1,5 @@
-"""Bulk segmentation: recordings -> masks, segments, summary and errors tables (+ Raven
-selection tables and denoised audio on request), with Ray Data.
+"""Bulk segmentation: recordings -> masks, segments, summary and errors tables (+ tables for
+other tools and denoised audio on request), with Ray Data.
 
 **Data flow** (one Ray Data pipeline)::
 
@@ -14,10 +14,10 @@ selection tables and denoised audio on request), with Ray Data.
 recording are produced, inferred and stitched in order by the same process, so nothing is
 shuffled and nothing waits for other recordings: the actor holds one tile, the open regions
 and the bit-packed mask (a 2-hour recording: 38 MB packed, plus 303 MB of uint8 probabilities
-only with ``--probabilities``). The previous design (decode tasks -> model actors ->
-``groupby(recording_id)``) shipped every tile's probabilities through a hash shuffle, a barrier
-that held a whole wave's probabilities in the object store and cost ~8 s per run on 2 cores;
-its Ray job ran at 42-62x real time against the single-process loop's 108x. Parallelism is
+only with ``--probabilities``). Splitting the work into decode tasks, model actors and a
+``groupby(recording_id)`` would ship every tile's probabilities through a hash shuffle, a barrier
+that holds a whole wave's probabilities in the object store (measured: ~8 s per run on 2 cores,
+42-62x real time against the single-process loop's 108x). Parallelism is
 over recordings (an archive is one unit): N actors keep N recordings in flight, so one long
 file uses one actor. On a GPU, decoding runs in a thread of the actor (:func:`prefetched`)
 beside inference.
@@ -32,10 +32,11 @@ duplicates. Every file lands atomically: locally it is written under a hidden te
 completed multipart upload) is atomic. Per recording, ``masks/`` (or ``errors/``) is written
 last and marks it complete: a re-run lists those two folders and skips what they hold.
 
-Output tables (one Parquet file per recording in each): ``segments/`` (:data:`SEGMENT_SCHEMA`,
-the DESIGN.md contract), ``masks/`` (:data:`MASK_SCHEMA`; decode with :func:`read_mask`),
-``summary/`` (:data:`SUMMARY_SCHEMA`), ``errors/`` (ingest's error schema); optionally
-``raven/<stem>.<recording_id>.Table.1.selections.txt`` and ``denoised/<stem>.<recording_id>.wav``.
+Output tables (:mod:`raybird.io.tables`, one Parquet file per recording in each): ``segments/``
+(the DESIGN.md contract), ``masks/`` (decode with ``read_mask``), ``summary/``, ``errors/``;
+optionally tables for other tools (``raven/<name>.Table.1.selections.txt``, ``audacity/``,
+``csv/``: :mod:`raybird.io.selections`) and ``denoised/<name>.wav``, ``<name>`` the recording's
+path under its input's parent folder.
 ``run.json`` records the settings and every run (:mod:`raybird.io.runrecord`): a re-run with other
 settings is refused unless it overwrites.
 """

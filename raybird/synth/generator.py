@@ -14,8 +14,6 @@ Files per recording in ``out_dir``: ``<name>.flac`` or ``<name>.wav`` (16-bit; W
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -29,7 +27,7 @@ import soundfile as sf
 
 from raybird.dsp.spectrogram import SpecConfig, frame_times, get_config, magnitude, n_frames_for, row_freqs
 from raybird.flags import flag
-from raybird.io.labels import Box, write_raven
+from raybird.io.labels import Box, write_raven, write_truth
 from raybird.synth.calls import BIRD_BAND_HZ, Call, random_species, render_call, sing
 from raybird.synth.noise import NOISE_P, NOISES, make_background, shaped_noise
 
@@ -63,13 +61,6 @@ def call_magnitude(samples: np.ndarray, offset: int, cfg: SpecConfig, n_frames: 
     first = max(0, (offset + c - cfg.win_length) // cfg.hop_length + 1)
     last = min(n_frames - 1, -(-(offset + len(samples) + c) // cfg.hop_length) - 1)
     return magnitude(samples, cfg, first_frame=first, n_frames=last - first + 1, sample_offset=offset), first
-
-
-def call_mask(samples: np.ndarray, offset: int, cfg: SpecConfig, n_frames: int) -> tuple[np.ndarray, int]:
-    """The pixels of one clean call within :data:`TRUTH_DB` of its peak (its core, before the
-    audibility test of the module docstring): ``(mask, first_frame)`` over the frames it reaches."""
-    mag, first = call_magnitude(samples, offset, cfg, n_frames)
-    return core_of(mag), first
 
 
 def core_of(mag: np.ndarray) -> np.ndarray:
@@ -263,18 +254,6 @@ def _write_audio(path: Path, audio: np.ndarray, sr: int, subtype: str) -> None:
         sf.write(path, audio, sr, subtype=subtype, format=path.suffix[1:].upper())
 
 
-def _save_npz(path: Path, **arrays) -> None:
-    """Like ``np.savez_compressed``, but with fixed zip timestamps so that the bytes depend on
-    the content only (numpy stamps each member with the current time)."""
-    with zipfile.ZipFile(path, "w") as z:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, buf.getvalue())
-
-
 def archive_recordings(
     n_recordings: int,
     seed: int = 0,
@@ -372,7 +351,7 @@ def generate_archive(
         table_path = out / f"{name}.Table.1.selections.txt"
         write_raven(table_path, rec.boxes)
         truth_path = out / f"{name}.truth.npz"
-        _save_npz(truth_path, mask=rec.mask, spec_config=np.array(cfg.to_json()))
+        write_truth(truth_path, rec.mask, cfg)
         meta = {k: v for k, v in rec.meta.items() if k not in ("calls", "noises")}
         records.append(
             dict(

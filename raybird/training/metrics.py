@@ -80,16 +80,6 @@ def scores(counts: Sequence[int]) -> dict[str, float]:
     }
 
 
-def pixel_metrics(
-    pred: Array,
-    target: Array,
-    valid: Optional[Array] = None,
-    valid_frames: Union[None, int, Sequence[int], Array] = None,
-) -> dict[str, float]:
-    """Scores of a single batch / recording."""
-    return scores(confusion(pred, target, valid, valid_frames))
-
-
 class PixelMetrics:
     """Accumulates ``[tp, fp, fn, tn]`` over batches; :meth:`compute` returns the score dict."""
 
@@ -105,14 +95,6 @@ class PixelMetrics:
     ) -> "PixelMetrics":
         self.counts += confusion(pred, target, valid, valid_frames)
         return self
-
-    def merge(self, other: Union["PixelMetrics", Sequence[int], np.ndarray]) -> "PixelMetrics":
-        """Add another accumulator's counts (e.g. gathered from other workers)."""
-        self.counts += np.asarray(other.counts if isinstance(other, PixelMetrics) else other, np.int64)
-        return self
-
-    def reset(self) -> None:
-        self.counts[:] = 0
 
     def compute(self) -> dict[str, float]:
         return scores(self.counts)

@@ -19,7 +19,7 @@ from raybird.inference import postprocess, recording
 from raybird.io import label_masks, labels, storage, tables
 from raybird.pipelines import segment
 from raybird.synth.generator import generate_archive
-from raybird.training.metrics import pixel_metrics
+from raybird.training.metrics import confusion, scores
 
 CFG = PRESETS["default"]
 
@@ -106,7 +106,7 @@ def test_pixel_metrics_are_raybirds():
     valid = rng.random((64, 90)) > 0.1
     for v in (None, valid):
         m = evaluate_masks(pred, ref, v)
-        assert {k: m[k] for k in ("iou", "miou", "dice", "pixel_acc")} == pixel_metrics(pred, ref, v)
+        assert {k: m[k] for k in ("iou", "miou", "dice", "pixel_acc")} == scores(confusion(pred, ref, v))
     m = evaluate_masks(pred, ref)
     assert m["px_tp"] == int((pred & ref).sum()) and m["px_fp"] + m["px_fn"] == int((pred ^ ref).sum())
 

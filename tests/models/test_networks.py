@@ -4,7 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raybird.models.networks import ARCHS, ModelConfig, SqueezeExcite, build_model, count_parameters
+from raybird.models.networks import ARCHS, ModelConfig, SqueezeExcite, build_model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -80,7 +80,8 @@ def recording(rng, duration: float, calls=None, noise: float = 0.01):
         y = render_call(c, sr)
         a, b = c.span(sr)
         x[a:b] += y
-        m, first = synth.call_mask(y, a, CFG, nf)
+        mag, first = synth.call_magnitude(y, a, CFG, nf)
+        m = synth.core_of(mag)  # the call within TRUTH_DB of its peak
         mask[:, first : first + m.shape[1]] |= m
         rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0)) + first
         boxes.append(postprocess.box_of(cols[0], cols[-1], rows[0], rows[-1], CFG, n / sr))
