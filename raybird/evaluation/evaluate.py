@@ -60,6 +60,7 @@ import json
 import math
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -73,7 +74,7 @@ from raybird.evaluation.references import Reference, ReferenceIndex, _stem, load
 from raybird.evaluation.scores import EDGE_PX, _edge_tolerant_iou, error_shares, evaluate_recording
 from raybird.flags import flag
 from raybird.io import storage
-from raybird.io.tables import output_dataset, read_mask, read_outputs
+from raybird.io.tables import output_dataset, read_mask, read_outputs, write_file
 from raybird.training.metrics import scores
 
 REPORT_SCHEMA = pa.schema(
@@ -358,12 +359,12 @@ def write_report(report: Report, out: str) -> tuple[str, str]:
         json_path, parquet_path = out, out[: -len(".json")] + ".parquet"
     else:
         json_path, parquet_path = storage.join(out, "report.json"), storage.join(out, "report.parquet")
-    fs, path = storage.filesystem(json_path)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "w") as f:
-        json.dump(report.to_dict(), f, indent=1)
-    afs, apath = storage.arrow_filesystem(parquet_path)
-    pq.write_table(report.table(), apath, filesystem=afs)
+    text = json.dumps(report.to_dict(), indent=1)
+    for path, writer in (
+        (json_path, lambda p: Path(p).write_text(text)),
+        (parquet_path, lambda p: pq.write_table(report.table(), p)),
+    ):
+        write_file(posixpath.dirname(path) or ".", posixpath.basename(path), writer)
     return json_path, parquet_path
 
 

@@ -51,26 +51,6 @@ def _tiles(rows: list[tuple]) -> Tiles:
     return Tiles(*(np.array(v) for v in (channel, index, first, valid)), np.stack(spec), np.stack(silent))
 
 
-def iter_sources(unit: storage.Unit, done: frozenset = frozenset()) -> Iterator[tuple[str, object, Optional[tuple]]]:
-    """``(source, src, error)`` for every recording of a unit not in ``done``: ``src`` a path or
-    bytes for the decoder, or ``error`` = (stage, reason). Same rules as ingest."""
-    if unit.kind == "file":
-        if storage.recording_id(unit.uri) in done:
-            return
-        src, problem = storage.open_listed_file(unit.uri)
-        yield unit.uri, None if problem else src, problem
-        return
-    try:
-        for name, data in storage.iter_archive(unit.uri):
-            source = f"{unit.uri}{storage.MEMBER_SEP}{name}"
-            if storage.is_hidden(name) or storage.is_side_file(name) or storage.recording_id(source) in done:
-                continue
-            problem = storage.member_problem(name, data)
-            yield source, None if problem else data, problem
-    except Exception as e:  # a corrupt archive: the archive itself is one error row
-        yield unit.uri, None, ("read", f"corrupt or unreadable archive: {storage.describe(e)}")
-
-
 def recording_tiles(src, cfg: SpecConfig, channels: str = "mix", per_item: int = 16) -> Iterator[Item]:
     """One recording's audio (a path or bytes) as :class:`Tiles` of up to ``per_item`` tiles,
     then :class:`End`; :class:`Failed` instead of the end if reading or decoding fails."""
@@ -93,14 +73,8 @@ def recording_tiles(src, cfg: SpecConfig, channels: str = "mix", per_item: int =
             if len(rows) >= per_item:
                 yield _tiles(rows)
                 rows = []
-    except audio.AudioError as e:
-        yield Failed("decode", str(e))
-        return
-    except (OSError, EOFError, MemoryError) as e:
-        yield Failed("read", storage.describe(e))
-        return
-    except Exception as e:  # one odd file must not stop a run over millions: it gets its error row
-        yield Failed("decode", f"unexpected {type(e).__name__}: {e}")
+    except Exception as e:  # its error row; the run goes on
+        yield Failed(*audio.failure(e))
         return
     if rows:
         yield _tiles(rows)
@@ -118,7 +92,7 @@ def unit_tiles(
     ``sources``, when given, receives ``{source: src}`` (a path or the bytes of an archive member)
     before the recording's first item, so that its audio can be read again without reading the
     archive again."""
-    for source, src, error in iter_sources(unit, done):
+    for source, src, error in storage.iter_sources(unit, done):
         if error is not None:
             yield source, Failed(*error)
             continue

@@ -19,7 +19,7 @@ from raybird.inference import postprocess
 from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
 from raybird.inference.predictor import Predictor, Probabilities
 from raybird.io import audio, selections, storage, tables
-from raybird.io.tables import ERROR_SCHEMA, MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, write_file, write_table
+from raybird.io.tables import MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, error_table, write_file, write_table
 from raybird.models.checkpoint import Checkpoint
 
 
@@ -210,7 +210,7 @@ def finish_recording(
     try:
         duration, results = finish_with_edges(stitcher, src)
     except StitchError as e:
-        _write_error(out, rec_id, source, e.stage, str(e))
+        write_table(out, "errors", rec_id, error_table(source, e.stage, str(e)))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
     write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, src, rel)
     return dict(
@@ -286,18 +286,6 @@ def predict_recording(
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
     stitcher = stitch(recording_tiles(src, ckpt.cfg, opts.channels), predictor, RecordingStitcher(ckpt.cfg, opts))
     return finish_with_edges(stitcher, src)
-
-
-def _write_error(out: str, rec_id: str, source: str, stage: str, reason: str) -> None:
-    write_table(
-        out,
-        "errors",
-        rec_id,
-        pa.Table.from_pylist(
-            [dict(recording_id=rec_id, source=storage.redact(source), stage=stage, reason=storage.redact(reason))],
-            schema=ERROR_SCHEMA,
-        ),
-    )
 
 
 def segment_table(rec_id: str, source: str, results: list[ChannelResult], model_id: str) -> pa.Table:

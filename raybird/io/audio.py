@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from raybird.io.storage import local_path
+from raybird.io.storage import describe, local_path
 
 CHANNEL_MODES = ("mix", "split")
 MIN_SAMPLE_RATE = 1000  # Hz; below it a header is corrupt, not a recording
@@ -132,3 +132,13 @@ def decode(src: bytes | str | BinaryIO, sample_rate: int, channels: str = "mix")
     """The whole recording as float32 ``(C, n)`` at ``sample_rate``."""
     blocks = list(iter_blocks(src, sample_rate, channels))
     return np.concatenate(blocks, axis=1)
+
+
+def failure(e: Exception) -> tuple[str, str]:
+    """``(stage, reason)`` for the errors table of a recording whose reading or decoding raised
+    ``e``: one odd file must not stop a run over millions, whatever it raises."""
+    if isinstance(e, AudioError):
+        return "decode", str(e)
+    if isinstance(e, (OSError, EOFError, MemoryError)):
+        return "read", describe(e)
+    return "decode", f"unexpected {type(e).__name__}: {e}"

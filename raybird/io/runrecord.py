@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
-import uuid
+from pathlib import Path
 from typing import Iterable, Optional
 
 from raybird import __version__
 from raybird.io import storage
+from raybird.io.tables import write_file
 
 RECORD = "run.json"
 
@@ -55,17 +55,8 @@ def read(out: str) -> Optional[dict]:
 
 
 def _write(out: str, record: dict) -> None:
-    """Atomically: a local file is written under a temporary name and renamed; an S3 PUT is."""
     data = json.dumps(record, indent=1, sort_keys=True).encode()
-    fs, root = storage.filesystem(out)
-    if out.startswith("s3://"):
-        fs.pipe(f"{root.rstrip('/')}/{RECORD}", data)
-        return
-    os.makedirs(root, exist_ok=True)
-    tmp = os.path.join(root, f".{RECORD}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, os.path.join(root, RECORD))
+    write_file(out, RECORD, lambda path: Path(path).write_bytes(data))
 
 
 def differences(recorded: dict, settings: dict, prefix: str = "") -> list[str]:

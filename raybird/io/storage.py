@@ -18,7 +18,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Iterator
+from typing import Iterator, Optional
 
 import fsspec
 
@@ -430,3 +430,23 @@ def source_bytes(source: str):
                 return data
         raise FileNotFoundError(f"{member!r} not found in {archive}")
     return read_bytes(source) if source.startswith("s3://") else source
+
+
+def iter_sources(unit: Unit, done: frozenset = frozenset()) -> Iterator[tuple[str, object, Optional[tuple]]]:
+    """``(source, src, error)`` for every recording of a unit not in ``done``: ``src`` a path or
+    bytes for the decoder, or ``error`` = (stage, reason): what ingest and segment read."""
+    if unit.kind == "file":
+        if recording_id(unit.uri) in done:
+            return
+        src, problem = open_listed_file(unit.uri)
+        yield unit.uri, None if problem else src, problem
+        return
+    try:
+        for name, data in iter_archive(unit.uri):
+            source = f"{unit.uri}{MEMBER_SEP}{name}"
+            if is_hidden(name) or is_side_file(name) or recording_id(source) in done:
+                continue
+            problem = member_problem(name, data)
+            yield source, None if problem else data, problem
+    except Exception as e:  # a corrupt archive: the archive itself is one error row
+        yield unit.uri, None, ("read", f"corrupt or unreadable archive: {describe(e)}")

@@ -82,6 +82,12 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
+def error_table(source: str, stage: str, reason: str) -> pa.Table:
+    """One errors-table row; source and reason go through :func:`raybird.io.storage.redact`."""
+    row = dict(recording_id=storage.recording_id(source), source=storage.redact(source), stage=stage)
+    return pa.Table.from_pylist([dict(row, reason=storage.redact(reason))], schema=ERROR_SCHEMA)
+
+
 def _stage(out: str, rel: str) -> str:
     """A local path to write ``rel`` to before :func:`_publish`."""
     if out.startswith("s3://"):

@@ -24,6 +24,7 @@ from torch import nn
 
 from raybird.dsp.spectrogram import SpecConfig
 from raybird.io import storage
+from raybird.io.tables import write_file
 from raybird.models.networks import ModelConfig
 from raybird.training.engine import recalibrate_batchnorm, unwrap
 
@@ -111,11 +112,9 @@ def save_checkpoint(
 
 
 def save_payload(payload: dict, file: Path) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, file)
+    """``torch.save``, atomically (:func:`raybird.io.tables.write_file`): a crash never leaves
+    half a checkpoint."""
+    write_file(str(file.parent), file.name, lambda path: torch.save(payload, path))
     return file
 
 

@@ -24,7 +24,7 @@ from raybird.dsp.spectrogram import SpecConfig, blank_above_nyquist, get_config,
 from raybird.flags import flag
 from raybird.io import audio, label_files, label_masks, runrecord, storage
 from raybird.io.storage import INPUTS_HELP
-from raybird.io.tables import ERROR_SCHEMA, read_outputs
+from raybird.io.tables import ERROR_SCHEMA, error_table, read_outputs
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +63,6 @@ def split_of(source: str) -> str:
             return name
         bucket -= share
     return SPLITS[-1][0]
-
-
-def error_table(source: str, stage: str, reason: str) -> pa.Table:
-    """One error row; source and reason go through :func:`raybird.io.storage.redact`."""
-    return pa.Table.from_pylist(
-        [
-            {
-                "recording_id": storage.recording_id(source),
-                "source": storage.redact(source),
-                "stage": stage,
-                "reason": storage.redact(reason),
-            }
-        ],
-        schema=ERROR_SCHEMA,
-    )
 
 
 TIME_LABELS = ("columns", "energy")  # how time-only labels become masks (see recording_rows)
@@ -158,12 +143,8 @@ def _one(
         return None, error_table(source, "labels", f"{type(e).__name__}: {e}")
     try:
         return recording_rows(source, src, cfg, channels, label, time_labels), None
-    except audio.AudioError as e:
-        return None, error_table(source, "decode", str(e))
-    except (OSError, EOFError, MemoryError) as e:
-        return None, error_table(source, "read", storage.describe(e))
-    except Exception as e:  # one odd file must not stop a run over millions: it gets its error row
-        return None, error_table(source, "decode", f"unexpected {type(e).__name__}: {e}")
+    except Exception as e:  # its error row; the run goes on
+        return None, error_table(source, *audio.failure(e))
 
 
 def process_unit(
@@ -171,32 +152,21 @@ def process_unit(
 ) -> Iterator[tuple]:
     """Yield ``(tiles, errors)`` pairs (one side None) for every recording of a unit."""
     if unit.kind == "file":
-        src, problem = storage.open_listed_file(unit.uri)
+        side_files, read = unit.side_files, storage.read_bytes
+    else:  # labels first (small side members), then recordings one member at a time
+        side = {}
+        try:
+            for name, data in storage.iter_archive(unit.uri):
+                if storage.is_side_file(name) and isinstance(data, bytes):
+                    side[name] = data
+        except Exception:  # damaged: the labels before the damage serve, iter_sources reports it
+            pass
+        side_files, read = list(side), side.__getitem__
+    for source, src, problem in storage.iter_sources(unit):
         if problem:
-            yield None, error_table(unit.uri, *problem)
+            yield None, error_table(source, *problem)
         else:
-            yield _one(unit.uri, src, cfg, channels, unit.side_files, storage.read_bytes, time_labels)
-        return
-    # Archive: labels first (small side members), then recordings one member at a time.
-    side = {}
-    try:
-        for name, data in storage.iter_archive(unit.uri):
-            if storage.is_side_file(name) and isinstance(data, bytes):
-                side[name] = data
-    except Exception:  # damaged: the labels before the damage serve, the pass below reports it
-        pass
-    try:
-        for name, data in storage.iter_archive(unit.uri):
-            source = f"{unit.uri}{storage.MEMBER_SEP}{name}"
-            if storage.is_hidden(name) or storage.is_side_file(name):
-                continue
-            problem = storage.member_problem(name, data)
-            if problem:
-                yield None, error_table(source, *problem)
-            else:
-                yield _one(source, data, cfg, channels, list(side), side.__getitem__, time_labels)
-    except Exception as e:  # a corrupt archive: what was read stays, the archive itself is one error row
-        yield None, error_table(unit.uri, "read", f"corrupt or unreadable archive: {storage.describe(e)}")
+            yield _one(source, src, cfg, channels, side_files, read, time_labels)
 
 
 def _ingest_batch(

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from raybird.flags import flag
 from raybird.io import storage
+from raybird.io.tables import write_file
 from raybird.pipelines.train import TrainConfig
 
 # TrainConfig fields the sweep sets itself: the data, where runs go, and each run's name.
@@ -207,7 +208,7 @@ def run(
     # way out are still unfinished there, though its in-memory results call them terminated.
     trials = ray.tune.ExperimentAnalysis(storage.join(root, name), storage_filesystem=fs).trials
     table = results_table(trials, list(grid), out)
-    _write_table(storage.join(out, "results.parquet"), table)
+    write_file(out, "results.parquet", lambda path: pq.write_table(table, path))
     unfinished = len(combos) - sum(s != "unfinished" for s in table["status"].to_pylist())  # incl. not started
     return SweepResult(table, grid, _copy_best(table, out), exp_path, unfinished)
 
@@ -299,12 +300,6 @@ def _schema(grid_keys: list[str]) -> pa.Schema:
             ("config", pa.string()),
         ]
     )
-
-
-def _write_table(uri: str, table: pa.Table) -> None:
-    fs, p = storage.arrow_filesystem(uri)
-    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, p, filesystem=fs)
 
 
 def _copy_best(table: pa.Table, out: str) -> Optional[str]:

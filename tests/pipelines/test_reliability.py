@@ -660,7 +660,7 @@ def test_redact_scrubs_credentials(monkeypatch):
         "failed *** https://***@host/x.wav s3://***@b/k key *** "
         "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1 short"
     )
-    row = ingest.error_table(f"https://u:{SECRET}@h/x.wav", "read", f"boom {SECRET}").to_pylist()[0]
+    row = tables.error_table(f"https://u:{SECRET}@h/x.wav", "read", f"boom {SECRET}").to_pylist()[0]
     assert row["source"] == "https://***@h/x.wav" and row["reason"] == "boom ***"
     assert row["recording_id"] == storage.recording_id(f"https://u:{SECRET}@h/x.wav")
 
