@@ -33,13 +33,13 @@ import soundfile as sf
 import torch
 
 from benchmarks.common import best_time, machine, table
-from raybird.evaluation.scores import evaluate_masks
 from raybird.inference import decode, predictor, recording
 from raybird.io import tables
 from raybird.models import checkpoint
 from raybird.pipelines import segment
 from raybird.synth.generator import generate_archive
 from raybird.training import engine
+from raybird.training.metrics import confusion, scores
 
 IOU_BUDGET = 0.02  # the fast setting may lose at most 2 points of foreground IoU
 
@@ -186,22 +186,14 @@ def accuracy(ckpt: checkpoint.Checkpoint, records: list[dict], precisions=("fp32
     ref = precisions[0]
     for p in precisions:
         settings = engine.precision_settings("cpu", p)
-        pooled = sum(np.array(_counts(m, t)) for m, t in zip(masks[p], truths))
-        agree = sum(np.array(_counts(m, a)) for m, a in zip(masks[p], masks[ref]))
-        rows.append(dict(precision=p, arithmetic=settings.precision, iou=_iou(pooled), agreement=_iou(agree)))
+        pooled = sum(confusion(m, t) for m, t in zip(masks[p], truths))
+        agree = sum(confusion(m, a) for m, a in zip(masks[p], masks[ref]))
+        rows.append(
+            dict(precision=p, arithmetic=settings.precision, iou=scores(pooled)["iou"], agreement=scores(agree)["iou"])
+        )
     for r in rows:
         r["delta_points"] = 100 * (r["iou"] - rows[0]["iou"])
     return rows
-
-
-def _counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
-    m = evaluate_masks(pred, ref)
-    return m["px_tp"], m["px_fp"], m["px_fn"]
-
-
-def _iou(c) -> float:
-    tp, fp, fn = (int(v) for v in c)
-    return tp / (tp + fp + fn) if tp + fp + fn else 1.0
 
 
 # ---- 3. end to end -------------------------------------------------------------------------------

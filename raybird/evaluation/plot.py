@@ -13,10 +13,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, iter_tiles, row_freqs
+from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, row_freqs
 from raybird.extras import require
 from raybird.flags import flag
 from raybird.inference import postprocess, recording
+from raybird.inference.decode import Failed, Tiles, recording_tiles
 from raybird.io import label_masks, labels, storage, tables
 from raybird.models import checkpoint
 
@@ -132,19 +133,30 @@ def stitched_spectrogram(
     start_frame: int = 0,
     stop_frame: Optional[int] = None,
 ) -> np.ndarray:
-    """Frames ``start_frame..stop_frame`` of the spectrogram the model saw (tiles stitched like
-    its predictions), streaming: only the requested frames are kept."""
-    from raybird.io.audio import iter_blocks
-
+    """Frames ``start_frame..stop_frame`` of the spectrogram the model saw (decoded as the segment
+    job decodes, tiles stitched like its predictions), streaming: only the requested frames are kept."""
     parts = []
-    for tile in iter_tiles(iter_blocks(src, cfg.sample_rate, channels), cfg):
-        keep = postprocess.kept_columns(tile.index, tile.valid_frames, cfg)
-        a, b = tile.first_frame + keep.start, tile.first_frame + keep.stop
-        if stop_frame is not None and a >= stop_frame:
-            break
-        lo, hi = max(a, start_frame), b if stop_frame is None else min(b, stop_frame)
-        if hi > lo:
-            parts.append(tile.spec[channel][:, lo - tile.first_frame : hi - tile.first_frame])
+    for item in recording_tiles(src, cfg, channels):
+        if isinstance(item, Failed):
+            raise ValueError(f"cannot {item.stage} the recording: {item.reason}")
+        if not isinstance(item, Tiles):
+            continue
+        for ch, index, first, valid, spec in zip(
+            item.channel, item.tile_index, item.first_frame, item.valid_frames, item.spec
+        ):
+            if ch != channel:
+                continue
+            keep = postprocess.kept_columns(int(index), int(valid), cfg)
+            a, b = first + keep.start, first + keep.stop
+            if stop_frame is not None and a >= stop_frame:
+                return _joined(parts, cfg)
+            lo, hi = max(a, start_frame), b if stop_frame is None else min(b, stop_frame)
+            if hi > lo:
+                parts.append(spec[:, lo - first : hi - first].astype(np.float32) / 255)
+    return _joined(parts, cfg)
+
+
+def _joined(parts: list, cfg: SpecConfig) -> np.ndarray:
     return np.concatenate(parts, axis=1) if parts else np.zeros((cfg.n_rows, 0), np.float32)
 
 
