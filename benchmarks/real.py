@@ -273,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a segment option for the models (a raybird.pipelines.segment.SegmentOptions field; "
+        help="a segment option for the models (a raybird.inference.recording.SegmentOptions field; "
         "'none' for None), e.g. --option min_level_db=6",
     )
     a = ap.parse_args(argv)
