@@ -113,8 +113,11 @@ def save_checkpoint(
 
 def save_payload(payload: dict, file: Path) -> Path:
     """``torch.save``, atomically (:func:`raybird.io.tables.write_file`): a crash never leaves
-    half a checkpoint."""
-    write_file(str(file.parent), file.name, lambda path: torch.save(payload, path))
+    half a checkpoint. Serialised in memory first: ``torch.save`` to a path names the archive's
+    records after the file, and the bytes (hence the model id) must not depend on a staging name."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_file(str(file.parent), file.name, lambda path: Path(path).write_bytes(buf.getvalue()))
     return file
 
 

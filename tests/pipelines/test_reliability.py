@@ -252,12 +252,12 @@ def test_ingest_corpus_every_input_in_one_place(ray_session, corpus, tmp_path, c
     rc = cli.main(["ingest", *corpus.inputs, "--out", str(out), "--preset", CFG.to_json(), "--fail-on-error"])
     assert rc == 1  # there were errors; the job still finished: every table below is complete
     printed = capsys.readouterr().out
-    shards = ingest.read_table(
+    shards = tables.read_outputs(
         str(out),
         "shards",
         columns=["recording_id", "source", "channel", "tile_index", "duration_s", "sample_rate", "spec"],
     )
-    errors = ingest.read_table(str(out), "errors").to_pylist()
+    errors = tables.read_outputs(str(out), "errors").to_pylist()
     check_errors(errors, corpus)
     sources = set(shards.column("source").to_pylist())
     assert sources == set(corpus.good)
@@ -506,7 +506,7 @@ def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp
     inputs = [str(corpus.folder)]
     ingest.run_local(inputs, str(out), CFG)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    want = {name: ingest.read_table(str(out), name) for name in ingest.TABLES}
+    want = {name: tables.read_outputs(str(out), name) for name in ingest.TABLES}
     with _running(
         [sys.executable, "-m", "raybird.cli", "ingest", *inputs, "--out", str(out), "--preset", CFG.to_json()],
         _driver_env(),
@@ -524,7 +524,7 @@ def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp
     ingest.run_local(inputs, str(out), CFG)  # the next run clears the leftover and publishes
     assert sorted(p.name for p in out.iterdir()) == ["errors", "run.json", "shards"]
     for name in ingest.TABLES:
-        assert ingest.read_table(str(out), name).equals(want[name]), name
+        assert tables.read_outputs(str(out), name).equals(want[name]), name
 
 
 # ---- a worker node lost ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_load_datasets_says_when_there_are_no_shards(tmp_path):
     (tmp_path / "shards").mkdir()
     with pytest.raises(ValueError, match="no shards under"):
         load_datasets(str(tmp_path))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="no shards under"):
         load_datasets(str(tmp_path / "missing"))
 
 
