@@ -270,8 +270,9 @@ def archive_recordings(
     backgrounds=None,
     p_real: float = 0.5,
 ) -> Iterator[tuple[int, Recording, str, str]]:
-    """The recordings of :func:`generate_archive` (same arguments), in memory:
-    ``(index, recording, format, subtype)``."""
+    """The recordings of :func:`generate_archive`, in memory: ``(index, recording, format,
+    subtype)``. ``sample_rate``: one rate, a choice of rates (drawn per recording), or None for the
+    SpecConfig's rate."""
     cfg = get_config(spec_config)
     rates = [cfg.sample_rate] if sample_rate is None else np.atleast_1d(sample_rate).tolist()
     for i in range(n_recordings):
@@ -305,45 +306,20 @@ def generate_archive(
     out_dir: str | Path,
     n_recordings: int,
     seed: int = 0,
-    duration_s: tuple = (4.0, 12.0),
-    sample_rate: int | Sequence[int] | None = None,
     spec_config: SpecConfig | str | None = None,
-    snr_db: tuple = (-5.0, 20.0),
-    p_empty: float = 0.1,
-    formats: Sequence[str] = ("flac", "wav"),
-    p_stereo: float = 0.05,
-    p_clip: float = 0.05,
-    p_dc: float = 0.1,
-    noises: Optional[Sequence[str]] = None,
     prefix: str = "syn",
-    backgrounds=None,
-    p_real: float = 0.5,
+    **options,
 ) -> list[dict]:
-    """Write ``n_recordings`` recordings (audio, Raven table, truth mask) into ``out_dir``.
-
-    ``sample_rate``: one rate, a choice of rates (drawn per recording), or None for the
-    SpecConfig's rate. Returns one record per recording: its paths and metadata.
+    """Write ``n_recordings`` recordings (audio, Raven table, truth mask) into ``out_dir``, named
+    ``<prefix><index>``; ``options``: the other arguments of :func:`archive_recordings` (duration,
+    sample rates, SNR, formats, defects, noises, real backgrounds). Returns one record per
+    recording: its paths and metadata.
     """
     cfg = get_config(spec_config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    recordings = archive_recordings(
-        n_recordings,
-        seed,
-        duration_s=duration_s,
-        sample_rate=sample_rate,
-        spec_config=cfg,
-        snr_db=snr_db,
-        p_empty=p_empty,
-        formats=formats,
-        p_stereo=p_stereo,
-        p_clip=p_clip,
-        p_dc=p_dc,
-        noises=noises,
-        backgrounds=backgrounds,
-        p_real=p_real,
-    )
+    recordings = archive_recordings(n_recordings, seed, spec_config=cfg, **options)
     for i, rec, fmt, subtype in recordings:
         name = f"{prefix}{i:05d}"
         audio_path = out / f"{name}.{fmt}"
