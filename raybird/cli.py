@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     redacted line and exit code 2 (inputs may be URLs carrying credentials); set
     ``RAYBIRD_TRACEBACK=1`` for the full traceback."""
     from raybird.extras import MissingExtra
-    from raybird.io.storage import redact
+    from raybird.io.redaction import redact
     from raybird.pipelines.runtime import set_verbose
 
     a = build_parser().parse_args(argv)

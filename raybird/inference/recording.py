@@ -18,7 +18,7 @@ from raybird.flags import flag, off_or_float
 from raybird.inference import postprocess
 from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
 from raybird.inference.predictor import Predictor, Probabilities
-from raybird.io import audio, selections, storage, tables
+from raybird.io import audio, redaction, selections, storage, tables
 from raybird.io.tables import MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, error_table, write_file, write_table
 from raybird.models.checkpoint import Checkpoint
 
@@ -79,12 +79,6 @@ class SegmentOptions:
         metavar="FRACTION",
     )
     min_level_db: Optional[float] = None  # segments from the mask's pixels this far above the row's noise floor
-
-
-def output_stem(rel: str) -> str:
-    """A recording's relative name (:attr:`raybird.io.storage.Unit.rel`) without its audio suffix:
-    the name of its denoised audio and its tables for other tools (:mod:`raybird.io.selections`)."""
-    return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
 
 
 @dataclass
@@ -197,7 +191,7 @@ def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[Cha
     except audio.AudioError as e:
         raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
     except OSError as e:
-        raise StitchError("read", f"second read, for the segment edges: {storage.describe(e)}") from None
+        raise StitchError("read", f"second read, for the segment edges: {redaction.describe(e)}") from None
     return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
 
 
@@ -358,7 +352,7 @@ def write_outputs(
         blocks = audio.iter_blocks(storage.source_bytes(source) if src is None else src, cfg.sample_rate, opts.channels)
         write_file(
             out,
-            f"denoised/{output_stem(rel)}.wav",
+            f"denoised/{selections.output_stem(rel)}.wav",
             lambda p: denoise.write_denoised(p, blocks, frames, cfg, len(results)),
         )
     freqs = row_freqs(cfg)

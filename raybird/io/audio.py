@@ -17,7 +17,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from raybird.io.storage import describe, local_path
+from raybird.io.redaction import describe
+from raybird.io.storage import local_path
 
 CHANNEL_MODES = ("mix", "split")
 MIN_SAMPLE_RATE = 1000  # Hz; below it a header is corrupt, not a recording

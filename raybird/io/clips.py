@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import soundfile as sf
 
 from raybird.flags import flag
-from raybird.io import storage
+from raybird.io import redaction, storage
 from raybird.io.storage import source_bytes
 from raybird.io.tables import read_outputs, write_file
 
@@ -77,7 +77,7 @@ def export_clips(
             rows += _cut(source_bytes(source), group, out_dir, margin_s)
         except (OSError, RuntimeError, ValueError, sf.LibsndfileError) as e:
             rows += [
-                dict(r, clip=None, clip_start_s=None, error=storage.redact(f"{type(e).__name__}: {e}")) for r in group
+                dict(r, clip=None, clip_start_s=None, error=redaction.redact(f"{type(e).__name__}: {e}")) for r in group
             ]
     schema = (
         segs.schema.append(pa.field("clip", pa.string()))

@@ -47,10 +47,15 @@ def parse_formats(value: str) -> tuple[str, ...]:
     return names
 
 
+def output_stem(rel: str) -> str:
+    """A recording's relative name (:attr:`raybird.io.storage.Unit.rel`) without its audio suffix:
+    the name of its tables for other tools and of its denoised audio."""
+    return rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+
+
 def relative_path(fmt: str, rel: str) -> str:
     """Where one recording's table of format ``fmt`` goes under OUT."""
-    stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
-    return f"{fmt}/{stem}{SUFFIXES[fmt]}"
+    return f"{fmt}/{output_stem(rel)}{SUFFIXES[fmt]}"
 
 
 def _boxes(segments: pa.Table) -> list[Box]:

@@ -7,7 +7,6 @@ inside an archive is written ``archive.tar::member.wav``.
 
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import os
@@ -23,6 +22,7 @@ from typing import Iterator, Optional
 import fsspec
 
 from raybird.extras import require
+from raybird.io.redaction import describe, redact
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 MANIFEST_SUFFIXES = (".manifest", ".lst", ".list")
@@ -65,45 +65,6 @@ def as_text(name: str) -> str:
 def local_path(uri: str) -> str:
     """The path on disk of a local URI made by :func:`as_text`."""
     return uri.translate(_TO_PATH)
-
-
-# ---- keeping credentials out of errors and logs ----------------------------------------------------
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID")
-_SECRET_PATTERNS = (
-    (re.compile(r"(?<=://)[^\s/@'\"]+@"), "***@"),  # user:password@ in URLs
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "***"),  # AWS access key ids
-    (
-        re.compile(r"(?i)\b((?:x-amz-)?(?:signature|credential|security-token|awsaccesskeyid)=)[^&\s'\"]+"),
-        r"\1***",
-    ),  # presigned URLs
-)
-
-
-def redact(text: str) -> str:
-    """``text`` without credentials: the values of the AWS credential variables of this
-    process (8 characters or more: shorter ones are placeholders, not secrets), access key ids,
-    ``user:password@`` in URLs and the signature parts of presigned URLs. Applied to every
-    error row, since reasons quote paths, URLs and library messages."""
-    for name in SECRET_ENV:
-        value = os.environ.get(name, "")
-        if len(value) >= 8:
-            text = text.replace(value, "***")
-    for pattern, repl in _SECRET_PATTERNS:
-        text = pattern.sub(repl, text)
-    return text
-
-
-def describe(e: BaseException) -> str:
-    """The errors-table reason for a failed read: specific for the usual cases, redacted."""
-    if isinstance(e, FileNotFoundError):
-        reason = "not found (deleted or moved after it was listed?)"
-    elif isinstance(e, PermissionError):
-        reason = "permission denied"
-    elif isinstance(e, OSError) and e.errno == errno.ELOOP:
-        reason = "symbolic link loop"
-    else:
-        reason = f"{type(e).__name__}: {e}"
-    return redact(reason)
 
 
 def local_problem(uri: str) -> tuple[str, str] | None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raybird.io import storage
+from raybird.io import redaction, storage
 
 ERROR_SCHEMA = pa.schema(
     [
@@ -83,9 +83,9 @@ SUMMARY_SCHEMA = pa.schema(
 
 
 def error_table(source: str, stage: str, reason: str) -> pa.Table:
-    """One errors-table row; source and reason go through :func:`raybird.io.storage.redact`."""
-    row = dict(recording_id=storage.recording_id(source), source=storage.redact(source), stage=stage)
-    return pa.Table.from_pylist([dict(row, reason=storage.redact(reason))], schema=ERROR_SCHEMA)
+    """One errors-table row; source and reason go through :func:`raybird.io.redaction.redact`."""
+    row = dict(recording_id=storage.recording_id(source), source=redaction.redact(source), stage=stage)
+    return pa.Table.from_pylist([dict(row, reason=redaction.redact(reason))], schema=ERROR_SCHEMA)
 
 
 def _stage(out: str, rel: str) -> str:

@@ -23,6 +23,7 @@ coloured base noise; the generator's other noises are added to it as usual.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ import soundfile as sf
 import soxr
 
 from raybird.flags import flag
-from raybird.io.storage import source_bytes
+from raybird.io.storage import MEMBER_SEP, source_bytes
 from raybird.io.tables import read_outputs
 
 CROSSFADE_S = 0.02
@@ -61,11 +62,12 @@ def write_clips(windows: list[tuple[str, float, float]], out_dir: str | Path) ->
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for source, a, b in windows:
-        with sf.SoundFile(source_bytes(source) if source.startswith("s3://") else source) as f:
+        src = source_bytes(source)  # a path, or bytes (S3 objects, archive members)
+        with sf.SoundFile(io.BytesIO(src) if isinstance(src, bytes) else src) as f:
             f.seek(int(a * f.samplerate))
             x = f.read(int((b - a) * f.samplerate), dtype="float32", always_2d=True).mean(axis=1)
             sr = f.samplerate
-        path = out / f"{Path(source.split('::')[-1]).stem}_{int(a * 1000):07d}.flac"
+        path = out / f"{Path(source.split(MEMBER_SEP)[-1]).stem}_{int(a * 1000):07d}.flac"
         sf.write(path, x, sr, subtype="PCM_16")
         paths.append(path)
     return paths

@@ -35,7 +35,7 @@ import torch
 from raybird import cli
 from raybird.dsp.spectrogram import SpecConfig, n_frames_for, row_freqs
 from raybird.inference import decode
-from raybird.io import audio, storage, tables
+from raybird.io import audio, redaction, storage, tables
 from raybird.models import checkpoint
 from raybird.models.networks import build_model
 from raybird.pipelines import ingest
@@ -655,7 +655,7 @@ def test_redact_scrubs_credentials(monkeypatch):
         f"failed {SECRET} https://bob:pa55@host/x.wav s3://{KEY_ID}:{SECRET}@b/k "
         f"key {KEY_ID} https://b.s3.amazonaws.com/k?X-Amz-Credential=AK%2F1&X-Amz-Signature=abc123&x=1 short"
     )
-    got = storage.redact(text)
+    got = redaction.redact(text)
     assert got == (
         "failed *** https://***@host/x.wav s3://***@b/k key *** "
         "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1 short"

@@ -1,6 +1,8 @@
 """Real backgrounds for the generator: quiet stretches of a segment run cut into clips, and
 recordings generated on them."""
 
+import tarfile
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,6 +66,19 @@ def test_quiet_windows_keep_clear_of_every_segment_and_become_clips(tmp_path):
     y, rate = sf.read(paths[1], dtype="float32")
     assert rate == sr and len(y) == 8 * sr
     np.testing.assert_allclose(y, x[int(6.5 * sr) : int(14.5 * sr)], atol=1 / 2**15)
+
+
+def test_clips_come_from_archive_members_too(tmp_path):
+    """A recording found in a tar (source ``archive.tar::member``) is read from the archive."""
+    sr = 8000
+    x = np.random.default_rng(1).standard_normal(6 * sr).astype(np.float32) * 0.1
+    sf.write(tmp_path / "dawn.wav", x, sr)
+    with tarfile.open(tmp_path / "site.tar", "w") as tar:
+        tar.add(tmp_path / "dawn.wav", arcname="dawn.wav")
+    [path] = backgrounds.write_clips([(f"{tmp_path / 'site.tar'}::dawn.wav", 1.0, 5.0)], tmp_path / "clips")
+    y, rate = sf.read(path, dtype="float32")
+    assert path.name == "dawn_0001000.flac" and rate == sr
+    np.testing.assert_allclose(y, x[sr : 5 * sr], atol=1 / 2**15)
 
 
 def test_a_recording_on_a_real_background_carries_that_background(tmp_path):
