@@ -72,7 +72,7 @@ from benchmarks.accuracy import REAL_DEFAULT
 from benchmarks.common import machine, table
 from benchmarks.real import _ms, _num, duration_s, model_segments, reference_events
 from raybird.evaluation.field_scores import pooled, recording_counts
-from raybird.io import tables
+from raybird.io import outputs
 from raybird.models import checkpoint
 from raybird.pipelines import ingest
 
@@ -121,7 +121,7 @@ def seconds(files, durations) -> float:
 
 def size_data(ingested: str, train: list[str], val: list[str], out: Path) -> str:
     """An ingest output folder holding the shards of ``train`` (split "train") and ``val`` (split "val")."""
-    t = tables.read_outputs(ingested, "shards")
+    t = outputs.read_outputs(ingested, "shards")
     t = t.filter(pc.is_in(t["source"], pa.array(train + val)))
     split = pa.array(["val" if s in val else "train" for s in t["source"].to_pylist()], pa.string())
     t = t.set_column(t.schema.get_field_index("split"), "split", split)
@@ -255,7 +255,7 @@ def run_set(cs: CurveSet, real: Path, out: Path, sizes: list[str], epochs: int, 
     side = sorted(str(p) for p in real.glob(cs.labels) if p.stem in stems)
     summary = ingest.run_local(pool + side, str(work / "ingest"))
     if summary.errors:
-        raise RuntimeError(f"ingest: {tables.read_outputs(str(work / 'ingest'), 'errors').to_pylist()}")
+        raise RuntimeError(f"ingest: {outputs.read_outputs(str(work / 'ingest'), 'errors').to_pylist()}")
     for size, train in plan["train"].items():
         data = size_data(str(work / "ingest"), train, plan["val"], work / f"data-{size}")
         for init in INITS:

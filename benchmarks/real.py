@@ -48,7 +48,7 @@ from benchmarks.maad_peer import maad_rois
 from raybird.evaluation.field_scores import pooled, recording_counts
 from raybird.evaluation.scores import mask_events
 from raybird.inference import recording
-from raybird.io import tables
+from raybird.io import outputs
 from raybird.io.label_files import find_labels
 from raybird.io.labels import Box, GridMask
 from raybird.models import baseline, checkpoint
@@ -108,13 +108,13 @@ def model_segments(
     """Segments ``(start_s, end_s, low_hz, high_hz)`` per recording, and the recordings the
     segment job failed on."""
     pred = predict(ckpt, files, out, options, threads)
-    rows = tables.read_outputs(pred, "segments").select(["source", "start_s", "end_s", "low_hz", "high_hz"])
+    rows = outputs.read_outputs(pred, "segments").select(["source", "start_s", "end_s", "low_hz", "high_hz"])
     by_source: dict[str, list] = {}
     for r in rows.to_pylist():
         by_source.setdefault(r["source"], []).append((r["start_s"], r["end_s"], r["low_hz"], r["high_hz"]))
     if unknown := set(by_source) - set(files):
         raise RuntimeError(f"segments of recordings not asked for: {sorted(unknown)[:3]}")
-    return by_source, tables.read_outputs(pred, "errors").column("source").to_pylist()
+    return by_source, outputs.read_outputs(pred, "errors").column("source").to_pylist()
 
 
 def segment_options(pairs: list[str]) -> recording.SegmentOptions:

@@ -144,7 +144,7 @@ def commands() -> dict[str, tuple[str, Callable[..., int], tuple[type, ...]]]:
     from raybird.inference.recording import SegmentOptions
     from raybird.io.clips import ClipsConfig, cmd_export_clips
     from raybird.pipelines.ingest import IngestConfig, cmd_ingest
-    from raybird.pipelines.segment import SegmentRun, cmd_segment
+    from raybird.pipelines.segment import FileLimits, SegmentRun, cmd_segment
     from raybird.pipelines.train import TrainConfig, cmd_train
     from raybird.pipelines.tune import TuneConfig, cmd_tune
     from raybird.synth.backgrounds import BackgroundsConfig, cmd_backgrounds
@@ -158,7 +158,7 @@ def commands() -> dict[str, tuple[str, Callable[..., int], tuple[type, ...]]]:
         "segment": (
             "recordings -> bird masks and segments (+ tables for other tools, denoised audio)",
             cmd_segment,
-            (SegmentRun, SegmentOptions),
+            (SegmentRun, SegmentOptions, FileLimits),
         ),
         "evaluate": (
             "pixel and event metrics of a segment run against reference labels",

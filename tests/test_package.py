@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import raybird
-from raybird.io import tables
+from raybird.io import outputs
 from raybird.models import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,5 +79,5 @@ def test_wheel_installed_in_a_fresh_venv_segments_with_its_own_model(tmp_path, r
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 recordings" in done.stdout
-    rows = tables.read_outputs(str(work / "out"), "segments").to_pylist()
+    rows = outputs.read_outputs(str(work / "out"), "segments").to_pylist()
     assert rows and {r["model_id"] for r in rows} == {checkpoint.read_checkpoint(None).model_id}

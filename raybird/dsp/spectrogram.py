@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import scipy.signal
 
 
 @dataclass(frozen=True)
@@ -175,6 +174,8 @@ def freq_to_rows(low_hz: Optional[float], high_hz: Optional[float], cfg: SpecCon
 
 # ---- the transform --------------------------------------------------------------------------
 def _window(cfg: SpecConfig) -> np.ndarray:
+    import scipy.signal  # here, not at the top: ~0.5 s to import, which a job's driver never needs
+
     return scipy.signal.get_window(cfg.window, cfg.win_length, fftbins=True).astype(np.float32)
 
 

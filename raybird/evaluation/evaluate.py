@@ -74,7 +74,8 @@ from raybird.evaluation.references import Reference, ReferenceIndex, _stem, load
 from raybird.evaluation.scores import EDGE_PX, _edge_tolerant_iou, error_shares, evaluate_recording
 from raybird.flags import flag
 from raybird.io import storage
-from raybird.io.tables import output_dataset, read_mask, read_outputs, write_file
+from raybird.io.outputs import output_dataset, read_outputs
+from raybird.io.tables import read_mask, write_file
 from raybird.training.metrics import scores
 
 REPORT_SCHEMA = pa.schema(

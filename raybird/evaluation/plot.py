@@ -18,7 +18,7 @@ from raybird.extras import require
 from raybird.flags import flag
 from raybird.inference import postprocess, recording
 from raybird.inference.decode import Failed, Tiles, recording_tiles
-from raybird.io import label_masks, labels, storage, tables
+from raybird.io import label_masks, labels, outputs, storage, tables
 from raybird.models import checkpoint
 
 PRED_COLOUR, REF_COLOUR = "#ff3030", "#00e5ff"
@@ -198,7 +198,7 @@ def cmd_plot(c: PlotConfig) -> int:
     source = c.recording if c.recording.startswith("s3://") else os.path.abspath(c.recording)
     if c.segments:
         rec_id = storage.recording_id(source)
-        rows = [r for r in tables.read_outputs(c.segments, "masks", rec_id).to_pylist() if r["channel"] == c.channel]
+        rows = [r for r in outputs.read_outputs(c.segments, "masks", rec_id).to_pylist() if r["channel"] == c.channel]
         if not rows:
             print(f"raybird plot: {source} (channel {c.channel}) is not in {c.segments}/masks")
             return 2
@@ -206,7 +206,7 @@ def cmd_plot(c: PlotConfig) -> int:
         mask = tables.read_mask(rows[0])
         boxes = [
             (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"])
-            for s in tables.read_outputs(c.segments, "segments", rec_id).to_pylist()
+            for s in outputs.read_outputs(c.segments, "segments", rec_id).to_pylist()
             if s["channel"] == c.channel
         ]
     else:

@@ -1,5 +1,6 @@
 """One recording through the segment job: tiles -> model -> the streaming stitcher -> its
-files (segments, summary, masks, tables for other tools, denoised audio), with the options that
+rows of the tables (segments, summary, masks, to a :class:`raybird.io.outputs.PartWriter`) and
+its files (tables for other tools, denoised audio), with the options that
 change results (:class:`SegmentOptions`). Used by the Ray job, ``--local`` and the Python API."""
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from raybird.flags import flag, off_or_float
 from raybird.inference import postprocess
 from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
 from raybird.inference.predictor import Predictor, Probabilities
-from raybird.io import audio, redaction, selections, storage, tables
-from raybird.io.tables import MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, error_table, write_file, write_table
+from raybird.io import audio, outputs, redaction, selections, storage, tables
+from raybird.io.tables import MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, error_table, write_file
 from raybird.models.checkpoint import Checkpoint
 
 
@@ -196,17 +197,27 @@ def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[Cha
 
 
 def finish_recording(
-    rec_id: str, source: str, stitcher: RecordingStitcher, out: str, model_id: str, src, rel: str
+    rec_id: str,
+    source: str,
+    stitcher: RecordingStitcher,
+    out: str,
+    model_id: str,
+    src,
+    rel: str,
+    parts: outputs.PartWriter,
 ) -> dict:
-    """Write one stitched recording's files (or its error row); returns its status row. ``src``:
-    its audio as decoded first (a path or bytes), for the edges and denoising; ``rel``: its
-    relative name (:func:`raybird.io.storage.member_rel`)."""
+    """One stitched recording: its rows (or its error row) to ``parts``, its files for other
+    tools to ``out``; returns its status row. ``src``: its audio as decoded first (a path or
+    bytes), for the edges and denoising; ``rel``: its relative name
+    (:func:`raybird.io.storage.member_rel`)."""
     try:
         duration, results = finish_with_edges(stitcher, src)
     except StitchError as e:
-        write_table(out, "errors", rec_id, error_table(source, e.stage, str(e)))
+        parts.add(rec_id, dict(errors=error_table(source, e.stage, str(e))))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
-    write_outputs(out, rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, src, rel)
+    rows = recording_tables(rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts)
+    write_tool_files(out, source, rows["segments"], results, stitcher.cfg, stitcher.opts, src, rel)
+    parts.add(rec_id, rows)
     return dict(
         recording_id=rec_id,
         source=source,
@@ -246,11 +257,13 @@ def segment_unit(
     out: str,
     ckpt: Checkpoint,
     opts: SegmentOptions,
+    parts: outputs.PartWriter,
     done: frozenset = frozenset(),
     prefetch: int = 0,
 ) -> Iterator[dict]:
     """Segment every recording of a unit not in ``done``: decode, infer and stitch as a stream,
-    write each recording's files when its last tile is in; yield a status row per recording."""
+    hand each recording's rows to ``parts`` when its last tile is in; yield a status row per
+    recording. The unit is marked done in ``parts`` once all its recordings are in."""
     sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
     items = unit_tiles(unit, ckpt.cfg, opts.channels, done, sources)
     stitcher = None
@@ -266,8 +279,10 @@ def segment_unit(
                 ckpt.model_id,
                 sources.pop(source, None),
                 storage.member_rel(unit, source),
+                parts,
             )
             stitcher = None
+    parts.unit_done(unit.uri)
 
 
 def predict_recording(
@@ -305,8 +320,7 @@ def segment_table(rec_id: str, source: str, results: list[ChannelResult], model_
     )
 
 
-def write_outputs(
-    out: str,
+def recording_tables(
     rec_id: str,
     source: str,
     duration: float,
@@ -314,33 +328,60 @@ def write_outputs(
     cfg: SpecConfig,
     model_id: str,
     opts: SegmentOptions,
+) -> dict[str, pa.Table]:
+    """One recording's rows of the segments, summary and masks tables."""
+    freqs = row_freqs(cfg)
+    step = float(freqs[1] - freqs[0]) if len(freqs) > 1 else cfg.bin_hz
+    summary = [
+        dict(
+            recording_id=rec_id,
+            source=source,
+            channel=r.channel,
+            duration_s=duration,
+            n_segments=len(r.segments),
+            bird_seconds=postprocess.covered_seconds(r.segments),
+        )
+        for r in results
+    ]
+    masks = [
+        dict(
+            recording_id=rec_id,
+            source=source,
+            channel=r.channel,
+            n_rows=cfg.n_rows,
+            n_frames=r.n_frames,
+            frame0_s=frame_offset_s(cfg),
+            hop_s=cfg.frame_s,
+            row0_hz=float(freqs[0]),
+            row_step_hz=step,
+            mask=r.mask,
+            probability=r.probability,
+            threshold=opts.threshold,
+            spec_config=cfg.to_json(),
+            model_id=model_id,
+        )
+        for r in results
+    ]
+    return dict(
+        segments=segment_table(rec_id, source, results, model_id),
+        summary=pa.Table.from_pylist(summary, schema=SUMMARY_SCHEMA),
+        masks=pa.Table.from_pylist(masks, schema=MASK_SCHEMA),
+    )
+
+
+def write_tool_files(
+    out: str,
+    source: str,
+    segments: pa.Table,
+    results: list[ChannelResult],
+    cfg: SpecConfig,
+    opts: SegmentOptions,
     src=None,
     rel: Optional[str] = None,
 ) -> None:
-    """Segments, summary, tables for other tools and denoised audio, then (last: the completion
-    mark) masks. ``src``: the recording's audio (a path or bytes; default: read from ``source``
-    again); ``rel``: its relative name, for the files named after it (default: its whole path)."""
-    segments = segment_table(rec_id, source, results, model_id)
-    write_table(out, "segments", rec_id, segments)
-    write_table(
-        out,
-        "summary",
-        rec_id,
-        pa.Table.from_pylist(
-            [
-                dict(
-                    recording_id=rec_id,
-                    source=source,
-                    channel=r.channel,
-                    duration_s=duration,
-                    n_segments=len(r.segments),
-                    bird_seconds=postprocess.covered_seconds(r.segments),
-                )
-                for r in results
-            ],
-            schema=SUMMARY_SCHEMA,
-        ),
-    )
+    """One recording's tables for other tools (``opts.formats``) and denoised audio, each a file
+    named after it. ``src``: its audio (a path or bytes; default: read from ``source`` again);
+    ``rel``: its relative name (default: its whole path)."""
     rel = rel or storage.mirrored(source.replace(storage.MEMBER_SEP, "/"))
     for fmt in opts.formats:
         write_file(out, selections.relative_path(fmt, rel), lambda p: selections.write(fmt, p, segments))
@@ -355,35 +396,6 @@ def write_outputs(
             f"denoised/{selections.output_stem(rel)}.wav",
             lambda p: denoise.write_denoised(p, blocks, frames, cfg, len(results)),
         )
-    freqs = row_freqs(cfg)
-    step = float(freqs[1] - freqs[0]) if len(freqs) > 1 else cfg.bin_hz
-    write_table(
-        out,
-        "masks",
-        rec_id,
-        pa.Table.from_pylist(
-            [
-                dict(
-                    recording_id=rec_id,
-                    source=source,
-                    channel=r.channel,
-                    n_rows=cfg.n_rows,
-                    n_frames=r.n_frames,
-                    frame0_s=frame_offset_s(cfg),
-                    hop_s=cfg.frame_s,
-                    row0_hz=float(freqs[0]),
-                    row_step_hz=step,
-                    mask=r.mask,
-                    probability=r.probability,
-                    threshold=opts.threshold,
-                    spec_config=cfg.to_json(),
-                    model_id=model_id,
-                )
-                for r in results
-            ],
-            schema=MASK_SCHEMA,
-        ),
-    )
 
 
 def _mask_frames(packed: bytes, n_rows: int, n_frames: int, g0: int, g1: int) -> np.ndarray:

@@ -25,8 +25,9 @@ import soundfile as sf
 
 from raybird.flags import flag
 from raybird.io import redaction, storage
+from raybird.io.outputs import read_outputs
 from raybird.io.storage import source_bytes
-from raybird.io.tables import read_outputs, write_file
+from raybird.io.tables import write_file
 
 INDEX = "clips.csv"
 

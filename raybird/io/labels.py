@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
-import scipy.signal
 import soundfile as sf
 import soxr
 from PIL import Image
@@ -387,6 +386,8 @@ def estimate_shift(
     """Seconds by which ``raw`` lags ``ref`` (raw[n + lag] ~ ref[n]), from the peak of their
     cross-correlation within +-``max_lag_s``; 0 when the normalised peak is below ``min_corr``
     (the two signals are not the same recording)."""
+    import scipy.signal  # here, not at the top: ~0.5 s to import, for the BirdSoundsDenoising labels only
+
     c = scipy.signal.correlate(raw, ref, mode="full", method="fft")
     lags = np.arange(-len(ref) + 1, len(raw))
     window = np.abs(lags) <= max_lag_s * sample_rate

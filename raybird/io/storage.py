@@ -173,15 +173,19 @@ def recording_id(source: str) -> str:
 
 
 def suffix(name: str) -> str:
+    """The lower-case suffix of a name (``.tar.gz`` whole); string operations, not pathlib: a
+    manifest of a million entries asks this of each."""
     low = name.lower()
     for s in ARCHIVE_SUFFIXES:
         if low.endswith(s):
             return s
-    return PurePosixPath(low).suffix
+    base = low.rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    return base[dot:] if 0 < dot < len(base) - 1 else ""
 
 
 def is_hidden(name: str) -> bool:
-    return PurePosixPath(name).name.startswith(".")
+    return name.rsplit("/", 1)[-1].startswith(".")
 
 
 def is_side_file(name: str) -> bool:
@@ -190,7 +194,8 @@ def is_side_file(name: str) -> bool:
 
 def is_bsd_derived(name: str) -> bool:
     """BirdSoundsDenoising's ``Denoised_audios/`` are outputs of its masks, not recordings."""
-    return PurePosixPath(name.replace(os.sep, "/")).parent.name == "Denoised_audios"
+    parts = name.replace(os.sep, "/").rsplit("/", 2)
+    return len(parts) > 1 and parts[-2] == "Denoised_audios"
 
 
 def _expand(uri: str) -> list[str]:

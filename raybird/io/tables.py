@@ -1,9 +1,9 @@
-"""The segment job's output tables: their schemas, the atomic writer and the readers.
+"""The segment job's output tables: their schemas, the atomic writer and the masks' encodings.
 
-Every file lands atomically: locally it is written under a hidden temporary name
-(``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on S3 a PUT (or a
-completed multipart upload) is atomic. Per recording, ``masks/`` (or ``errors/``) is written
-last and marks it complete: a re-run lists those two folders and skips what they hold.
+Every file lands atomically (:func:`write_file`): locally it is written under a hidden
+temporary name (``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on
+S3 a PUT (or a completed multipart upload) is atomic. How a run's tables are laid out in files,
+committed and read back: :mod:`raybird.io.outputs`.
 
 **Mask encoding** (:func:`encode_mask` / :func:`decode_mask`, the ``mask`` column): frame-major bit packing,
 ``np.packbits(mask.T, axis=1)``, i.e. each frame is ``ceil(n_rows / 8)`` bytes, bit 7 of
@@ -16,13 +16,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from pathlib import PurePosixPath
 from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raybird.io import redaction, storage
 
@@ -82,6 +79,9 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
+OUTPUT_SCHEMAS = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, summary=SUMMARY_SCHEMA, errors=ERROR_SCHEMA)
+
+
 def error_table(source: str, stage: str, reason: str) -> pa.Table:
     """One errors-table row; source and reason go through :func:`raybird.io.redaction.redact`."""
     row = dict(recording_id=storage.recording_id(source), source=redaction.redact(source), stage=stage)
@@ -120,56 +120,6 @@ def write_file(out: str, rel: str, writer: Callable[[str], object]) -> None:
             os.remove(staged)
         raise
     _publish(staged, out, rel)
-
-
-def write_table(out: str, table_name: str, rec_id: str, table: pa.Table) -> None:
-    write_file(out, f"{table_name}/{rec_id}.parquet", lambda p: pq.write_table(table, p, compression="zstd"))
-
-
-def completed_ids(out: str) -> set[str]:
-    """Recordings with a masks or errors file: complete, skipped by a re-run."""
-    fs, root = storage.filesystem(out)
-    ids = set()
-    for table in ("masks", "errors"):
-        folder = f"{root.rstrip('/')}/{table}"
-        fs.invalidate_cache(folder)
-        if not fs.isdir(folder):
-            continue
-        for path in fs.ls(folder, detail=False):
-            name = PurePosixPath(path).name
-            if name.endswith(".parquet") and not name.startswith((".", "_")):
-                ids.add(name[: -len(".parquet")])
-    return ids
-
-
-OUTPUT_SCHEMAS = dict(segments=SEGMENT_SCHEMA, masks=MASK_SCHEMA, summary=SUMMARY_SCHEMA, errors=ERROR_SCHEMA)
-
-
-def output_dataset(out: str, table: str):
-    """One table of a run folder or bucket prefix (the segment job's ``segments``, ``masks``,
-    ``summary``, ``errors``; ingest's ``shards``, ``errors``) as a pyarrow dataset, its files
-    listed once; None when nothing was written to it yet."""
-    import pyarrow.dataset as pads
-
-    fs, root = storage.arrow_filesystem(out)
-    folder = storage.join(root, table)
-    if fs.get_file_info(folder).type.name == "NotFound":
-        return None
-    return pads.dataset(folder, filesystem=fs, format="parquet", schema=OUTPUT_SCHEMAS.get(table))
-
-
-def read_outputs(
-    out: str, table: str, recording_id: Optional[str] = None, columns: Optional[list[str]] = None
-) -> pa.Table:
-    """One table of a run (see :func:`output_dataset`), optionally only some ``columns`` or one
-    recording's rows; empty (with its schema, where it has a fixed one) when nothing was written."""
-    ds = output_dataset(out, table)
-    if ds is None:
-        empty = OUTPUT_SCHEMAS[table].empty_table() if table in OUTPUT_SCHEMAS else pa.table({})
-        return empty.select(columns) if columns and len(empty.schema) else empty
-    return ds.to_table(
-        columns=columns, filter=None if recording_id is None else pc.field("recording_id") == recording_id
-    )
 
 
 # ---- the masks table's encodings -----------------------------------------------------------

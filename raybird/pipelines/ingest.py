@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 from raybird.dsp.spectrogram import SpecConfig, blank_above_nyquist, get_config, iter_tiles, to_uint8
 from raybird.flags import flag
 from raybird.io import audio, label_files, label_masks, runrecord, storage
+from raybird.io.outputs import read_outputs
 from raybird.io.storage import INPUTS_HELP
-from raybird.io.tables import ERROR_SCHEMA, error_table, read_outputs
+from raybird.io.tables import ERROR_SCHEMA, error_table
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,15 @@ class IngestSummary:
         )
 
 
+MAX_UNITS_PER_TASK = 64  # ~64 MB of tiles for 10-s recordings: shard files of that size
+
+
 def units_per_task(n_units: int, slots: float) -> int:
     """Recordings (or archives) per Ray task: enough tasks to keep every slot busy to the end
-    (about four per slot), at most 8 per task so a task's output stays a few Parquet files."""
-    return max(1, min(8, int(n_units // max(4 * slots, 1))))
+    (about four per slot), at most :data:`MAX_UNITS_PER_TASK`. A task's output is one shard file
+    per output block (Ray Data cuts blocks at ``target_max_block_size``, 128 MB), so short
+    recordings make files of tens of MB, not one per recording."""
+    return max(1, min(MAX_UNITS_PER_TASK, int(n_units // max(4 * slots, 1))))
 
 
 def _check_time_labels(time_labels: str) -> None:

@@ -3,12 +3,13 @@ other tools and denoised audio on request), with Ray Data.
 
 **Data flow** (one Ray Data pipeline)::
 
-    from_items(units)
+    from_items(units, one block per task)
       -> map_batches(SegmentWorker, compute=ActorPoolStrategy(size=N))
             per unit (a file, or an archive's recordings in turn), inside one actor:
             streaming decode -> iter_tiles -> the model on small batches -> the streaming
-            Segmenter -> the recording's files, written as soon as its last tile is stitched;
-            a status row per recording leaves the actor
+            Segmenter -> the recording's rows, buffered as soon as its last tile is stitched;
+            at the end of the task they are committed as part files and a status row per
+            recording leaves the actor
 
 *Why one actor does the whole recording.* The model is loaded once per actor; the tiles of a
 recording are produced, inferred and stitched in order by the same process, so nothing is
@@ -23,20 +24,20 @@ file uses one actor. On a GPU, decoding runs in a thread of the actor (:func:`pr
 beside inference.
 
 *Why the actors write with pyarrow, not Dataset.write_parquet.* write_parquet writes one
-file per block; blocks mix recordings in an order that changes between runs, so file names
-cannot follow recording ids, and a re-run could neither skip nor replace a recording's rows (a
-custom filename_provider only sees the block). The actor writes
-``<table>/<recording_id>.parquet`` itself: deterministic names, so a re-run overwrites and never
-duplicates. Every file lands atomically: locally it is written under a hidden temporary name
-(``.<name>.<random>.tmp``, skipped by pyarrow and Ray readers) and renamed; on S3 a PUT (or a
-completed multipart upload) is atomic. Per recording, ``masks/`` (or ``errors/``) is written
-last and marks it complete: a re-run lists those two folders and skips what they hold.
+file per block, blocks mix recordings in an order that changes between runs, and nothing tells
+a re-run which recordings a file holds, so a run could neither resume nor be exactly once. Each
+actor buffers the rows of the recordings it finishes and writes them as part files, committed
+by a journal entry (:mod:`raybird.io.outputs`) when they fill and at the end of each task: a
+task is up to ``--file-recordings`` inputs, about :data:`TASKS_PER_ACTOR` per actor, so a
+million short recordings make a thousand files per table, not a million. A re-run reads the
+journal and skips what it commits.
 
-Output tables (:mod:`raybird.io.tables`, one Parquet file per recording in each): ``segments/``
-(the DESIGN.md contract), ``masks/`` (decode with ``read_mask``), ``summary/``, ``errors/``;
-optionally tables for other tools (``raven/<name>.Table.1.selections.txt``, ``audacity/``,
-``csv/``: :mod:`raybird.io.selections`) and ``denoised/<name>.wav``, ``<name>`` the recording's
-path under its input's parent folder.
+Output tables (:mod:`raybird.io.tables`; part files ``<table>/part-<writer>-<n>.parquet``):
+``segments/`` (the DESIGN.md contract), ``masks/`` (decode with ``read_mask``), ``summary/``,
+``errors/``, read back with :func:`raybird.io.outputs.read_outputs`; optionally tables for
+other tools (``raven/<name>.Table.1.selections.txt``, ``audacity/``, ``csv/``:
+:mod:`raybird.io.selections`) and ``denoised/<name>.wav``, one per recording, ``<name>`` the
+recording's path under its input's parent folder.
 ``run.json`` records the settings and every run (:mod:`raybird.io.runrecord`): a re-run with other
 settings is refused unless it overwrites.
 """
@@ -58,8 +59,9 @@ from raybird.extras import require
 from raybird.flags import flag
 from raybird.inference.predictor import CPU_BATCH, GPU_BATCH, Predictor
 from raybird.inference.recording import SegmentOptions, segment_unit
-from raybird.io import runrecord, selections, storage
-from raybird.io.tables import completed_ids, read_outputs, write_file
+from raybird.io import outputs, runrecord, selections, storage
+from raybird.io.outputs import read_outputs
+from raybird.io.tables import write_file
 from raybird.models.checkpoint import Checkpoint, read_checkpoint
 from raybird.training.engine import PRECISIONS
 
@@ -73,14 +75,34 @@ STATUS_SCHEMA = pa.schema(
     ]
 )
 log = logging.getLogger(__name__)
+TASKS_PER_ACTOR = 4  # tasks per model actor in a pass: balance at the end, few part files
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """When a writer rolls its part files (:class:`raybird.io.outputs.PartWriter`)."""
+
+    mb: float = flag(256, "roll the output tables' part files at this many MB of rows", name="--file-mb")
+    recordings: int = flag(
+        1000, "at most this many recordings per part file and per Ray task", name="--file-recordings"
+    )
+
+
+def units_per_task(n_units: int, actors: int, limits: FileLimits) -> int:
+    """Inputs per Ray task: about :data:`TASKS_PER_ACTOR` tasks per actor, so that all finish
+    together, and at most ``limits.recordings``: each task ends in part files of its own."""
+    return max(1, min(limits.recordings, -(-n_units // (TASKS_PER_ACTOR * max(1, actors)))))
+
+
 PASSES = 3  # Ray passes over what is still missing (see run)
 UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
 
 
 class SegmentWorker:
-    """Ray Data actor: loads the checkpoint once, then segments whole units (see the module
-    docstring); returns a :data:`STATUS_SCHEMA` row per recording, then one :data:`UNIT_DONE`
-    row naming the unit."""
+    """Ray Data actor: loads the checkpoint once, then segments each task's units (see the
+    module docstring) and commits their rows as part files (:class:`raybird.io.outputs.PartWriter`);
+    returns a :data:`STATUS_SCHEMA` row per recording, then one :data:`UNIT_DONE` row per unit,
+    once committed."""
 
     def __init__(
         self,
@@ -88,6 +110,7 @@ class SegmentWorker:
         out: str,
         options: dict,
         done: frozenset,
+        files: FileLimits,
         device: str = "cpu",
         threads: float = 1,
         batch_size: int = CPU_BATCH,
@@ -95,6 +118,7 @@ class SegmentWorker:
     ):
         self.predictor = Predictor(ckpt.data, device, threads, batch_size, precision)
         self.ckpt, self.out, self.opts, self.done = ckpt, out, SegmentOptions(**options), done
+        self.parts = outputs.PartWriter(out, files.mb, files.recordings)
         self.prefetch = 4 if device == "cuda" else 0  # on CPU the cores are the actors'
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -107,10 +131,12 @@ class SegmentWorker:
                 self.out,
                 self.ckpt,
                 self.opts,
+                self.parts,
                 self.done,
                 self.prefetch,
             )
         ]
+        self.parts.commit()  # a task's rows are committed before its units are reported done
         statuses += [
             dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
             for uri in batch["uri"]
@@ -139,9 +165,23 @@ def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset
     units = storage.discover(inputs)
     if not units:
         raise ValueError(f"no input files found in {inputs}")
-    done = frozenset(completed_ids(out))
-    pending = [u for u in units if u.kind == "archive" or storage.recording_id(u.uri) not in done]
-    return pending, done, len(units)
+    return (*_plan(units, out), len(units))
+
+
+def _plan(units: list[storage.Unit], out: str) -> tuple[list[storage.Unit], frozenset]:
+    """The units still to do (by OUT's journal: :mod:`raybird.io.outputs`) and the recordings to
+    skip inside them: the complete ones, needed only where an archive is pending (a file unit
+    that is complete is not pending at all), so a million ids do not travel to every actor.
+    Part files left uncommitted by a killed writer are deleted: no writer is at work now."""
+    journal = outputs.read_journal(out)
+    outputs.remove_uncommitted(out, journal)
+    done = outputs.completed_ids(out, journal)
+    pending = [
+        u
+        for u in units
+        if (uid := storage.recording_id(u.uri)) not in journal.units and (u.kind == "archive" or uid not in done)
+    ]
+    return pending, frozenset(done) if any(u.kind == "archive" for u in pending) else frozenset()
 
 
 def progress(statuses: Iterable[dict], pending: list, show: bool = True) -> Iterator[dict]:
@@ -177,7 +217,7 @@ def _summary(
     return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
 
 
-OUTPUT_TABLES = ("segments", "masks", "summary", "errors", *selections.FORMATS, "denoised")
+OUTPUT_TABLES = (*outputs.PART_TABLES, outputs.JOURNAL, *selections.FORMATS, "denoised")
 
 
 def start_record(out: str, ckpt: Checkpoint, options: SegmentOptions, overwrite: bool, **run) -> dict:
@@ -217,6 +257,7 @@ def run(
     overwrite: bool = False,
     show_progress: bool = True,
     combine: bool = False,
+    files: FileLimits = FileLimits(),
 ) -> SegmentSummary:
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
     Data; recordings already complete in ``out`` are skipped, if ``out`` was written with the same
@@ -224,6 +265,7 @@ def run(
     ``combine``: then write the run's combined tables of ``options.formats`` (:func:`write_combined`).
     ``actors``: model actors (default: one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs
     of the cluster). ``precision``: see :func:`raybird.training.engine.precision_settings`.
+    ``files``: when the tables' part files roll (:class:`FileLimits`).
 
     *Lost actors.* Ray Data retries an actor's tasks on that same actor once it restarts, which
     never happens when its node is gone and the surviving nodes' CPUs are all held by the rest
@@ -247,12 +289,12 @@ def run(
             )
         units_done: set = set()
         statuses = _segment_pass(
-            pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, after_loss=n_pass > 1
+            pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1
         )
         s = _summary(progress(statuses, pending, show_progress), n_inputs, skipped, out, units_done)
         ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
         pending = [u for u in pending if u.uri not in units_done]
-        done = frozenset(completed_ids(out)) if pending else done
+        pending, done = _plan(pending, out) if pending else (pending, done)
     if pending:
         raise RuntimeError(
             f"{len(pending)} inputs unfinished after {PASSES} passes (their tasks failed or "
@@ -277,6 +319,7 @@ def _segment_pass(
     actors: Optional[int],
     actor_cpus: float,
     precision: str,
+    files: FileLimits,
     after_loss: bool = False,
 ) -> Iterator[dict]:
     """One Ray Data pass over ``pending``: its status rows (none for units whose actor was lost).
@@ -288,8 +331,9 @@ def _segment_pass(
     if actors is None or after_loss:
         actors = capacity if actors is None else min(actors, capacity)
     actors = max(1, min(actors, len(pending)))
+    per_task = units_per_task(len(pending), actors, files)
     units = ray.data.from_items(
-        [dict(uri=u.uri, kind=u.kind, rel=u.rel) for u in pending], override_num_blocks=len(pending)
+        [dict(uri=u.uri, kind=u.kind, rel=u.rel) for u in pending], override_num_blocks=-(-len(pending) // per_task)
     )
     units.context.op_resource_reservation_enabled = False  # one operator: see raybird.pipelines.ingest.run
     units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
@@ -298,6 +342,7 @@ def _segment_pass(
         out,
         dataclasses.asdict(options),
         done,
+        files,
         "cuda" if gpu else "cpu",
         1 if gpu else actor_cpus,
         batch_size or (GPU_BATCH if gpu else CPU_BATCH),
@@ -310,7 +355,7 @@ def _segment_pass(
         return units.map_batches(
             SegmentWorker,
             fn_constructor_args=worker_args,
-            batch_size=1,
+            batch_size=None,  # a task: one block of units
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             max_task_retries=0,
@@ -330,19 +375,23 @@ def run_local(
     overwrite: bool = False,
     show_progress: bool = True,
     combine: bool = False,
+    files: FileLimits = FileLimits(),
 ) -> SegmentSummary:
-    """The same work in this process, one recording at a time (no Ray)."""
+    """The same work in this process, one recording at a time (no Ray), its rows committed as
+    part files as they fill and at the end."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
     record = start_record(out, ckpt, options, overwrite, precision=precision, device=device or "cpu", ray=False)
     pending, done, n_inputs = _pending(inputs, out)
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
+    parts = outputs.PartWriter(out, files.mb, files.recordings)
     statuses = (
         s
         for unit in pending
-        for s in segment_unit(unit, predictor, out, ckpt, options, done, 4 if device == "cuda" else 0)
+        for s in segment_unit(unit, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
     )
     summary = _summary(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
+    parts.commit()
     if combine:
         write_combined(out, options.formats)
     runrecord.finish(out, record, dataclasses.asdict(summary))
@@ -392,7 +441,7 @@ class SegmentRun:
     no_progress: bool = flag(False, "no progress bar (recordings and hours done, rate, ETA)")
 
 
-def cmd_segment(r: SegmentRun, options: SegmentOptions) -> int:
+def cmd_segment(r: SegmentRun, options: SegmentOptions, files: FileLimits) -> int:
     if r.combine and not selections.combinable(options.formats):
         print("raybird segment: --combine needs --format raven or csv (an Audacity track belongs to one file)")
         return 2
@@ -415,6 +464,7 @@ def cmd_segment(r: SegmentRun, options: SegmentOptions) -> int:
                 r.overwrite,
                 show,
                 r.combine,
+                files,
             )
         else:
             from raybird.pipelines.runtime import init_ray
@@ -433,6 +483,7 @@ def cmd_segment(r: SegmentRun, options: SegmentOptions) -> int:
                 r.overwrite,
                 show,
                 r.combine,
+                files,
             )
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")

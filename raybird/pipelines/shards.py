@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raybird.io.tables import output_dataset
+from raybird.io.outputs import output_dataset
 
 
 def _tiles(t: pa.Table, column: str) -> np.ndarray:

@@ -33,8 +33,8 @@ import soundfile as sf
 import soxr
 
 from raybird.flags import flag
+from raybird.io.outputs import read_outputs
 from raybird.io.storage import MEMBER_SEP, source_bytes
-from raybird.io.tables import read_outputs
 
 CROSSFADE_S = 0.02
 

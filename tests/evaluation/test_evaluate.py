@@ -16,7 +16,7 @@ from raybird.evaluation.field_scores import event_scores, match_events, match_on
 from raybird.evaluation.references import Reference, ReferenceIndex, load_references
 from raybird.evaluation.scores import coverage, covered_fraction, error_anatomy, evaluate_masks, mask_events
 from raybird.inference import postprocess, recording
-from raybird.io import label_masks, labels, storage, tables
+from raybird.io import label_masks, labels, outputs, storage, tables
 from raybird.pipelines import segment
 from raybird.synth.generator import generate_archive
 from raybird.training.metrics import confusion, scores
@@ -147,9 +147,10 @@ def write_prediction(out, source, mask, cfg=CFG, channel=0, duration=None, segs=
             mask.astype(np.float32), cfg, 0.5, opts.min_duration_s, opts.min_pixels, duration
         )
     result = recording.ChannelResult(channel, segs, tables.encode_mask(mask), None, mask.shape[1])
-    recording.write_outputs(
-        str(out), segment.storage.recording_id(source), source, duration, [result], cfg, "test-model", opts
-    )
+    rec_id = segment.storage.recording_id(source)
+    parts = outputs.PartWriter(str(out))
+    parts.add(rec_id, recording.recording_tables(rec_id, source, duration, [result], cfg, "test-model", opts))
+    parts.commit()
     return segs
 
 

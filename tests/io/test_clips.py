@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from raybird.cli import main
-from raybird.io import tables
+from raybird.io import outputs
 from raybird.pipelines import segment
 
 
@@ -28,7 +28,7 @@ def run(real_data, tmp_path_factory) -> dict:
 def test_every_segment_becomes_a_clip_of_its_audio_with_the_margin(run, capsys):
     clips = run["root"] / "clips"
     assert main(["export-clips", str(run["out"]), "--out", str(clips), "--margin", "0.05", "--no-progress"]) == 0
-    segs = tables.read_outputs(str(run["out"]), "segments").to_pylist()
+    segs = outputs.read_outputs(str(run["out"]), "segments").to_pylist()
     with open(clips / "clips.csv") as f:
         index = list(csv.DictReader(f))
     assert len(index) == len(segs) >= 3 and f"{len(segs)} clips" in capsys.readouterr().out

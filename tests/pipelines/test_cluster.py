@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from raybird.io import storage
-from raybird.io.tables import SEGMENT_SCHEMA, read_outputs
+from raybird.io import outputs, storage
+from raybird.io.outputs import read_outputs
+from raybird.io.tables import SEGMENT_SCHEMA
 from raybird.synth.generator import generate_archive
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -226,21 +227,29 @@ def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
     assert results.column("status").to_pylist() == ["done", "done"]
     assert fs.isfile(f"{tune_dir}/best/checkpoint.pt")
 
-    # segment the archive with the trained model: a mask row per recording, an error for the empty file
-    cluster.run_ok(
-        "rb-segment",
-        "jobs/segment.py",
-        f"{S3}/{FOLDER}",
-        "--out",
-        f"{S3}/segment",
-        "--model",
-        f"{S3}/runs/unet/best/checkpoint.pt",
-    )
+    # segment the archive with the trained model: a mask row per recording, an error for the
+    # empty file, in part files of at most 2 recordings committed by the journal
+    segment_job = ["jobs/segment.py", f"{S3}/{FOLDER}", "--out", f"{S3}/segment", "--file-recordings", "2"]
+    segment_job += ["--model", f"{S3}/runs/unet/best/checkpoint.pt"]
+    cluster.run_ok("rb-segment", *segment_job)
     errors = read_outputs(f"{S3}/segment", "errors")
     assert errors.column("source").to_pylist() == [f"{S3}/{FOLDER}/{BROKEN}"], errors.to_pylist()
     masks = read_outputs(f"{S3}/segment", "masks")
     assert sorted(set(masks.column("source").to_pylist())) == [f"{S3}/{FOLDER}/{n}" for n in archive]
     assert read_outputs(f"{S3}/segment", "segments").schema.names == SEGMENT_SCHEMA.names
+    fs, seg_dir = storage.filesystem(f"{S3}/segment")
+    entries = sorted(fs.ls(f"{seg_dir}/{outputs.JOURNAL}"))
+    assert len(fs.ls(f"{seg_dir}/masks")) <= len(entries) <= 7
+    # a part lost before its journal entry (a writer killed between the two): a second job
+    # resumes, does only that part's recordings again, and every recording is in the tables once
+    lost = json.loads(fs.cat(entries[0]))
+    fs.rm(entries[0])
+    out = cluster.run_ok("rb-segment-resume", *segment_job)
+    n_lost = len(lost["recordings"])
+    assert f"{7 - n_lost} already complete, skipped" in out, out[-3000:]
+    masks = read_outputs(f"{S3}/segment", "masks").column("source").to_pylist()
+    assert sorted(masks) == [f"{S3}/{FOLDER}/{n}" for n in archive]
+    assert read_outputs(f"{S3}/segment", "errors").column("source").to_pylist() == [f"{S3}/{FOLDER}/{BROKEN}"]
 
 
 def test_failed_job_fails_the_submit(cluster, archive):

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from raybird.dsp.spectrogram import PRESETS, n_frames_for
-from raybird.io import label_files, storage, tables
+from raybird.io import label_files, outputs, storage, tables
 from raybird.pipelines import ingest
 from raybird.synth.generator import generate_archive
 
@@ -94,8 +94,8 @@ def _tar(src: Path, dst: Path, names: list[Path]) -> Path:
 
 
 def _check_outputs(out: str, expect_recordings: int, expect_errors: dict[str, str]):
-    tiles = tables.read_outputs(out, "shards")
-    errors = tables.read_outputs(out, "errors")
+    tiles = outputs.read_outputs(out, "shards")
+    errors = outputs.read_outputs(out, "errors")
     assert tiles.schema.equals(ingest.SHARD_SCHEMA, check_metadata=False)
     assert errors.schema.equals(tables.ERROR_SCHEMA, check_metadata=False)
     recs = set(tiles.column("recording_id").to_pylist())
@@ -138,7 +138,7 @@ def test_ray_ingest_folder_and_tar_with_corrupt_files(ray_session, archive, tmp_
     # re-running overwrites rather than duplicating, and splits do not move
     again = ingest.run([str(inputs), str(tmp_path / "site_b.tar.gz")], str(out))
     assert again.tiles == summary.tiles
-    t2 = tables.read_outputs(str(out), "shards", columns=["recording_id", "split"])
+    t2 = outputs.read_outputs(str(out), "shards", columns=["recording_id", "split"])
     assert dict(zip(t2["recording_id"].to_pylist(), t2["split"].to_pylist())) == dict(
         zip(tiles["recording_id"].to_pylist(), tiles["split"].to_pylist())
     )
@@ -164,7 +164,7 @@ def test_ray_ingest_s3_in_and_out(ray_session, s3_bucket, archive, tmp_path):
     for p in list(archive.iterdir())[:9]:
         shutil.copy(p, tmp_path / "raw")
     ingest.run_local([str(tmp_path / "raw")], str(tmp_path / "local"))
-    local = tables.read_outputs(str(tmp_path / "local"), "shards", columns=["source", "split"])
+    local = outputs.read_outputs(str(tmp_path / "local"), "shards", columns=["source", "split"])
 
     def split_by_name(t):
         return {Path(src).name: split for src, split in zip(t["source"].to_pylist(), t["split"].to_pylist())}
@@ -183,7 +183,7 @@ def test_time_only_labels_become_the_calls_pixels_or_full_columns(real_data, tmp
     masks = {}
     for mode in ("energy", "columns"):
         ingest.run_local([str(folder)], str(tmp_path / mode), time_labels=mode)
-        rows = tables.read_outputs(str(tmp_path / mode), "shards").to_pylist()
+        rows = outputs.read_outputs(str(tmp_path / mode), "shards").to_pylist()
         masks[mode] = np.concatenate([ingest.decode_tile(r)[1][:, : r["valid_frames"]] for r in rows], axis=1)
     columns, energy = masks["columns"].astype(bool), masks["energy"].astype(bool)
     labelled = columns.any(axis=0)

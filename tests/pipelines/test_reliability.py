@@ -35,7 +35,7 @@ import torch
 from raybird import cli
 from raybird.dsp.spectrogram import SpecConfig, n_frames_for, row_freqs
 from raybird.inference import decode
-from raybird.io import audio, redaction, storage, tables
+from raybird.io import audio, outputs, redaction, storage, tables
 from raybird.models import checkpoint
 from raybird.models.networks import build_model
 from raybird.pipelines import ingest
@@ -252,12 +252,12 @@ def test_ingest_corpus_every_input_in_one_place(ray_session, corpus, tmp_path, c
     rc = cli.main(["ingest", *corpus.inputs, "--out", str(out), "--preset", CFG.to_json(), "--fail-on-error"])
     assert rc == 1  # there were errors; the job still finished: every table below is complete
     printed = capsys.readouterr().out
-    shards = tables.read_outputs(
+    shards = outputs.read_outputs(
         str(out),
         "shards",
         columns=["recording_id", "source", "channel", "tile_index", "duration_s", "sample_rate", "spec"],
     )
-    errors = tables.read_outputs(str(out), "errors").to_pylist()
+    errors = outputs.read_outputs(str(out), "errors").to_pylist()
     check_errors(errors, corpus)
     sources = set(shards.column("source").to_pylist())
     assert sources == set(corpus.good)
@@ -307,6 +307,11 @@ def segmented(ray_session, corpus, model_path, tmp_path_factory) -> dict:
     return dict(out=out, rc=rc, base=base, before=before)
 
 
+def committed(out) -> set[str]:
+    """The recordings whose rows are committed in ``out`` (its journal)."""
+    return outputs.read_journal(str(out)).ids
+
+
 def read_tables(out) -> dict:
     keys = dict(
         segments=["recording_id", "channel", "segment_id"],
@@ -315,7 +320,7 @@ def read_tables(out) -> dict:
         errors=["recording_id"],
     )
     return {
-        name: tables.read_outputs(str(out), name).sort_by([(k, "ascending") for k in ks]) for name, ks in keys.items()
+        name: outputs.read_outputs(str(out), name).sort_by([(k, "ascending") for k in ks]) for name, ks in keys.items()
     }
 
 
@@ -394,10 +399,10 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, w
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, model_path, tmp_path):
-    """SIGKILL a real ``raybird segment`` driver once some recordings are written, run the same
-    command again: the tables equal the uninterrupted run's. The drivers join the session's Ray
-    (as a job's driver joins a cluster) with an S3 secret in their environment that must not
-    show up in their output, the tables or Ray's logs."""
+    """SIGKILL a real ``raybird segment`` driver once some recordings are committed (part files
+    of two recordings), run the same command again: the tables equal the uninterrupted run's.
+    The drivers join the session's Ray (as a job's driver joins a cluster) with an S3 secret in
+    their environment that must not show up in their output, the tables or Ray's logs."""
     out = tmp_path / "out"
     argv = [
         sys.executable,
@@ -412,14 +417,15 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
         "--format",
         "raven",
         "--probabilities",
+        "--file-recordings",
+        "2",
     ]
     env = _driver_env(AWS_SECRET_ACCESS_KEY=SECRET)
-    masks = out / "masks"
     with _running(argv, env, tmp_path / "first.log") as first:
-        _wait_for(lambda: masks.is_dir() and len(list(masks.glob("*.parquet"))) >= 2, 300, first, "2 recordings")
+        _wait_for(lambda: len(committed(out)) >= 2, 300, first, "2 recordings")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
-    written = len(list(masks.glob("*.parquet"))) + len(list((out / "errors").glob("*.parquet")))
+    written = len(committed(out))
     assert 2 <= written < corpus.n_recordings, "the kill did not land mid-run"
     second = subprocess.run(argv, env=env, capture_output=True, timeout=600)
     output = second.stdout + second.stderr
@@ -447,9 +453,11 @@ def test_killed_segment_driver_rerun_gives_the_same_tables(segmented, corpus, mo
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, model_path, tmp_path, descendants):
-    """SIGKILL every segment actor (as the OOM killer would) while zips of recordings are in work:
-    their units fail at once and a second pass segments what they left; the recordings written
-    before the kill are skipped, not written again, and every member ends in the masks once."""
+    """SIGKILL every segment actor (as the OOM killer would) while zips of recordings are in work,
+    after a first part file of three recordings is committed and with the next one half filled:
+    their units fail at once and a second pass segments what they left; the part files committed
+    before the kill are kept as they are, what was buffered is done again, and every member ends
+    in the masks once."""
     members = []
     for z in range(2):  # units of ten recordings: the first one written leaves its unit mid-way
         with zipfile.ZipFile(tmp_path / f"batch{z}.zip", "w") as f:
@@ -470,6 +478,8 @@ def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, mo
         model_path,
         "--actors",
         "2",
+        "--file-recordings",
+        "3",
     ]
     pids: list[int] = []
 
@@ -477,24 +487,24 @@ def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, mo
         pids[:] = [pid for pid, title in descendants(os.getpid()) if "SegmentWorker" in title]
         return len(pids) == 2
 
-    masks = out / "masks"
     with _running(argv, _driver_env(), tmp_path / "driver.log") as driver:
-        _wait_for(lambda: masks.is_dir() and any(masks.glob("*.parquet")), 120, driver, "the first recording")
+        _wait_for(lambda: len(committed(out)) >= 3, 120, driver, "the first part file")
         _wait_for(actors_up, 10, driver, "two segment actors")
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):  # gone already: the asserts below tell
                 os.kill(pid, signal.SIGKILL)
-        before = {p.name: p.stat().st_mtime_ns for p in masks.glob("*.parquet")}
+        before = {p: (out / p).stat().st_mtime_ns for p in outputs.read_journal(str(out)).files}
+        n_before = len(committed(out))
         rc = driver.wait(300)
     output = (tmp_path / "driver.log").read_text(errors="replace")
     assert rc == 0, output[-4000:]
-    assert 1 <= len(before) < len(members), "the kill did not land mid-run"
+    assert 3 <= n_before < len(members), "the kill did not land mid-run"
     assert "pass 2 on the cluster that is left" in output
-    assert {p.name: p.stat().st_mtime_ns for p in masks.glob("*.parquet") if p.name in before} == before
-    sources = tables.read_outputs(str(out), "masks").column("source").to_pylist()
+    assert {p: (out / p).stat().st_mtime_ns for p in before} == before
+    sources = outputs.read_outputs(str(out), "masks").column("source").to_pylist()
     assert len(sources) == len(set(sources)) == len(members)
     assert sorted(s.split(storage.MEMBER_SEP)[-1] for s in sources) == sorted(members)
-    assert len(tables.read_outputs(str(out), "errors")) == 0
+    assert len(outputs.read_outputs(str(out), "errors")) == 0
 
 
 @pytest.mark.ray
@@ -506,7 +516,7 @@ def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp
     inputs = [str(corpus.folder)]
     ingest.run_local(inputs, str(out), CFG)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    want = {name: tables.read_outputs(str(out), name) for name in ingest.TABLES}
+    want = {name: outputs.read_outputs(str(out), name) for name in ingest.TABLES}
     with _running(
         [sys.executable, "-m", "raybird.cli", "ingest", *inputs, "--out", str(out), "--preset", CFG.to_json()],
         _driver_env(),
@@ -524,7 +534,7 @@ def test_killed_ingest_leaves_the_previous_output_whole(ray_session, corpus, tmp
     ingest.run_local(inputs, str(out), CFG)  # the next run clears the leftover and publishes
     assert sorted(p.name for p in out.iterdir()) == ["errors", "run.json", "shards"]
     for name in ingest.TABLES:
-        assert tables.read_outputs(str(out), name).equals(want[name]), name
+        assert outputs.read_outputs(str(out), name).equals(want[name]), name
 
 
 # ---- a worker node lost ------------------------------------------------------------------------------
@@ -598,9 +608,11 @@ def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path
             model_path,
             "--actors",
             "3",
+            "--file-recordings",
+            "1",
         ]  # one actor per node
         with _running(argv, driver_env, tmp_path / "driver.log") as driver:
-            _wait_for(lambda: len(list((out / "masks").glob("*.parquet"))) >= 1, 400, driver, "the first recording")
+            _wait_for(lambda: len(committed(out)) >= 1, 400, driver, "the first recording")
             raylets = _raylets_of(os.path.join(tmp, "ray", "node_a"))
             assert len(raylets) == 1
             # node_a holds one of the job's segment actors (a worker process of its raylet)
@@ -610,7 +622,7 @@ def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path
                 driver,
                 "a segment actor on node_a",
             )
-            written = len(list((out / "masks").glob("*.parquet")))
+            written = len(committed(out))
             os.kill(raylets[0], signal.SIGKILL)
             rc = driver.wait(240)  # a whole run takes ~70 s
         output = (tmp_path / "driver.log").read_text(errors="replace")
@@ -629,10 +641,10 @@ def test_worker_node_removed_mid_segmentation_loses_nothing(model_path, tmp_path
     finally:
         subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
-    masks = tables.read_outputs(str(out), "masks").column("source").to_pylist()
+    masks = outputs.read_outputs(str(out), "masks").column("source").to_pylist()
     assert len(masks) == len(set(masks)) == n
     assert sorted(masks) == sorted(str(p) for p in archive.iterdir() if p.suffix in (".wav", ".flac"))
-    assert len(tables.read_outputs(str(out), "errors")) == 0
+    assert len(outputs.read_outputs(str(out), "errors")) == 0
 
 
 # ---- pieces --------------------------------------------------------------------------------------------

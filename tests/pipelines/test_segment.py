@@ -4,10 +4,12 @@ run through Ray Data (and without Ray) over local folders, archives and S3."""
 import csv
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +22,7 @@ from raybird.dsp.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_
 from raybird.evaluation.field_scores import match_events
 from raybird.inference import postprocess
 from raybird.inference.recording import SegmentOptions
-from raybird.io import audio, labels, storage, tables
+from raybird.io import audio, labels, outputs, storage, tables
 from raybird.models import checkpoint
 from raybird.models.networks import build_model
 from raybird.pipelines import segment
@@ -176,7 +178,7 @@ def read_tables(out: str) -> dict:
         errors=["recording_id"],
     )
     return {
-        name: tables.read_outputs(out, name).sort_by([(k, "ascending") for k in keys]) for name, keys in sort.items()
+        name: outputs.read_outputs(out, name).sort_by([(k, "ascending") for k in keys]) for name, keys in sort.items()
     }
 
 
@@ -297,20 +299,55 @@ def test_denoised_audio_keeps_the_calls_and_drops_the_noise(full_run, archive):
 def test_interrupted_run_resumes_to_the_same_tables(full_run, archive, model_path, tmp_path):
     out = str(tmp_path / "out")
     first = sorted(archive["truth"])[:2] + archive["broken"][:1]  # the "interrupted" run got this far
-    s1 = segment.run_local(first, out, model_path, OPTIONS, threads=1)  # writes the same files as Ray (see below)
+    # writes the same rows as Ray (see below), a part file per recording
+    s1 = segment.run_local(first, out, model_path, OPTIONS, threads=1, files=segment.FileLimits(recordings=1))
     assert (s1.recordings, s1.errors) == (2, 1)
-    # a half-written file from a killed task, and a recording whose completion mark was lost
+    # a half-written file from a killed task, and a writer killed between a part's files and
+    # its journal entry: those files are not read, and their recording is done again
     Path(out, "masks", ".abc.parquet.1234.tmp").write_bytes(b"PAR1 half")
     victim = storage.recording_id(first[0])
-    Path(out, "masks", f"{victim}.parquet").unlink()
+    journal = Path(out, outputs.JOURNAL)
+    entries = [p for p in journal.iterdir() if victim in json.loads(p.read_text())["recordings"]]
+    assert len(entries) == 1 and len(list(journal.iterdir())) == 3
+    entries[0].unlink()
+    assert victim not in outputs.completed_ids(out) and len(outputs.read_outputs(out, "masks")) == 1
     s2 = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS)
     assert s2.skipped == 2 and s2.recordings == len(archive["truth"]) - 1
     want, got = read_tables(full_run["out"]), read_tables(out)
     for name in want:
         assert got[name].equals(want[name]), name
     s3 = segment.run([archive["folder"], archive["tar"]], out, model_path, OPTIONS)
-    assert (s3.recordings, s3.errors, s3.skipped) == (0, 0, 8)  # files skipped; the tar is re-read, all members done
+    assert (s3.recordings, s3.errors, s3.skipped) == (0, 0, 9)  # the tar too: the journal says it is finished
     assert read_tables(out)["segments"].equals(want["segments"])
+
+
+@pytest.mark.ray
+def test_runs_of_earlier_versions_read_and_resume(full_run, archive, model_path, tmp_path):
+    """A run written one Parquet file per recording per table (raybird before part files): read
+    as it is, and a resume skips its recordings, does the one whose files were lost and adds it
+    as a part file; the tables equal a run of this version."""
+    out = tmp_path / "old"
+    want = read_tables(full_run["out"])
+    for name, t in want.items():
+        (out / name).mkdir(parents=True)
+        for rec_id in set(t.column("recording_id").to_pylist()):
+            pq.write_table(t.filter(pc.field("recording_id") == rec_id), out / name / f"{rec_id}.parquet")
+    shutil.copy(Path(full_run["out"], "run.json"), out / "run.json")
+    got = read_tables(str(out))
+    for name in want:
+        assert got[name].equals(want[name]), name
+    assert outputs.completed_ids(str(out)) == set(want["masks"]["recording_id"].to_pylist()) | set(
+        want["errors"]["recording_id"].to_pylist()
+    )
+    victim = want["masks"]["recording_id"][0].as_py()
+    for name in ("masks", "segments", "summary"):
+        (out / name / f"{victim}.parquet").unlink()
+    s = segment.run([archive["folder"], archive["tar"]], str(out), model_path, OPTIONS)
+    assert s.recordings == 1 and s.errors == 0
+    assert [p.name for p in (out / "masks").glob("part-*.parquet")] and victim in outputs.read_journal(str(out)).ids
+    got = read_tables(str(out))
+    for name in want:
+        assert got[name].equals(want[name]), name
 
 
 @pytest.mark.ray
@@ -367,13 +404,13 @@ def test_thirty_minute_recording_streams_and_the_border_call_is_one_segment(ray_
     out = str(tmp_path / "out")
     summary = segment.run([str(path)], out, model_path, SegmentOptions(), actors=2, batch_size=32)
     assert summary.recordings == 1
-    segs = tables.read_outputs(out, "segments").to_pylist()
+    segs = outputs.read_outputs(out, "segments").to_pylist()
     across = [s for s in segs if s["start_s"] < t_seam < s["end_s"]]
     assert len(across) == 1
     m = match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs], boxes)
     assert m["tp"] == 3 and (segs.index(across[0]), 1) in m["pairs"]
     assert len(segs) <= 4  # at most one false alarm in 30 minutes of noise
-    masks = tables.read_outputs(out, "masks").to_pylist()
+    masks = outputs.read_outputs(out, "masks").to_pylist()
     assert masks[0]["n_frames"] == n_frames_for(1800 * CFG.sample_rate, CFG)
 
 
@@ -387,7 +424,7 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
     opts = SegmentOptions(formats=("raven",), denoise=True)
     summary = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
     assert (summary.recordings, summary.errors) == (2, 1)
-    segs = tables.read_outputs(out, "segments").to_pylist()
+    segs = outputs.read_outputs(out, "segments").to_pylist()
     assert {s["source"] for s in segs} == {f"s3://{s3_bucket}/in/{os.path.basename(p)}" for p in sources[:2]}
     local = segment.run_local(sources, str(tmp_path), model_path, opts, threads=1)
     assert local.segments == summary.segments == len(segs)
@@ -397,7 +434,7 @@ def test_s3_in_and_out(ray_session, model_path, archive, s3_bucket, tmp_path):
     assert len(y) == archive["truth"][sources[1]]["n"]
     again = segment.run([f"s3://{s3_bucket}/in/"], out, model_path, opts)
     assert (again.recordings, again.errors, again.skipped) == (0, 0, 3)
-    assert len(tables.read_outputs(out, "segments")) == len(segs)
+    assert len(outputs.read_outputs(out, "segments")) == len(segs)
 
 
 # ---- command line -------------------------------------------------------------------------------------
@@ -412,7 +449,7 @@ def test_cli_merge_gap_makes_a_song_one_segment(model_path, tmp_path):
     for flags in ([], ["--merge-gap", "0.4"]):
         out = str(tmp_path / f"out{len(flags)}")
         assert main(["segment", str(path), "--out", out, "--model", model_path, "--local", *flags]) == 0
-        found[len(flags)] = tables.read_outputs(out, "segments").sort_by("start_s").to_pylist()
+        found[len(flags)] = outputs.read_outputs(out, "segments").sort_by("start_s").to_pylist()
     assert len(found[0]) == 4
     assert match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in found[0]], boxes)["tp"] == 4
     song, lone = found[2]
@@ -436,8 +473,8 @@ def test_syllables_touching_in_the_mask_are_cut_at_their_gap(model_path, tmp_pat
         assert (
             main(["segment", str(path), "--out", out, "--model", model_path, "--local", "--edges", "off", *flags]) == 0
         )  # edges on the mask's frames
-        found[len(flags)] = tables.read_outputs(out, "segments").sort_by("start_s").to_pylist()
-        masks[len(flags)] = tables.read_mask(tables.read_outputs(out, "masks").to_pylist()[0])
+        found[len(flags)] = outputs.read_outputs(out, "segments").sort_by("start_s").to_pylist()
+        masks[len(flags)] = tables.read_mask(outputs.read_outputs(out, "masks").to_pylist()[0])
     [whole] = found[2]
     first, second = found[0]
     assert match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in found[0]], boxes)["tp"] == 2
@@ -464,7 +501,7 @@ def test_nothing_is_found_in_silence(real_data, tmp_path):
     out = str(tmp_path / "out")
     summary = segment.run_local([str(folder)], out, threads=2)
     assert (summary.recordings, summary.errors) == (4, 0)
-    rows = tables.read_outputs(out, "segments").to_pylist()
+    rows = outputs.read_outputs(out, "segments").to_pylist()
     by_file = {
         name: [(r["start_s"], r["end_s"]) for r in rows if r["source"].endswith(name)]
         for name in ("zeros.flac", "dc.wav", "survey.flac", "dropout.flac")
@@ -476,7 +513,7 @@ def test_nothing_is_found_in_silence(real_data, tmp_path):
     assert len(clear) >= 20
     found = [any(abs(a - c) < 0.02 and abs(b - d) < 0.02 for c, d in by_file["dropout.flac"]) for a, b in clear]
     assert np.mean(found) >= 0.9
-    masks = {r["source"].rsplit("/", 1)[1]: tables.read_mask(r) for r in tables.read_outputs(out, "masks").to_pylist()}
+    masks = {r["source"].rsplit("/", 1)[1]: tables.read_mask(r) for r in outputs.read_outputs(out, "masks").to_pylist()}
     assert not masks["zeros.flac"].any()
     assert not masks["dc.wav"][:, 4:-4].any()  # only the step into the zero padding past the end may show
 
@@ -498,17 +535,17 @@ def test_a_rerun_with_other_settings_is_refused_unless_it_overwrites(model_path,
     assert main(args) == 0 and "8 already complete, skipped" in capsys.readouterr().out  # 2 are errors
     assert len(json.loads((tmp_path / "out" / "run.json").read_text())["runs"]) == 2
 
-    before = tables.read_outputs(out, "masks").sort_by("recording_id")
+    before = outputs.read_outputs(out, "masks").sort_by("recording_id")
     assert main(args + ["--threshold", "0.9"]) == 2
     err = capsys.readouterr().err
     assert "options.threshold: 0.5 -> 0.9" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
-    assert tables.read_outputs(out, "masks").sort_by("recording_id").equals(before)  # nothing touched
+    assert outputs.read_outputs(out, "masks").sort_by("recording_id").equals(before)  # nothing touched
 
     assert main(args + ["--threshold", "0.9", "--overwrite"]) == 0
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["settings"]["options"]["threshold"] == 0.9 and len(record["runs"]) == 1
     assert (record["runs"][0]["counts"]["recordings"], record["runs"][0]["counts"]["skipped"]) == (6, 0)
-    assert tables.read_outputs(out, "masks").column("threshold").to_pylist() == [pytest.approx(0.9)] * 6
+    assert outputs.read_outputs(out, "masks").column("threshold").to_pylist() == [pytest.approx(0.9)] * 6
 
 
 def test_cli_reports_a_missing_model(tmp_path, capsys):
