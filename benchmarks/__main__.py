@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process (a fresh Ray each), and print their tables.
 
     python -m benchmarks [--quick] [--model CKPT]
-    python -m benchmarks --only segment,train,ingest,memory,gpu,ceiling,accuracy,real,learning_curve
+    python -m benchmarks --only segment,archive,train,ingest,memory,gpu,ceiling,accuracy,real,learning_curve
 
 ``./dev.sh bench`` runs this. ``gpu`` runs on CUDA when there is one, else its tiny CPU
 configuration (a smoke run, not a measurement). ``--model`` goes to the benchmarks that load
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = ("segment", "train", "ingest", "memory", "gpu", "ceiling", "accuracy", "real", "learning_curve")
+ALL = ("segment", "archive", "train", "ingest", "memory", "gpu", "ceiling", "accuracy", "real", "learning_curve")
 
 
 def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]:
@@ -25,6 +25,7 @@ def commands(quick: bool, model: str | None, cuda: bool) -> dict[str, list[str]]
     q = ["--quick"] if quick else []
     return {
         "segment": ["-m", "benchmarks.segment", *m, *q],
+        "archive": ["-m", "benchmarks.archive", *q],
         "train": ["-m", "benchmarks.train", *q],
         "ingest": ["benchmarks/ingest.py", *(["--recordings", "4", "--duration", "5"] if quick else [])],
         "memory": ["-m", "benchmarks.memory", *q],

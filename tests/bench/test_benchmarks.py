@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import memory
+from benchmarks import archive, memory
 from benchmarks import segment as seg_bench
 from raybird.inference import decode, predictor
 from raybird.models import checkpoint
@@ -135,3 +135,20 @@ def test_predictor_heap_stays_flat(tmp_path):
     outputs += [model_actor(tiles[0]) for _ in range(20)]
     kept = sum(o.prob[0].base.nbytes for o in outputs[1:])  # each call's probabilities
     assert _rss() - start < kept + 40 * MB
+
+
+def test_archive_benchmark_plans_a_manifest_against_its_journal(tmp_path):
+    """The manifest part of benchmarks/archive.py on 3,000 entries: discovery finds them all and
+    resume planning leaves the half the journal does not commit."""
+    rows = archive.manifest(tmp_path, 3000)
+    assert [r[1] for r in rows] == ["3,000", "1,500"]
+    assert all(float(r[2]) < 60 and 0 < float(r[3]) < 2048 for r in rows)
+
+
+def test_archive_benchmark_short_files_are_real_and_distinct(tmp_path, real_data):
+    secs = archive.write_short_files(tmp_path, 3, data=real_data.parent)
+    import soundfile as sf
+
+    audio = [sf.read(p)[0] for p in sorted(tmp_path.glob("*.wav"))]
+    assert secs == 30.0 and [len(a) for a in audio] == [archive.SR * 10] * 3
+    assert not np.allclose(audio[0], audio[1]) and all(np.abs(a).max() > 0.01 for a in audio)
