@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -211,14 +210,19 @@ def manifest_child(step: str, manifest: str, out: str) -> None:
         pending, _, n_units = segment._pending([manifest], out)
         n = len(pending)
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(n=n, wall_s=wall, rss=peak, before=before)))
+    print(json.dumps(dict(n=n, wall_s=wall, rss=_status_kb("VmHWM") * 1024, before=before)))
 
 
 def _rss_now() -> int:
     """This process's resident memory now (bytes; Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return _status_kb("VmRSS") * 1024
+
+
+def _status_kb(key: str) -> int:
+    """A field of /proc/self/status in kB. VmHWM, the peak, is this process's own: getrusage's
+    ru_maxrss keeps the peak of the process that forked it across exec (a big parent's)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
 
 
 def manifest(work: Path, n: int) -> list[list]:

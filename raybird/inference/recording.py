@@ -251,8 +251,8 @@ def prefetched(items: Iterator, depth: int) -> Iterator:
         yield item
 
 
-def segment_unit(
-    unit: storage.Unit,
+def segment_units(
+    units: Iterable[storage.Unit],
     predictor: Predictor,
     out: str,
     ckpt: Checkpoint,
@@ -261,15 +261,25 @@ def segment_unit(
     done: frozenset = frozenset(),
     prefetch: int = 0,
 ) -> Iterator[dict]:
-    """Segment every recording of a unit not in ``done``: decode, infer and stitch as a stream,
-    hand each recording's rows to ``parts`` when its last tile is in; yield a status row per
-    recording. The unit is marked done in ``parts`` once all its recordings are in."""
+    """Segment every recording of ``units`` not in ``done``: decode, infer (:func:`inferred`: the
+    tiles of consecutive short recordings share model calls) and stitch as a stream, hand each
+    recording's rows to ``parts`` when its last tile is in; yield a status row per recording. A
+    unit is marked done in ``parts`` once all its recordings are in."""
     sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
-    items = unit_tiles(unit, ckpt.cfg, opts.channels, done, sources)
+
+    def items() -> Iterator[tuple]:
+        for unit in units:
+            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources):
+                yield unit, source, item
+            yield unit, None, None  # the unit's end
+
     stitcher = None
-    for source, item in prefetched(items, prefetch) if prefetch else items:
+    for unit, source, item in inferred(prefetched(items(), prefetch) if prefetch else items(), predictor):
+        if source is None:
+            parts.unit_done(unit.uri)
+            continue
         stitcher = stitcher or RecordingStitcher(ckpt.cfg, opts)  # items come one recording after another
-        stitch([item], predictor, stitcher)
+        stitcher.add(item)
         if stitcher.done:
             yield finish_recording(
                 storage.recording_id(source),
@@ -282,7 +292,40 @@ def segment_unit(
                 parts,
             )
             stitcher = None
-    parts.unit_done(unit.uri)
+
+
+def inferred(stream: Iterable[tuple], predictor: Predictor) -> Iterator[tuple]:
+    """``stream``'s tuples, in order, each :class:`~raybird.inference.decode.Tiles` (the last
+    element) replaced by the model's :class:`~raybird.inference.predictor.Probabilities`.
+    Consecutive tiles, of one recording or of several short ones, go through the model together
+    until they fill ``predictor.batch_size``: a 10-s recording is 4 tiles, a GPU batch 64. A
+    tile's probabilities do not depend on what shares its batch (bit for bit, measured on this
+    CPU), so neither do the tables."""
+    window: list[tuple] = []
+    n_tiles = 0
+    for entry in stream:
+        window.append(entry)
+        if isinstance(entry[-1], Tiles):
+            n_tiles += len(entry[-1].spec)
+            if n_tiles >= predictor.batch_size:
+                yield from _infer_window(window, predictor)
+                window, n_tiles = [], 0
+    yield from _infer_window(window, predictor)
+
+
+def _infer_window(window: list[tuple], predictor: Predictor) -> Iterator[tuple]:
+    tiles = [e[-1] for e in window if isinstance(e[-1], Tiles)]
+    if tiles:
+        joined = tiles[0] if len(tiles) == 1 else Tiles(*(np.concatenate(v) for v in zip(*map(_fields, tiles))))
+        probs = predictor(joined)
+        ends = np.cumsum([len(t.spec) for t in tiles])
+        split = iter(Probabilities(*(v[a:b] for v in _fields(probs))) for a, b in zip([0, *ends[:-1]], ends))
+    for e in window:
+        yield (*e[:-1], next(split)) if isinstance(e[-1], Tiles) else e
+
+
+def _fields(x) -> list:
+    return [getattr(x, f.name) for f in dataclasses.fields(x)]
 
 
 def predict_recording(

@@ -5,9 +5,10 @@ other tools and denoised audio on request), with Ray Data.
 
     from_items(units, one block per task)
       -> map_batches(SegmentWorker, compute=ActorPoolStrategy(size=N))
-            per unit (a file, or an archive's recordings in turn), inside one actor:
-            streaming decode -> iter_tiles -> the model on small batches -> the streaming
-            Segmenter -> the recording's rows, buffered as soon as its last tile is stitched;
+            the task's units (files, or an archive's recordings in turn), inside one actor:
+            streaming decode -> iter_tiles -> the model on batches of tiles (consecutive
+            short recordings share them) -> the streaming Segmenter -> the recording's rows,
+            buffered as soon as its last tile is stitched;
             at the end of the task they are committed as part files and a status row per
             recording leaves the actor
 
@@ -59,7 +60,7 @@ import pyarrow as pa
 from raybird.extras import require
 from raybird.flags import flag
 from raybird.inference.predictor import CPU_BATCH, GPU_BATCH, Predictor
-from raybird.inference.recording import SegmentOptions, segment_unit
+from raybird.inference.recording import SegmentOptions, segment_units
 from raybird.io import outputs, runrecord, selections, storage
 from raybird.io.outputs import read_outputs
 from raybird.io.tables import write_file
@@ -123,20 +124,10 @@ class SegmentWorker:
         self.prefetch = 4 if device == "cuda" or threads >= 2 else 0  # decoding beside the model
 
     def __call__(self, batch: dict) -> pa.Table:
-        statuses = [
-            s
-            for uri, kind, rel in zip(batch["uri"], batch["kind"], batch["rel"])
-            for s in segment_unit(
-                storage.Unit(str(uri), str(kind), rel=str(rel)),
-                self.predictor,
-                self.out,
-                self.ckpt,
-                self.opts,
-                self.parts,
-                self.done,
-                self.prefetch,
-            )
-        ]
+        units = [storage.Unit(str(u), str(k), rel=str(r)) for u, k, r in zip(batch["uri"], batch["kind"], batch["rel"])]
+        statuses = list(
+            segment_units(units, self.predictor, self.out, self.ckpt, self.opts, self.parts, self.done, self.prefetch)
+        )
         self.parts.commit()  # a task's rows are committed before its units are reported done
         statuses += [
             dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
@@ -390,11 +381,7 @@ def run_local(
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
     parts = outputs.PartWriter(out, files.mb, files.recordings)
-    statuses = (
-        s
-        for unit in pending
-        for s in segment_unit(unit, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
-    )
+    statuses = segment_units(pending, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
     summary = _summary(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
     parts.commit()
     if combine:

@@ -142,7 +142,7 @@ def test_archive_benchmark_plans_a_manifest_against_its_journal(tmp_path):
     resume planning leaves the half the journal does not commit."""
     rows = archive.manifest(tmp_path, 3000)
     assert [r[1] for r in rows] == ["3,000", "1,500"]
-    assert all(float(r[2]) < 60 and 0 < float(r[3]) < 2048 for r in rows)
+    assert all(float(r[2]) < 60 and 0 < float(r[3]) < 2048 for r in rows), rows
 
 
 def test_archive_benchmark_short_files_are_real_and_distinct(tmp_path, real_data):
