@@ -53,14 +53,48 @@ def boxes_to_mask(
 ) -> np.ndarray:
     """uint8 mask ``(cfg.n_rows, n_frames)`` of the boxes, on frames ``first_frame..``.
     With ``channel`` set, only boxes of that channel (or of every channel) are drawn."""
-    mask = np.zeros((cfg.n_rows, n_frames), np.uint8)
+    return _draw(boxes, lambda b: 1, cfg, n_frames, first_frame, channel)
+
+
+BIRD = "bird"  # the class of a labelled event without label text, beside others that have one
+MAX_CLASSES = 255  # a class map is uint8, 0 the background
+
+
+def class_names(label: Labels) -> list[str]:
+    """The classes of a recording's labels (their label text, :data:`BIRD` where one has none)
+    in the order they first occur; ``[]`` when no label has text (bird/background labels) or the
+    labels are a pixel mask."""
+    if isinstance(label, GridMask) or not any(b.label.strip() for b in label):
+        return []
+    names = list(dict.fromkeys(b.label.strip() or BIRD for b in label))
+    if len(names) > MAX_CLASSES:
+        raise ValueError(f"{len(names)} label classes in one recording; at most {MAX_CLASSES}")
+    return names
+
+
+def boxes_to_classes(
+    boxes: Iterable[Box],
+    names: list[str],
+    cfg: SpecConfig,
+    n_frames: int,
+    first_frame: int = 0,
+    channel: Optional[int] = None,
+) -> np.ndarray:
+    """uint8 class map ``(cfg.n_rows, n_frames)``: inside each box, 1 + the index of its class in
+    ``names`` (:func:`class_names`); 0 elsewhere. Where boxes overlap, the later one's class."""
+    index = {n: i + 1 for i, n in enumerate(names)}
+    return _draw(boxes, lambda b: index[b.label.strip() or BIRD], cfg, n_frames, first_frame, channel)
+
+
+def _draw(boxes: Iterable[Box], value, cfg: SpecConfig, n_frames: int, first_frame: int, channel) -> np.ndarray:
+    out = np.zeros((cfg.n_rows, n_frames), np.uint8)
     for b in boxes:
         if channel is not None and b.channel is not None and b.channel != channel:
             continue
         cols = time_to_frames(b.begin_s, b.end_s, cfg, first_frame, n_frames)
         if cols.stop > cols.start:
-            mask[freq_to_rows(b.low_hz, b.high_hz, cfg), cols] = 1
-    return mask
+            out[freq_to_rows(b.low_hz, b.high_hz, cfg), cols] = value(b)
+    return out
 
 
 def label_mask(

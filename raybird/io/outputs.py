@@ -121,7 +121,7 @@ def read_journal(out: str) -> Journal:
     return Journal(json.loads(b) for b in fs.cat(paths).values()) if paths else Journal()
 
 
-PART_NAME = re.compile(r"^part-[0-9a-f]{12}-\d{5}\.parquet$")
+PART_NAME = re.compile(r"^part-[0-9a-f]{12}-\d{5,}\.parquet$")
 
 
 def is_part(path: str) -> bool:

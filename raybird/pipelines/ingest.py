@@ -9,6 +9,7 @@ baseline).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -46,6 +47,10 @@ SHARD_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("sample_rate", pa.int32()),  # the file's own rate (spectrograms use spec_config's)
         ("spec_config", pa.string()),  # SpecConfig JSON
+        # where labels carry text (syllable types, call types, species): the class of each mask
+        # pixel, uint8 (n_rows, n_frames), 0 outside the mask, k = class_names[k - 1]; null otherwise
+        ("classes", pa.binary()),
+        ("class_names", pa.list_(pa.string())),  # the recording's classes in order of first label
     ]
 )
 SPLITS = (("train", 70), ("val", 20), ("test", 10))
@@ -84,6 +89,7 @@ def recording_rows(
     onsets. Box labels are unchanged either way.
     Raises :class:`raybird.io.audio.AudioError` for unusable audio."""
     rec_id, split = storage.recording_id(source), split_of(source)
+    names = label_masks.class_names(label) if label is not None else []
     info = audio.info(src)
     if hasattr(src, "seek"):
         src.seek(0)
@@ -99,15 +105,17 @@ def recording_rows(
 
     for tile in iter_tiles(counted(audio.iter_blocks(src, cfg.sample_rate, channels)), cfg):
         for ch, spec in enumerate(blank_above_nyquist(tile.spec, cfg, info.sample_rate)):
-            mask = None
+            mask = classes = None
             if label is not None:
-                m = label_masks.label_mask(
-                    label, cfg, tile.first_frame, cfg.tile_frames, channel=ch if channels == "split" else None
-                )
+                on = ch if channels == "split" else None
+                m = label_masks.label_mask(label, cfg, tile.first_frame, cfg.tile_frames, channel=on)
                 m[:, tile.valid_frames :] = 0
                 if time_labels == "energy":
                     m = label_masks.refine_by_energy(m, spec)
                 mask = m.tobytes()
+                if names:
+                    c = label_masks.boxes_to_classes(label, names, cfg, cfg.tile_frames, tile.first_frame, on)
+                    classes = np.where(m > 0, c, 0).astype(np.uint8).tobytes()
             rows.append(
                 {
                     "recording_id": rec_id,
@@ -125,6 +133,8 @@ def recording_rows(
                     "duration_s": None,
                     "sample_rate": info.sample_rate,
                     "spec_config": cfg_json,
+                    "classes": classes,
+                    "class_names": names or None,
                 }
             )
     if not rows:
@@ -198,12 +208,16 @@ class IngestSummary:
     errors: int
     inputs: int
     out: str
+    classes: dict = dataclasses.field(default_factory=dict)  # class name -> recordings labelled with it
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"ingest: {self.inputs} inputs -> {self.recordings} recordings "
             f"({self.tiles} tiles) + {self.errors} errors in {self.out}"
         )
+        if self.classes:
+            text += f"; {len(self.classes)} label classes: " + ", ".join(f"{k} ({n})" for k, n in self.classes.items())
+        return text
 
 
 MAX_UNITS_PER_TASK = 64  # ~64 MB of tiles for 10-s recordings: shard files of that size
@@ -294,7 +308,7 @@ def begin_record(cfg: SpecConfig, channels: str, time_labels: str, **run) -> dic
 
 def _finished(out: str, record: dict, n_inputs: int) -> IngestSummary:
     summary = _summary(
-        read_outputs(out, "shards", columns=["recording_id"]), read_outputs(out, "errors"), n_inputs, out
+        read_outputs(out, "shards", columns=["recording_id", "class_names"]), read_outputs(out, "errors"), n_inputs, out
     )
     runrecord.finish(out, record, dataclasses.asdict(summary))
     return summary
@@ -376,8 +390,19 @@ def _write_single(fs, folder: str, table: pa.Table) -> None:
 
 
 def _summary(tiles: pa.Table, errors: pa.Table, n_inputs: int, out: str) -> IngestSummary:
-    recs = len(set(tiles.column("recording_id").to_pylist())) if len(tiles) else 0
-    return IngestSummary(recs, len(tiles), len(errors), n_inputs, out)
+    """Counts, and the label classes found with how many recordings carry each (recorded in
+    run.json with the shards), most common first."""
+    names = dict(zip(tiles.column("recording_id").to_pylist(), tiles.column("class_names").to_pylist()))
+    counts = collections.Counter(n for ns in names.values() for n in ns or ())
+    return IngestSummary(len(names), len(tiles), len(errors), n_inputs, out, dict(counts.most_common()))
+
+
+def decode_classes(row: dict) -> tuple[Optional[np.ndarray], list[str]]:
+    """(class map uint8 (rows, frames) or None, class names) of one shard row: pixel value k is
+    ``names[k - 1]``, 0 the background."""
+    if row.get("classes") is None:
+        return None, []
+    return np.frombuffer(row["classes"], np.uint8).reshape(row["n_rows"], row["n_frames"]), list(row["class_names"])
 
 
 def decode_tile(row: dict) -> tuple[np.ndarray, Optional[np.ndarray]]:

@@ -301,6 +301,15 @@ def run(
     return summary
 
 
+def spare_cpus(actor_cpus: float, share: int) -> float:
+    """CPUs for an actor entitled to ``share`` slots of ``actor_cpus``: at most what the largest
+    alive node holds, since an actor lives on one node (asking for more would never be placed)."""
+    import ray
+
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=actor_cpus)
+    return max(actor_cpus, min(actor_cpus * share, actor_cpus * (largest // actor_cpus)))
+
+
 def _segment_pass(
     pending: list,
     done: frozenset,
@@ -326,7 +335,7 @@ def _segment_pass(
         actors = capacity if actors is None else min(actors, capacity)
     actors = max(1, min(actors, len(pending)))
     if not gpu and not chosen and actors < capacity:  # fewer inputs than slots: one long recording
-        actor_cpus *= capacity // actors  # uses every core, as torch threads of its actor
+        actor_cpus = spare_cpus(actor_cpus, capacity // actors)  # uses the cores of its node
     per_task = units_per_task(len(pending), actors, files)
     units = ray.data.from_items(
         [dict(uri=u.uri, kind=u.kind, rel=u.rel) for u in pending], override_num_blocks=-(-len(pending) // per_task)

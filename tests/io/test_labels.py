@@ -419,3 +419,25 @@ def test_a_broken_textgrid_is_an_error_naming_the_file(tmp_path):
     (tmp_path / "song.TextGrid").write_text(TEXTGRID.replace("xmax = 0.5", "xmax = x"))
     with pytest.raises(ValueError, match="song.TextGrid"):
         labels.read_crowsetta(tmp_path / "song.TextGrid", fmt="textgrid")
+
+
+def test_class_names_and_class_maps_of_box_labels():
+    cfg = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, tile_frames=128, tile_overlap=32)
+    boxes = [
+        labels.Box(0.1, 0.3, 1000.0, 3000.0, "b"),
+        labels.Box(0.2, 0.5, 2000.0, 4000.0, " a "),
+        labels.Box(0.6, 0.7, None, None, ""),
+    ]
+    assert label_masks.class_names(boxes) == ["b", "a", label_masks.BIRD]
+    assert label_masks.class_names([labels.Box(0.1, 0.2), labels.Box(0.3, 0.4)]) == []  # binary labels
+    names = label_masks.class_names(boxes)
+    classes = label_masks.boxes_to_classes(boxes, names, cfg, 100)
+    mask = label_masks.boxes_to_mask(boxes, cfg, 100)
+    np.testing.assert_array_equal(classes > 0, mask > 0)
+    assert set(np.unique(classes)) == {0, 1, 2, 3}
+    frame = int(0.25 * cfg.sample_rate / cfg.hop_length)  # both boxes; 2.5 kHz is in both: the later one
+    row = int(round(2500 / cfg.bin_hz))
+    assert classes[row, frame] == 2 and classes[int(round(1200 / cfg.bin_hz)), frame] == 1
+    assert (classes[:, int(0.65 * cfg.sample_rate / cfg.hop_length)] == 3).all()  # time-only: full band
+    with pytest.raises(ValueError, match="at most 255"):
+        label_masks.class_names([labels.Box(0.0, 0.1, label=str(i)) for i in range(256)])

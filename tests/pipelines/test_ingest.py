@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from raybird.dsp.spectrogram import PRESETS, n_frames_for
+from raybird.dsp.spectrogram import PRESETS, SpecConfig, n_frames_for
 from raybird.io import label_files, outputs, storage, tables
 from raybird.pipelines import ingest
 from raybird.synth.generator import generate_archive
@@ -199,3 +199,43 @@ def test_time_only_labels_become_the_calls_pixels_or_full_columns(real_data, tmp
     )
     with pytest.raises(ValueError, match="time_labels"):
         ingest.run_local([str(folder)], str(tmp_path / "bad"), time_labels="boxes")
+
+
+def test_label_text_becomes_each_pixels_class(real_data, tmp_path):
+    """Bengalese finch syllables labelled by type (Audacity): every masked pixel carries its
+    syllable's class, the background none; the classes are named in order of first label and
+    counted in the summary and run.json. A recording whose labels have no text keeps binary
+    masks only (no class map)."""
+    src, folder = real_data / "bengalese_finch", tmp_path / "in"
+    folder.mkdir()
+    stem = "gy6or6_baseline_230312_0808.138"
+    shutil.copy(src / f"{stem}.wav", folder / f"{stem}.wav")
+    lines = (src / f"{stem}.txt").read_text().splitlines()
+    (folder / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    shutil.copy(src / f"{stem}.wav", folder / "plain.wav")
+    (folder / "plain.txt").write_text("".join(f"{ln.split(chr(9))[0]}\t{ln.split(chr(9))[1]}\n" for ln in lines))
+    summary = ingest.run_local([str(folder)], str(tmp_path / "out"))
+    names = list(dict.fromkeys(ln.split("\t")[2] for ln in lines))
+    assert summary.classes == dict.fromkeys(names, 1) and len(names) >= 8
+    assert f"{len(names)} label classes" in str(summary)
+    rows = outputs.read_outputs(str(tmp_path / "out"), "shards").to_pylist()
+    labelled = [r for r in rows if r["source"].endswith(f"{stem}.wav")]
+    assert all(ingest.decode_classes(r) == (None, []) for r in rows if r["source"].endswith("plain.wav"))
+    found = set()
+    for r in labelled:
+        mask = ingest.decode_tile(r)[1]
+        classes, row_names = ingest.decode_classes(r)
+        assert row_names == names
+        np.testing.assert_array_equal(classes > 0, mask > 0)  # a class exactly where the mask is
+        found |= {names[k - 1] for k in np.unique(classes[classes > 0])}
+    assert found == set(names)
+    # each syllable's pixels carry its own class: the first "i" and the first "a" as labelled
+    cfg = SpecConfig.from_json(labelled[0]["spec_config"])
+    for label in ("i", "a"):
+        t0, t1 = next((float(a), float(b)) for a, b, c in (ln.split("\t") for ln in lines) if c == label)
+        frame = int(round(((t0 + t1) / 2) * cfg.sample_rate / cfg.hop_length))
+        r = next(r for r in labelled if r["first_frame"] <= frame < r["first_frame"] + r["valid_frames"])
+        column = ingest.decode_classes(r)[0][:, frame - r["first_frame"]]
+        assert set(np.unique(column[column > 0])) == {names.index(label) + 1}
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["runs"][0]["counts"]["classes"] == summary.classes

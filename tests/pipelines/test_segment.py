@@ -590,3 +590,14 @@ def test_cli_plot_predicts_when_no_segments_are_given(model_path, archive, tmp_p
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert img.shape == (320, 1200, 3)
     assert ((img[..., 0] > 200) & (img[..., 1] < 90) & (img[..., 2] < 90)).sum() > 100
+
+
+@pytest.mark.ray
+def test_a_lone_actor_takes_the_spare_cpus_of_one_node_only(ray_session):
+    import ray
+
+    node = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    assert segment.spare_cpus(1, 1) == 1
+    assert segment.spare_cpus(1, 2) == min(2, node)
+    assert segment.spare_cpus(1, 100) == node  # never more than a node holds: it could not be placed
+    assert segment.spare_cpus(0.5, 100) == node
