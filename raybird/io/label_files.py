@@ -14,9 +14,6 @@ from typing import Callable, Iterable, Optional
 
 import soundfile as sf
 
-from raybird.dsp.spectrogram import (
-    SpecConfig,
-)
 from raybird.io.labels import (
     CROWSETTA_FORMATS,
     Labels,
@@ -71,13 +68,13 @@ def _normalised(key: str) -> str:
 
 
 def load_labels(
-    source: str, side_files: Iterable[str], read: Callable[[str], bytes], cfg: Optional[SpecConfig] = None
+    source: str, side_files: Iterable[str], read: Callable[[str], bytes], label_column: Optional[str] = None
 ) -> Optional[Labels]:
     """Labels of the recording ``source`` (a path, ``s3://`` URI or ``archive::member``), looked
     up among ``side_files`` (in the same name space as ``read``: full URIs, or member names for
-    an archive) by :data:`LABEL_PATTERNS`. None when no pattern matches. ``cfg`` is not needed:
-    labels are returned on their own grid and drawn per tile by :func:`label_mask`."""
-    del cfg
+    an archive) by :data:`LABEL_PATTERNS`, on their own grid (drawn per tile by
+    :mod:`raybird.io.label_masks`). None when no pattern matches. ``label_column``: the Raven
+    column holding each label's text (:func:`raybird.io.labels.read_raven`)."""
     key = source.split(MEMBER_SEP, 1)[1] if MEMBER_SEP in source else source
     name = PurePosixPath(_split_scheme(key)[1])
     side = {_normalised(s): s for s in side_files}
@@ -96,6 +93,8 @@ def load_labels(
             return read_bsd_mask(_candidate(key, ".."), name.stem, lambda p: read(side.get(_normalised(p), p)))
         if kind == "kanto":
             return read_kanto_json(path, read(path), _duration(key, read))
+        if kind == "raven":
+            return read_raven(path, read(path), label_column)
         return _READERS[kind](path, read(path))
     return None
 

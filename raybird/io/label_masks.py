@@ -3,6 +3,7 @@ trains on and evaluate scores against), and time-only labels refined by the leve
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable, Optional
 
 import numpy as np
@@ -62,9 +63,11 @@ MAX_CLASSES = 255  # a class map is uint8, 0 the background
 
 def class_names(label: Labels) -> list[str]:
     """The classes of a recording's labels (their label text, :data:`BIRD` where one has none)
-    in the order they first occur; ``[]`` when no label has text (bird/background labels) or the
-    labels are a pixel mask."""
-    if isinstance(label, GridMask) or not any(b.label.strip() for b in label):
+    in the order they first occur; a pixel mask's own (the synthetic truth's call kinds); ``[]``
+    when no label has text (bird/background labels) or a pixel mask has no classes."""
+    if isinstance(label, GridMask):
+        return list(label.class_names)
+    if not any(b.label.strip() for b in label):
         return []
     names = list(dict.fromkeys(b.label.strip() or BIRD for b in label))
     if len(names) > MAX_CLASSES:
@@ -84,6 +87,16 @@ def boxes_to_classes(
     ``names`` (:func:`class_names`); 0 elsewhere. Where boxes overlap, the later one's class."""
     index = {n: i + 1 for i, n in enumerate(names)}
     return _draw(boxes, lambda b: index[b.label.strip() or BIRD], cfg, n_frames, first_frame, channel)
+
+
+def label_classes(
+    label: Labels, names: list[str], cfg: SpecConfig, first_frame: int, n_frames: int, channel: Optional[int] = None
+) -> np.ndarray:
+    """The class map of frames ``first_frame..+n_frames`` on ``cfg``'s grid (see
+    :func:`boxes_to_classes`; a pixel mask's classes are resampled as :func:`remap_mask` does)."""
+    if isinstance(label, GridMask):
+        return remap_mask(dataclasses.replace(label, mask=label.classes), cfg, first_frame, n_frames)
+    return boxes_to_classes(label, names, cfg, n_frames, first_frame, channel)
 
 
 def _draw(boxes: Iterable[Box], value, cfg: SpecConfig, n_frames: int, first_frame: int, channel) -> np.ndarray:

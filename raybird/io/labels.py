@@ -55,11 +55,15 @@ class Box:
 class GridMask:
     """A uint8 mask ``(cfg.n_rows, frames)`` on the grid of ``cfg``. Column times are
     ``frame_times(.., cfg) + time_shift_s`` in the recording's own time (the BSD masks are
-    drawn on audio that starts 528 samples later than the decoded MP3)."""
+    drawn on audio that starts 528 samples later than the decoded MP3). ``classes``, where
+    known (the synthetic truth's call kinds): each pixel's class on the same grid, ``k`` =
+    ``class_names[k - 1]``, 0 outside the mask."""
 
     mask: np.ndarray
     cfg: SpecConfig
     time_shift_s: float = 0.0
+    classes: Optional[np.ndarray] = None
+    class_names: tuple = ()
 
 
 Labels = Union[list[Box], GridMask]
@@ -122,15 +126,18 @@ def write_raven(path: str | Path, boxes: Iterable[Box], extra: Optional[dict[str
             )
 
 
-def read_raven(path: str | Path, data: Optional[bytes] = None) -> list[Box]:
+def read_raven(path: str | Path, data: Optional[bytes] = None, label_column: Optional[str] = None) -> list[Box]:
     """Raven selection table. Waveform-view rows (Raven writes each selection once per view) are
     skipped; Channel is 1-based in the file, 0-based in the Box; a box with 0-0 Hz (or without
-    frequency columns) is time-only."""
+    frequency columns) is time-only. The label is ``label_column``'s text (default
+    ``Annotation``, else ``Species``); a table without that column is refused."""
     reader = csv.DictReader(io.StringIO(_text(path, data)), delimiter="\t")
     header = reader.fieldnames or []
     for col in ("Begin Time (s)", "End Time (s)"):
         if col not in header:
             raise ValueError(f"{path}: not a Raven selection table (no {col!r} column; header {header})")
+    if label_column is not None and label_column not in header:
+        raise ValueError(f"{path}: no label column {label_column!r} (columns: {', '.join(header)})")
     has_freq = "Low Freq (Hz)" in header and "High Freq (Hz)" in header
     boxes = []
     for r in reader:
@@ -148,7 +155,7 @@ def read_raven(path: str | Path, data: Optional[bytes] = None) -> list[Box]:
         channel = int(_float(r.get("Channel") or "1", path, where, "Channel"))
         if channel < 1:
             raise ValueError(f"{path}, {where}: Channel must be >= 1, got {channel}")
-        label = r.get("Annotation") or r.get("Species") or ""
+        label = (r[label_column] if label_column else r.get("Annotation") or r.get("Species")) or ""
         boxes.append(
             _checked(
                 Box(
@@ -333,11 +340,20 @@ def read_sonic_visualiser(path: str | Path, data: Optional[bytes] = None) -> lis
 
 
 # ---- pixel masks -----------------------------------------------------------------------------
-def write_truth(path: str | Path, mask: np.ndarray, cfg: SpecConfig) -> None:
-    """The synthetic generator's truth file: ``mask`` (uint8 rows x frames) + ``spec_config``, as
+def write_truth(
+    path: str | Path,
+    mask: np.ndarray,
+    cfg: SpecConfig,
+    classes: Optional[np.ndarray] = None,
+    class_names: Sequence[str] = (),
+) -> None:
+    """The synthetic generator's truth file: ``mask`` (uint8 rows x frames) + ``spec_config``
+    (+ ``classes`` and ``class_names``, each pixel's call kind, where given), as
     ``np.savez_compressed`` writes it but with fixed zip timestamps, so that the bytes depend on
     the content only (numpy stamps each member with the current time)."""
     arrays = dict(mask=np.asarray(mask, np.uint8), spec_config=np.array(cfg.to_json()))
+    if classes is not None and len(class_names):
+        arrays.update(classes=np.asarray(classes, np.uint8), class_names=np.array(list(class_names), str))
     with zipfile.ZipFile(path, "w") as z:
         for name, arr in arrays.items():
             buf = io.BytesIO()
@@ -359,13 +375,17 @@ def read_truth(path: str | Path, data: Optional[bytes] = None) -> GridMask:
         if missing:
             raise ValueError(f"{path}: truth file without {sorted(missing)}")
         mask, cfg_json = z["mask"], str(z["spec_config"])
+        classes = z["classes"] if "classes" in z.files else None
+        names = tuple(str(n) for n in z["class_names"]) if "class_names" in z.files else ()
     try:
         cfg = SpecConfig.from_json(cfg_json)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: bad spec_config ({e})") from None
     if mask.ndim != 2 or mask.shape[0] != cfg.n_rows:
         raise ValueError(f"{path}: mask shape {mask.shape} does not match the config's {cfg.n_rows} rows")
-    return GridMask((mask > 0).astype(np.uint8), cfg)
+    if classes is not None and (classes.shape != mask.shape or classes.max(initial=0) > len(names)):
+        raise ValueError(f"{path}: classes {classes.shape} up to {classes.max(initial=0)} for {len(names)} names")
+    return GridMask((mask > 0).astype(np.uint8), cfg, classes=classes, class_names=names)
 
 
 def _read_local(path: str) -> bytes:

@@ -114,7 +114,7 @@ def recording_rows(
                     m = label_masks.refine_by_energy(m, spec)
                 mask = m.tobytes()
                 if names:
-                    c = label_masks.boxes_to_classes(label, names, cfg, cfg.tile_frames, tile.first_frame, on)
+                    c = label_masks.label_classes(label, names, cfg, tile.first_frame, cfg.tile_frames, on)
                     classes = np.where(m > 0, c, 0).astype(np.uint8).tobytes()
             rows.append(
                 {
@@ -145,11 +145,11 @@ def recording_rows(
 
 
 def _one(
-    source: str, src, cfg, channels, side_files, read, time_labels: str = "energy"
+    source: str, src, cfg, channels, side_files, read, time_labels: str = "energy", label_column: Optional[str] = None
 ) -> tuple[pa.Table | None, pa.Table | None]:
     """(tiles, None) or (None, error row) for one recording."""
     try:
-        label = label_files.load_labels(source, side_files, read, cfg)
+        label = label_files.load_labels(source, side_files, read, label_column=label_column)
     except (ValueError, KeyError, OSError) as e:
         return None, error_table(source, "labels", f"{type(e).__name__}: {e}")
     try:
@@ -159,7 +159,11 @@ def _one(
 
 
 def process_unit(
-    unit: storage.Unit, cfg: SpecConfig, channels: str = "mix", time_labels: str = "energy"
+    unit: storage.Unit,
+    cfg: SpecConfig,
+    channels: str = "mix",
+    time_labels: str = "energy",
+    label_column: Optional[str] = None,
 ) -> Iterator[tuple]:
     """Yield ``(tiles, errors)`` pairs (one side None) for every recording of a unit."""
     if unit.kind == "file":
@@ -177,11 +181,17 @@ def process_unit(
         if problem:
             yield None, error_table(source, *problem)
         else:
-            yield _one(source, src, cfg, channels, side_files, read, time_labels)
+            yield _one(source, src, cfg, channels, side_files, read, time_labels, label_column)
 
 
 def _ingest_batch(
-    batch: dict, cfg_json: str, channels: str, time_labels: str, errors_fs, errors_dir: str
+    batch: dict,
+    cfg_json: str,
+    channels: str,
+    time_labels: str,
+    label_column: Optional[str],
+    errors_fs,
+    errors_dir: str,
 ) -> Iterator[pa.Table]:
     """Ray Data UDF: a batch of units -> pyarrow tables of tiles. Error rows are few, so they
     do not travel with the tiles: each is written by the task itself to ``errors_dir`` as
@@ -191,7 +201,7 @@ def _ingest_batch(
     cfg = SpecConfig.from_json(cfg_json)
     for uri, kind, side in zip(batch["uri"], batch["kind"], batch["side_files"]):
         unit = storage.Unit(str(uri), str(kind), [str(s) for s in side])
-        for tiles, err in process_unit(unit, cfg, channels, time_labels):
+        for tiles, err in process_unit(unit, cfg, channels, time_labels, label_column):
             if tiles is not None:
                 yield tiles
             else:
@@ -243,9 +253,12 @@ def run(
     channels: str = "mix",
     num_cpus_per_task: float = 1.0,
     time_labels: str = "energy",
+    label_column: Optional[str] = None,
 ) -> IngestSummary:
     """Ray Data ingest. Writes ``out/shards/*.parquet`` and ``out/errors/*.parquet``
-    (overwriting earlier output), returns counts. ``time_labels``: see :func:`recording_rows`."""
+    (overwriting earlier output), returns counts. ``time_labels``: see :func:`recording_rows`;
+    ``label_column``: the Raven column holding the label text (default ``Annotation``, else
+    ``Species``)."""
     import ray
     from ray.data import SaveMode
 
@@ -254,7 +267,7 @@ def run(
     units = storage.discover(inputs)
     if not units:
         raise ValueError(f"no input files found in {inputs}")
-    record = begin_record(cfg, channels, time_labels, ray=True)
+    record = begin_record(cfg, channels, time_labels, label_column, ray=True)
     items = [dataclasses.asdict(u) for u in units]
     fs, root = storage.arrow_filesystem(out)
     staging = _staging(fs, root)
@@ -272,6 +285,7 @@ def run(
             "cfg_json": cfg.to_json(),
             "channels": channels,
             "time_labels": time_labels,
+            "label_column": label_column,
             "errors_fs": fs,
             "errors_dir": parts,
         },
@@ -298,11 +312,13 @@ def run(
     return _finished(out, record, len(units))
 
 
-def begin_record(cfg: SpecConfig, channels: str, time_labels: str, **run) -> dict:
+def begin_record(cfg: SpecConfig, channels: str, time_labels: str, label_column: Optional[str], **run) -> dict:
     """Ingest replaces its output every run, and its record (:mod:`raybird.io.runrecord`) with it:
     written once the tables are in place, so a killed run leaves the previous tables and their
     record as they were."""
-    settings = dict(spec_config=json.loads(cfg.to_json()), channels=channels, time_labels=time_labels)
+    settings = dict(
+        spec_config=json.loads(cfg.to_json()), channels=channels, time_labels=time_labels, label_column=label_column
+    )
     return runrecord.begin("ingest", settings, run)
 
 
@@ -320,15 +336,16 @@ def run_local(
     preset: str | SpecConfig | None = None,
     channels: str = "mix",
     time_labels: str = "energy",
+    label_column: Optional[str] = None,
 ) -> IngestSummary:
     """The same ingest in one process, no Ray: the benchmark's baseline and the unit tests' path."""
     _check_time_labels(time_labels)
     cfg = get_config(preset)
     units = storage.discover(inputs)
-    record = begin_record(cfg, channels, time_labels, ray=False)
+    record = begin_record(cfg, channels, time_labels, label_column, ray=False)
     tiles, errors = [], []
     for unit in units:
-        for t, e in process_unit(unit, cfg, channels, time_labels):
+        for t, e in process_unit(unit, cfg, channels, time_labels, label_column):
             (tiles if t is not None else errors).append(t if t is not None else e)
     fs, root = storage.arrow_filesystem(out)
     staging = _staging(fs, root)
@@ -428,17 +445,23 @@ class IngestConfig:
         "draws; trains and fine-tunes better), or full-band columns",
         choices=TIME_LABELS,
     )
+    label_column: Optional[str] = flag(
+        None,
+        "the Raven selection-table column holding each label's class (default: Annotation, else Species)",
+        parse=str,
+        metavar="COLUMN",
+    )
     local: bool = flag(False, "run in this process without Ray")
     fail_on_error: bool = flag(False, "exit 1 if any input failed")
 
 
 def cmd_ingest(c: IngestConfig) -> int:
     if c.local:
-        summary = run_local(c.inputs, c.out, c.preset, c.channels, c.time_labels)
+        summary = run_local(c.inputs, c.out, c.preset, c.channels, c.time_labels, c.label_column)
     else:
         from raybird.pipelines.runtime import init_ray
 
         init_ray()
-        summary = run(c.inputs, c.out, c.preset, c.channels, time_labels=c.time_labels)
+        summary = run(c.inputs, c.out, c.preset, c.channels, time_labels=c.time_labels, label_column=c.label_column)
     print(summary)
     return 1 if c.fail_on_error and summary.errors else 0

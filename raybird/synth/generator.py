@@ -48,6 +48,8 @@ class Recording:
     boxes: list  # one per audible call (meta["calls"][i]["audible"]), in call order
     mask: np.ndarray  # uint8 (cfg.n_rows, frames)
     meta: dict
+    classes: Optional[np.ndarray] = None  # uint8 like mask: each pixel's call kind, k = class_names[k - 1], 0 outside
+    class_names: Optional[list] = None
 
 
 # ---- calls ------------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ def generate_recording(
 
     snr = band = None
     mask = np.zeros((cfg.n_rows, n_frames), np.uint8)
+    classes, kinds = np.zeros_like(mask), []  # the kind of call of each pixel (a later call's where two overlap)
     boxes, audible = [], []
     if calls:
         snr = float(mix_rng.uniform(*snr_db))
@@ -199,6 +202,8 @@ def generate_recording(
             audible.append(bool(m.any()))
             if audible[-1]:
                 mask[:, first : first + m.shape[1]] |= m
+                kinds += [c.kind] if c.kind not in kinds else []
+                classes[:, first : first + m.shape[1]][m > 0] = kinds.index(c.kind) + 1
                 boxes.append(_box(m, first, cfg, duration, c))
     mix = vocals + background
     dc = float(mix_rng.uniform(0.001, 0.05) * mix_rng.choice([-1, 1])) if mix_rng.random() < p_dc else 0.0
@@ -243,7 +248,7 @@ def generate_recording(
             for c, a in zip(calls, audible)
         ],
     )
-    return Recording(audio, vocals, background, sr, calls, boxes, mask, meta)
+    return Recording(audio, vocals, background, sr, calls, boxes, mask, meta, classes, kinds)
 
 
 # ---- the archive -----------------------------------------------------------------------------
@@ -327,7 +332,7 @@ def generate_archive(
         table_path = out / f"{name}.Table.1.selections.txt"
         write_raven(table_path, rec.boxes)
         truth_path = out / f"{name}.truth.npz"
-        write_truth(truth_path, rec.mask, cfg)
+        write_truth(truth_path, rec.mask, cfg, rec.classes, rec.class_names)
         meta = {k: v for k, v in rec.meta.items() if k not in ("calls", "noises")}
         records.append(
             dict(

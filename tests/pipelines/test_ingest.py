@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from raybird.dsp.spectrogram import PRESETS, SpecConfig, n_frames_for
-from raybird.io import label_files, outputs, storage, tables
+from raybird.dsp.spectrogram import PRESETS, SpecConfig, freq_to_rows, n_frames_for, time_to_frames
+from raybird.io import label_files, labels, outputs, storage, tables
 from raybird.pipelines import ingest
+from raybird.synth import calls
 from raybird.synth.generator import generate_archive
 
 CFG = PRESETS["default"]
@@ -34,7 +35,7 @@ def _audio_files(folder: Path) -> list[Path]:
 
 def test_rows_cover_recording_and_mask_matches_truth(archive):
     path = _audio_files(archive)[0]
-    label = label_files.load_labels(str(path), [str(p) for p in archive.iterdir()], storage.read_bytes, CFG)
+    label = label_files.load_labels(str(path), [str(p) for p in archive.iterdir()], storage.read_bytes)
     table = ingest.recording_rows(str(path), str(path), CFG, "mix", label)
     info = sf.info(str(path))
     n_samples = int(round(info.frames * CFG.sample_rate / info.samplerate))
@@ -58,6 +59,29 @@ def test_rows_cover_recording_and_mask_matches_truth(archive):
         np.testing.assert_array_equal(mask[:, :v], truth[:, r["first_frame"] : r["first_frame"] + v])
         assert not mask[:, v:].any() and not spec[:, v:].any()
     assert {r["split"] for r in rows} == {ingest.split_of(str(path))}
+
+
+def test_synthetic_truth_gives_each_pixel_its_call_kind(archive):
+    """The generator's truth carries each pixel's kind of call (sweep, trill, ...): ingest keeps
+    it as the classes, a class exactly where the mask is, each call's pixels mostly its own kind
+    (calls may overlap: there the later one's)."""
+    path = _audio_files(archive)[0]
+    label = label_files.load_labels(str(path), [str(p) for p in archive.iterdir()], storage.read_bytes)
+    boxes = labels.read_raven(path.with_name(path.stem + ".Table.1.selections.txt"))
+    kinds = [b.label.split("-", 1)[1] for b in boxes]  # the generator labels a box "sp<species>-<kind>"
+    assert list(label.class_names) == list(dict.fromkeys(kinds)) and set(kinds) <= set(calls.KINDS)
+    rows = ingest.recording_rows(str(path), str(path), CFG, "mix", label).to_pylist()
+    classes = np.concatenate([ingest.decode_classes(r)[0][:, : r["valid_frames"]] for r in rows], axis=1)
+    mask = np.concatenate([ingest.decode_tile(r)[1][:, : r["valid_frames"]] for r in rows], axis=1)
+    np.testing.assert_array_equal(classes > 0, mask > 0)
+    assert all(ingest.decode_classes(r)[1] == list(label.class_names) for r in rows)
+    own = 0
+    for b, kind in zip(boxes, kinds):
+        cols = time_to_frames(b.begin_s, b.end_s, CFG, 0, classes.shape[1])
+        inside = classes[freq_to_rows(b.low_hz, b.high_hz, CFG), cols]
+        values, counts = np.unique(inside[inside > 0], return_counts=True)
+        own += label.class_names[values[np.argmax(counts)] - 1] == kind
+    assert len(boxes) >= 3 and own >= 0.8 * len(boxes)
 
 
 def test_split_is_stable_near_70_20_10_and_follows_folder_and_file_names():
@@ -239,3 +263,31 @@ def test_label_text_becomes_each_pixels_class(real_data, tmp_path):
         assert set(np.unique(column[column > 0])) == {names.index(label) + 1}
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["runs"][0]["counts"]["classes"] == summary.classes
+
+
+def test_label_column_names_the_raven_column_of_the_classes(real_data, tmp_path, capsys):
+    """``--label-column``: the classes come from the Raven column named; a table without it is
+    that recording's error row naming the columns it has, and the job goes on."""
+    from raybird.cli import main
+
+    src, folder = real_data / "bengalese_finch", tmp_path / "in"
+    folder.mkdir()
+    stem = "gy6or6_baseline_230312_0808.138"
+    for name in ("a", "b"):
+        shutil.copy(src / f"{stem}.wav", folder / f"{name}.wav")
+    header = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tAnnotation"
+    rows = [f"{i + 1}\tSpectrogram 1\t1\t{1.0 + i}\t{1.2 + i}\t1000\t6000\tbird" for i in range(4)]
+    (folder / "b.Table.1.selections.txt").write_text("\n".join([header, *rows]) + "\n")
+    (folder / "a.Table.1.selections.txt").write_text(
+        "\n".join([header + "\tCall Type", *(f"{r}\t{'trill' if i % 2 else 'chip'}" for i, r in enumerate(rows))])
+        + "\n"
+    )
+    out = tmp_path / "out"
+    assert main(["ingest", str(folder), "--out", str(out), "--local", "--label-column", "Call Type"]) == 0
+    assert "2 label classes: chip (1), trill (1)" in capsys.readouterr().out
+    shards = outputs.read_outputs(str(out), "shards").to_pylist()
+    assert {tuple(r["class_names"]) for r in shards} == {("chip", "trill")}
+    errors = outputs.read_outputs(str(out), "errors").to_pylist()
+    assert [(Path(e["source"]).name, e["stage"]) for e in errors] == [("b.wav", "labels")]
+    assert "no label column 'Call Type'" in errors[0]["reason"] and "Annotation" in errors[0]["reason"]
+    assert json.loads((out / "run.json").read_text())["settings"]["label_column"] == "Call Type"
