@@ -98,13 +98,15 @@ def units_per_task(n_units: int, actors: int, limits: FileLimits) -> int:
 
 PASSES = 3  # Ray passes over what is still missing (see run)
 UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
+FINISHED = "finished"  # a recording done in an actor, its rows not committed yet: for the progress bar only
 
 
 class SegmentWorker:
     """Ray Data actor: loads the checkpoint once, then segments each task's units (see the
-    module docstring) and commits their rows as part files (:class:`raybird.io.outputs.PartWriter`);
-    returns a :data:`STATUS_SCHEMA` row per recording, then one :data:`UNIT_DONE` row per unit,
-    once committed."""
+    module docstring) and commits their rows as part files (:class:`raybird.io.outputs.PartWriter`).
+    Yields a :data:`FINISHED` row as each recording is done (the progress bar moves per
+    recording), then, once committed, a :data:`STATUS_SCHEMA` row per recording and a
+    :data:`UNIT_DONE` row per unit (what the counts and later passes go by)."""
 
     def __init__(
         self,
@@ -123,17 +125,19 @@ class SegmentWorker:
         self.parts = outputs.PartWriter(out, files.mb, files.recordings)
         self.prefetch = 4 if device == "cuda" or threads >= 2 else 0  # decoding beside the model
 
-    def __call__(self, batch: dict) -> pa.Table:
+    def __call__(self, batch: dict) -> Iterator[pa.Table]:
         units = [storage.Unit(str(u), str(k), rel=str(r)) for u, k, r in zip(batch["uri"], batch["kind"], batch["rel"])]
-        statuses = list(
-            segment_units(units, self.predictor, self.out, self.ckpt, self.opts, self.parts, self.done, self.prefetch)
-        )
+        statuses = []
+        opts, parts = self.opts, self.parts
+        for s in segment_units(units, self.predictor, self.out, self.ckpt, opts, parts, self.done, self.prefetch):
+            statuses.append(s)
+            yield pa.Table.from_pylist([dict(s, status=FINISHED)], schema=STATUS_SCHEMA)
         self.parts.commit()  # a task's rows are committed before its units are reported done
         statuses += [
             dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
             for uri in batch["uri"]
         ]
-        return pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
+        yield pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
 
 
 # ---- running -------------------------------------------------------------------------------------
@@ -176,16 +180,17 @@ def _plan(units: list[storage.Unit], out: str) -> tuple[list[storage.Unit], froz
     return pending, frozenset(done) if any(u.kind == "archive" for u in pending) else frozenset()
 
 
-def progress(statuses: Iterable[dict], pending: list, show: bool = True) -> Iterator[dict]:
+def progress(statuses: Iterable[dict], pending: list, show: bool = True, counted=("ok", "error")) -> Iterator[dict]:
     """The status rows, passed on while a tqdm bar counts recordings and hours of audio done,
-    with rate and ETA (the total is known when no archive is pending: one recording per file)."""
+    with rate and ETA (the total is known when no archive is pending: one recording per file).
+    ``counted``: the statuses that move the bar (the Ray job's :data:`FINISHED` rows)."""
     from tqdm import tqdm
 
     total = None if any(u.kind == "archive" for u in pending) else len(pending)
     audio_s = 0.0
     with tqdm(total=total, unit="rec", desc="segment", disable=not show, mininterval=1.0, file=sys.stderr) as bar:
         for s in statuses:
-            if s["status"] != UNIT_DONE:
+            if s["status"] in counted:
                 audio_s += s["duration_s"] or 0.0
                 bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio", refresh=False)
                 bar.update(1)
@@ -199,6 +204,8 @@ def _summary(
     sources of :data:`UNIT_DONE` rows go into ``units_done``."""
     ok = failed = segments = 0
     for s in statuses:
+        if s["status"] == FINISHED:
+            continue
         if s["status"] == UNIT_DONE:
             if units_done is not None:
                 units_done.add(s["source"])
@@ -284,7 +291,7 @@ def run(
         statuses = _segment_pass(
             pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1
         )
-        s = _summary(progress(statuses, pending, show_progress), n_inputs, skipped, out, units_done)
+        s = _summary(progress(statuses, pending, show_progress, (FINISHED,)), n_inputs, skipped, out, units_done)
         ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
         pending = [u for u in pending if u.uri not in units_done]
         pending, done = _plan(pending, out) if pending else (pending, done)
