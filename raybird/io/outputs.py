@@ -140,25 +140,32 @@ def table_files(out: str, table: str) -> list[str]:
     return sorted(str(p) for p in names if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
 
 
-def committed_files(out: str, table: str, journal: Optional[Journal] = None) -> list[str]:
+def committed_files(out: str, table: str) -> list[str]:
     """A table's readable files: the part files the journal commits and the one-file-per-recording
-    files of earlier versions (and ingest's shards)."""
-    journal = read_journal(out) if journal is None else journal
-    _, root = storage.filesystem(out)
-    keep = {f"{root.rstrip('/')}/{rel}" for rel in journal.files}
-    return [p for p in table_files(out, table) if not is_part(p) or p in keep]
+    files of earlier versions (and ingest's shards); the journal is read only where parts are."""
+    files = table_files(out, table)
+    if not any(is_part(p) for p in files):
+        return files
+    keep = _paths(out, read_journal(out))
+    return [p for p in files if not is_part(p) or p in keep]
 
 
 def remove_uncommitted(out: str, journal: Journal) -> int:
     """Delete the part files ``journal`` does not commit (left by writers killed between their
     files and their entry), so that a finished run's folders hold committed rows only, for any
     reader; only while no writer is at work in OUT. Returns how many were deleted."""
-    fs, root = storage.filesystem(out)
-    keep = {f"{root.rstrip('/')}/{rel}" for rel in journal.files}
+    fs, _ = storage.filesystem(out)
+    keep = _paths(out, journal)
     orphans = [p for t in PART_TABLES for p in table_files(out, t) if is_part(p) and p not in keep]
     for p in orphans:
         fs.rm(p)
     return len(orphans)
+
+
+def _paths(out: str, journal: Journal) -> set[str]:
+    """The journal's part files as paths on :func:`raybird.io.storage.filesystem`'s filesystem."""
+    _, root = storage.filesystem(out)
+    return {f"{root.rstrip('/')}/{rel}" for rel in journal.files}
 
 
 def completed_ids(out: str, journal: Optional[Journal] = None) -> set[str]:

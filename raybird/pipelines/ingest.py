@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import uuid
 from typing import Iterator, Optional
 
 import numpy as np
@@ -25,6 +24,7 @@ from raybird.dsp.spectrogram import SpecConfig, blank_above_nyquist, get_config,
 from raybird.flags import flag
 from raybird.io import audio, label_files, label_masks, runrecord, storage
 from raybird.io.outputs import read_outputs
+from raybird.io.staging import publish, staging_folder, write_single
 from raybird.io.storage import INPUTS_HELP
 from raybird.io.tables import ERROR_SCHEMA, error_table
 
@@ -270,7 +270,7 @@ def run(
     record = begin_record(cfg, channels, time_labels, label_column, ray=True)
     items = [dataclasses.asdict(u) for u in units]
     fs, root = storage.arrow_filesystem(out)
-    staging = _staging(fs, root)
+    staging = staging_folder(fs, root)
     parts = storage.join(staging, "error-rows")
     fs.create_dir(storage.join(staging, "shards"), recursive=True)
     per_task = units_per_task(len(items), ray.cluster_resources().get("CPU", 1) / num_cpus_per_task)
@@ -305,10 +305,10 @@ def run(
         if files
         else ERROR_SCHEMA.empty_table()
     )
-    _write_single(fs, storage.join(staging, "errors"), errors.cast(ERROR_SCHEMA))
+    write_single(fs, storage.join(staging, "errors"), errors.cast(ERROR_SCHEMA))
     if files:
         fs.delete_dir(parts)
-    _publish(fs, root, staging, out)
+    publish(fs, root, staging, out, TABLES)
     return _finished(out, record, len(units))
 
 
@@ -348,62 +348,14 @@ def run_local(
         for t, e in process_unit(unit, cfg, channels, time_labels, label_column):
             (tiles if t is not None else errors).append(t if t is not None else e)
     fs, root = storage.arrow_filesystem(out)
-    staging = _staging(fs, root)
+    staging = staging_folder(fs, root)
     for name, tables, schema in (("shards", tiles, SHARD_SCHEMA), ("errors", errors, ERROR_SCHEMA)):
-        _write_single(fs, storage.join(staging, name), pa.concat_tables(tables) if tables else schema.empty_table())
-    _publish(fs, root, staging, out)
+        write_single(fs, storage.join(staging, name), pa.concat_tables(tables) if tables else schema.empty_table())
+    publish(fs, root, staging, out, TABLES)
     return _finished(out, record, len(units))
 
 
-# ---- atomic output -------------------------------------------------------------------------------
-# A run writes its tables under OUT/.staging-<id>/ and only then puts them in place, so an
-# interrupted run never leaves a partial Parquet file or half a table where readers look
-# (OUT/shards, OUT/errors): they keep the previous run's output until the new one is complete.
-TABLES = ("shards", "errors")
-
-
-def _staging(fs, root: str) -> str:
-    """A fresh staging folder under ``root``; leftovers of killed runs are removed first (a run
-    owns its output folder)."""
-    import pyarrow.fs as pafs
-
-    fs.create_dir(root, recursive=True)
-    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-        if info.base_name.startswith((".staging-", ".old-")):
-            fs.delete_dir(info.path)
-    return storage.join(root, f".staging-{uuid.uuid4().hex[:12]}")
-
-
-def _publish(fs, root: str, staging: str, out: str) -> None:
-    """Put the staged tables in place. Locally each table is one directory rename, so a reader
-    sees the old table or the new one, never a mix. S3 has no rename: the old objects are
-    deleted and the staged ones copied in (server side; each object is complete once visible,
-    only a crash in these seconds leaves a mix, and the next run replaces it)."""
-    if out.startswith("s3://"):
-        s3, _ = storage.filesystem(out)
-        for name in TABLES:
-            final, new = storage.join(root, name), storage.join(staging, name)
-            if s3.exists(final):
-                s3.rm(final, recursive=True)
-            for obj in s3.find(new):
-                s3.copy(obj, final + obj[len(new) :])
-        s3.rm(staging, recursive=True)
-        return
-    old = storage.join(root, f".old-{uuid.uuid4().hex[:12]}")
-    fs.create_dir(old)
-    for name in TABLES:
-        final = storage.join(root, name)
-        if fs.get_file_info(final).type.name != "NotFound":
-            fs.move(final, storage.join(old, name))
-        fs.move(storage.join(staging, name), final)
-    fs.delete_dir(old)
-    fs.delete_dir(staging)
-
-
-def _write_single(fs, folder: str, table: pa.Table) -> None:
-    """A table folder of one Parquet file."""
-    fs.create_dir(folder, recursive=True)
-    pq.write_table(table, storage.join(folder, "part-0.parquet"), filesystem=fs)
+TABLES = ("shards", "errors")  # what a run writes, staged and published together (raybird.io.staging)
 
 
 def _summary(tiles: pa.Table, errors: pa.Table, n_inputs: int, out: str) -> IngestSummary:

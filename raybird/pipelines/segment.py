@@ -50,7 +50,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
@@ -65,17 +64,16 @@ from raybird.io import outputs, runrecord, selections, storage
 from raybird.io.outputs import read_outputs
 from raybird.io.tables import write_file
 from raybird.models.checkpoint import Checkpoint, read_checkpoint
+from raybird.pipelines.segment_status import (
+    FINISHED,
+    STATUS_SCHEMA,
+    UNIT_DONE,
+    SegmentSummary,
+    progress,
+    summarize,
+)
 from raybird.training.engine import PRECISIONS
 
-STATUS_SCHEMA = pa.schema(
-    [
-        ("recording_id", pa.string()),
-        ("source", pa.string()),
-        ("status", pa.string()),
-        ("n_segments", pa.int32()),
-        ("duration_s", pa.float64()),
-    ]
-)
 log = logging.getLogger(__name__)
 TASKS_PER_ACTOR = 4  # tasks per model actor in a pass: balance at the end, few part files
 
@@ -97,8 +95,6 @@ def units_per_task(n_units: int, actors: int, limits: FileLimits) -> int:
 
 
 PASSES = 3  # Ray passes over what is still missing (see run)
-UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
-FINISHED = "finished"  # a recording done in an actor, its rows not committed yet: for the progress bar only
 
 
 class SegmentWorker:
@@ -141,22 +137,6 @@ class SegmentWorker:
 
 
 # ---- running -------------------------------------------------------------------------------------
-@dataclass
-class SegmentSummary:
-    inputs: int
-    recordings: int  # finished in this run
-    errors: int  # error rows written in this run
-    segments: int
-    skipped: int  # input files already complete in OUT
-    out: str
-
-    def __str__(self) -> str:
-        return (
-            f"segment: {self.inputs} inputs -> {self.recordings} recordings ({self.segments} segments) "
-            f"+ {self.errors} errors in {self.out}; {self.skipped} already complete, skipped"
-        )
-
-
 def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset, int]:
     units = storage.discover(inputs)
     if not units:
@@ -178,42 +158,6 @@ def _plan(units: list[storage.Unit], out: str) -> tuple[list[storage.Unit], froz
         if (uid := storage.recording_id(u.uri)) not in journal.units and (u.kind == "archive" or uid not in done)
     ]
     return pending, frozenset(done) if any(u.kind == "archive" for u in pending) else frozenset()
-
-
-def progress(statuses: Iterable[dict], pending: list, show: bool = True, counted=("ok", "error")) -> Iterator[dict]:
-    """The status rows, passed on while a tqdm bar counts recordings and hours of audio done,
-    with rate and ETA (the total is known when no archive is pending: one recording per file).
-    ``counted``: the statuses that move the bar (the Ray job's :data:`FINISHED` rows)."""
-    from tqdm import tqdm
-
-    total = None if any(u.kind == "archive" for u in pending) else len(pending)
-    audio_s = 0.0
-    with tqdm(total=total, unit="rec", desc="segment", disable=not show, mininterval=1.0, file=sys.stderr) as bar:
-        for s in statuses:
-            if s["status"] in counted:
-                audio_s += s["duration_s"] or 0.0
-                bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio", refresh=False)
-                bar.update(1)
-            yield s
-
-
-def _summary(
-    statuses: Iterable[dict], n_inputs: int, skipped: int, out: str, units_done: Optional[set] = None
-) -> SegmentSummary:
-    """Counts over the status rows, consumed as a stream (a run may finish millions); the
-    sources of :data:`UNIT_DONE` rows go into ``units_done``."""
-    ok = failed = segments = 0
-    for s in statuses:
-        if s["status"] == FINISHED:
-            continue
-        if s["status"] == UNIT_DONE:
-            if units_done is not None:
-                units_done.add(s["source"])
-        elif s["status"] == "ok":
-            ok, segments = ok + 1, segments + s["n_segments"]
-        else:
-            failed += 1
-    return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
 
 
 OUTPUT_TABLES = (*outputs.PART_TABLES, outputs.JOURNAL, *selections.FORMATS, "denoised")
@@ -291,7 +235,7 @@ def run(
         statuses = _segment_pass(
             pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1
         )
-        s = _summary(progress(statuses, pending, show_progress, (FINISHED,)), n_inputs, skipped, out, units_done)
+        s = summarize(progress(statuses, pending, show_progress, (FINISHED,)), n_inputs, skipped, out, units_done)
         ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
         pending = [u for u in pending if u.uri not in units_done]
         pending, done = _plan(pending, out) if pending else (pending, done)
@@ -398,7 +342,7 @@ def run_local(
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
     parts = outputs.PartWriter(out, files.mb, files.recordings)
     statuses = segment_units(pending, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
-    summary = _summary(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
+    summary = summarize(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
     parts.commit()
     if combine:
         write_combined(out, options.formats)
