@@ -32,15 +32,30 @@ class ModelConfig:
     n_classes: int = 2
     in_channels: int = 1
     output_stride: int = 16  # deeplabv3 only: 8 or 16
+    # a class model's outputs 1.. in order (output 0 is the background); empty: bird/background
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.class_names and self.n_classes != len(self.class_names) + 1:
+            raise ValueError(f"n_classes {self.n_classes} does not fit {len(self.class_names)} class names")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.class_names:  # a binary model's config reads as it always has
+            del d["class_names"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | str) -> "ModelConfig":
         d = json.loads(d) if isinstance(d, str) else d
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def with_classes(cls, class_names, **params) -> "ModelConfig":
+        """A network with one output per class plus the background (none: bird/background)."""
+        return cls(n_classes=len(class_names) + 1 if class_names else 2, class_names=tuple(class_names), **params)
 
     def build(self) -> nn.Module:
         if self.arch not in _BUILDERS:

@@ -24,7 +24,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -83,11 +83,55 @@ class TrainConfig:
         "start from this model's weights (fine-tuning): a checkpoint file or folder, s3:// path, or "
         "'default' for the shipped model; arch, width, depth and spectrogram settings must match",
     )
+    classes: bool = flag(
+        False,
+        "train a class model: one output per label class found in the shards (syllable types, call "
+        "types, species; 'bird' for labels without text) plus the background",
+    )
 
-    def model_config(self):
+    def model_config(self, class_names: Sequence[str] = ()):
         from raybird.models.networks import ModelConfig
 
-        return ModelConfig(arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout)
+        return ModelConfig.with_classes(
+            class_names, arch=self.arch, width=self.width, depth=self.depth, dropout=self.dropout
+        )
+
+    @property
+    def score_metric(self) -> str:
+        """What early stopping and the best checkpoint go by: val IoU of bird against background,
+        or for a class model the mean of its classes' val IoU."""
+        return "val_class_miou" if self.classes else "val_iou"
+
+
+@dataclass(frozen=True)
+class ClassSetup:
+    """A class model's outputs 1.. (``names``) and its cross-entropy weights (background first)."""
+
+    names: tuple[str, ...]
+    weights: list[float]
+
+
+def class_setup(tc: TrainConfig) -> Optional[ClassSetup]:
+    """The classes of ``tc.data``'s shards (None without ``--classes``), in the order of the
+    ``--init`` model's outputs when that is a class model (which must know every class)."""
+    if not tc.classes:
+        return None
+    from raybird.pipelines.shards import shard_classes
+    from raybird.training.engine import class_weights
+
+    names, pixels = shard_classes(tc.data)
+    if tc.init:
+        known = _init_config(tc.init).class_names
+        if known:
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"--init {tc.init}: label classes {unknown} are unknown to the model, whose classes are "
+                    f"{list(known)}; relabel, or train a new class model (--init a bird/background model or none)"
+                )
+            counts = dict(zip(names, pixels[1:]))
+            names, pixels = list(known), [pixels[0], *(counts.get(n, 0) for n in known)]
+    return ClassSetup(tuple(names), class_weights(pixels))
 
 
 # ---- the worker loop ---------------------------------------------------------------------------
@@ -141,7 +185,7 @@ def train_loop_per_worker(config: dict) -> None:
     from raybird.pipelines.runtime import only_ours_below_warning
     from raybird.training import engine
     from raybird.training.augment import AugmentConfig
-    from raybird.training.metrics import PixelMetrics, scores
+    from raybird.training.metrics import PixelMetrics, class_scores, scores
 
     tc = TrainConfig(**config["train"])
     if config["log_level"] != "INFO":
@@ -149,7 +193,8 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     torch.manual_seed(tc.seed + ctx.get_world_rank())
     device = ray.train.torch.get_device()
-    model_cfg = tc.model_config()
+    classes = ClassSetup(**config["classes"]) if config["classes"] else None
+    model_cfg = tc.model_config(classes.names if classes else ())
     # torch 2.13's CPU backward of this DeepLabV3 in channels_last segfaults (first step, any
     # batch; reproduced without Ray or DDP); NCHW trains. Other archs and CUDA keep channels_last.
     settings = engine.precision_settings(
@@ -162,7 +207,7 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = engine.make_optimizer(model, lr=tc.lr)
     scheduler = engine.make_scheduler(optimizer, tc.lr_schedule, gamma=tc.lr_gamma, epochs=tc.epochs)
     stopper = engine.EarlyStopping(tc.patience, mode="max")
-    loss_fn = engine.make_loss(tc.loss)
+    loss_fn = engine.make_loss(tc.loss, class_weights=classes.weights if classes else None)
     augment = AugmentConfig(strength=tc.augment) if tc.augment > 0 else None
     gen = torch.Generator(device=device).manual_seed(tc.seed * 1000 + ctx.get_world_rank())
     history: list[dict] = []
@@ -180,8 +225,8 @@ def train_loop_per_worker(config: dict) -> None:
         history = payload["extra"]["history"]
         resumes = payload["extra"]["resumes"] + [payload["epoch"] + 1]
         start = payload["epoch"] + 1
-    elif config.get("init_state") is not None:
-        engine.unwrap(model).load_state_dict(config["init_state"])
+    elif config.get("init_state") is not None:  # a new class head (absent from init_state) starts at random
+        engine.unwrap(model).load_state_dict(config["init_state"], strict=False)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -189,7 +234,7 @@ def train_loop_per_worker(config: dict) -> None:
     worker_batch = max(1, -(-tc.batch_size // ctx.get_world_size()))
     worker_bn_tiles = -(-tc.bn_tiles // ctx.get_world_size())
     for epoch in range(start, tc.epochs):
-        meter, loss_sum, steps = PixelMetrics(), 0.0, 0
+        meter, loss_sum, steps = PixelMetrics(model_cfg.n_classes), 0.0, 0
         bn_specs, bn_kept = [], 0  # the epoch's first tiles, as read (before augmentation)
         lr = optimizer.param_groups[0]["lr"]
         # a buffer of many batches mixes tiles of different recordings into each batch
@@ -206,16 +251,24 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.step()
         if tc.bn_tiles > 0:
             _recalibrate_batchnorm(model, bn_specs, settings)
-        val_meter = PixelMetrics()
+        val_meter = PixelMetrics(model_cfg.n_classes)
         val = engine.validate(
             model, val_shard.iter_torch_batches(batch_size=4 * worker_batch), loss_fn, settings, meter=val_meter
         )
         # every worker saw its own shard: sum counts and losses so all agree on the metrics
+        matrices = [m.matrix.ravel() for m in (meter, val_meter) if m.matrix is not None]
         summed = _allreduce(
-            np.concatenate([meter.counts, val_meter.counts, [loss_sum, steps, val["loss_sum"], val["pixels"]]]), device
+            np.concatenate(
+                [meter.counts, val_meter.counts, [loss_sum, steps, val["loss_sum"], val["pixels"]], *matrices]
+            ),
+            device,
         )
         summed = summed.cpu().numpy()
         train_m, val_m = scores(summed[:4]), scores(summed[4:8])
+        if classes:
+            n = model_cfg.n_classes
+            train_m |= class_scores(summed[12 : 12 + n * n].reshape(n, n), classes.names)
+            val_m |= class_scores(summed[12 + n * n :].reshape(n, n), classes.names)
         row = {
             "epoch": epoch,
             "lr": lr,
@@ -225,13 +278,16 @@ def train_loop_per_worker(config: dict) -> None:
             **{f"val_{k}": v for k, v in val_m.items()},
         }
         history.append(row)
-        stop = stopper.step(row["val_iou"])
-        metrics = {**row, "best_val_iou": stopper.best, "best_epoch": stopper.best_epoch, "stopped_early": stop}
+        stop = stopper.step(row[tc.score_metric])
+        best = {f"best_{tc.score_metric}": stopper.best, "best_epoch": stopper.best_epoch}
+        metrics = {**row, **best, "stopped_early": stop}
         if ctx.get_world_rank() == 0:
             log.info(
                 f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f} IoU {row['train_iou']:.3f} | "
                 f"val loss {row['val_loss']:.4f} IoU {row['val_iou']:.3f} Dice {row['val_dice']:.3f} "
-                f"acc {row['val_pixel_acc']:.3f} | best {stopper.best:.3f} (epoch {stopper.best_epoch + 1})"
+                f"acc {row['val_pixel_acc']:.3f}"
+                + (f" class mIoU {row['val_class_miou']:.3f}" if classes else "")
+                + f" | best {stopper.best:.3f} (epoch {stopper.best_epoch + 1})"
             )
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint.save_checkpoint(
@@ -259,11 +315,19 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # ---- the driver --------------------------------------------------------------------------------
-def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
+def _init_config(init: str):
+    from raybird.models.checkpoint import read_checkpoint, read_payload
+    from raybird.models.networks import ModelConfig
+
+    return ModelConfig.from_dict(read_payload(read_checkpoint(init).data)["model_config"])
+
+
+def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetup] = None) -> Optional[dict]:
     """The weights of ``tc.init`` (None without one), after checking that they fit this run: the
     same network, and the spectrogram settings the shards were made with (a model only knows the
-    pixel grid it was trained on). Read here, on the driver, so workers on other nodes need no
-    access to the file."""
+    pixel grid it was trained on). Where the outputs differ (a bird/background model starting a
+    class model, or the reverse) the body is kept and the head left out, to start at random.
+    Read here, on the driver, so workers on other nodes need no access to the file."""
     if not tc.init:
         return None
     from raybird.dsp.spectrogram import SpecConfig
@@ -272,12 +336,12 @@ def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
 
     ckpt = read_checkpoint(tc.init)
     payload = read_payload(ckpt.data)
-    have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config()
-    # every field but dropout, which holds no weights, fixes the network's shape
+    have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config(classes.names if classes else ())
+    # every field but dropout, which holds no weights, and the outputs fixes the network's body
     wrong = [
         f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
         for f in dataclasses.fields(ModelConfig)
-        if f.name != "dropout" and getattr(have, f.name) != getattr(want, f.name)
+        if f.name not in ("dropout", "n_classes", "class_names") and getattr(have, f.name) != getattr(want, f.name)
     ]
     if wrong:
         raise ValueError(
@@ -293,7 +357,11 @@ def initial_weights(tc: TrainConfig, spec_json: str) -> Optional[dict]:
             + ", ".join(wrong)
             + "; ingest with its settings (raybird ingest --preset)"
         )
-    return payload["model_state"]
+    state = payload["model_state"]
+    if have.class_names == want.class_names:
+        return state
+    shapes = {k: v.shape for k, v in want.build().state_dict().items()}
+    return {k: v for k, v in state.items() if shapes.get(k) == v.shape}
 
 
 @dataclass
@@ -305,13 +373,19 @@ class TrainResult:
     epochs_run: int
     history: list
     resumes: list  # epochs at which a restarted worker group or a re-run continued
+    best_metrics: dict  # the best epoch's row of metrics.csv
 
 
 def fit(
-    tc: TrainConfig, datasets: Optional[dict] = None, spec_json: Optional[str] = None, callbacks: Optional[list] = None
+    tc: TrainConfig,
+    datasets: Optional[dict] = None,
+    spec_json: Optional[str] = None,
+    callbacks: Optional[list] = None,
+    classes: Optional[ClassSetup] = None,
 ) -> TrainResult:
-    """Train and export. ``datasets``/``spec_json`` may be passed in (Tune reuses them);
-    ``callbacks`` are Ray Train callbacks (Tune passes one that forwards each report)."""
+    """Train and export. ``datasets``/``spec_json`` (and with ``--classes`` their ``classes``,
+    :func:`class_setup`) may be passed in (Tune reuses them); ``callbacks`` are Ray Train
+    callbacks (Tune passes one that forwards each report)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -320,8 +394,11 @@ def fit(
 
     check_precision(tc.precision)  # before Ray Train starts, not in every worker
     if datasets is None:
-        datasets, spec_json = load_datasets(tc.data)
-    init_state = initial_weights(tc, spec_json)
+        classes = class_setup(tc)
+        datasets, spec_json = load_datasets(tc.data, class_names=classes.names if classes else None)
+    if tc.classes != (classes is not None):
+        raise ValueError("a class model's datasets come with their ClassSetup (class_setup), and only its")
+    init_state = initial_weights(tc, spec_json, classes)
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.gpu else {})}
     fs, root = storage.arrow_filesystem(tc.storage_path)
     trainer = TorchTrainer(
@@ -330,6 +407,7 @@ def fit(
             "train": dataclasses.asdict(tc),
             "spec_config": spec_json,
             "init_state": init_state,
+            "classes": dataclasses.asdict(classes) if classes else None,
             "log_level": train_log_level(),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=tc.gpu, resources_per_worker=resources),
@@ -341,7 +419,7 @@ def fit(
             logging_config=ray.train.LoggingConfig(log_level=train_log_level()),  # Ray Train's own lines
             callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=3, checkpoint_score_attribute="val_iou", checkpoint_score_order="max"
+                num_to_keep=3, checkpoint_score_attribute=tc.score_metric, checkpoint_score_order="max"
             ),
         ),
         datasets=datasets,
@@ -352,7 +430,7 @@ def fit(
 
 def write_run_files(tc: TrainConfig, result) -> TrainResult:
     """Write metrics.csv, curves.png and best/checkpoint.pt into the run folder."""
-    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["val_iou"])
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][tc.score_metric])
     run_dir = storage.join(tc.storage_path, tc.name)
     fs, _ = storage.filesystem(run_dir)
     with result.checkpoint.as_directory() as d:
@@ -388,6 +466,7 @@ def write_run_files(tc: TrainConfig, result) -> TrainResult:
         len(history),
         history,
         extra["resumes"],
+        dict(best_metrics),
     )
 
 
@@ -421,7 +500,9 @@ def cmd_train(tc: TrainConfig) -> int:
     init_ray(dashboard=True)
     r = fit(tc)
     print(
-        f"train: {r.epochs_run} epochs, best val IoU {r.best_val_iou:.3f} at epoch {r.best_epoch + 1}; "
+        f"train: {r.epochs_run} epochs, best val IoU {r.best_val_iou:.3f}"
+        + (f", class mIoU {r.best_metrics['val_class_miou']:.3f}" if tc.classes else "")
+        + f" at epoch {r.best_epoch + 1}; "
         f"best checkpoint {r.best_checkpoint}; metrics and curves in {r.run_dir}"
     )
     return 0

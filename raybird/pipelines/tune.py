@@ -119,15 +119,37 @@ def _report_callback():
     return EpochReport()
 
 
-def _trial(config: dict, datasets=None, spec_json: Optional[str] = None) -> None:
+def _trial(config: dict, data: dict) -> None:
     """Tune function trainable: one Train run named after the trial id (stable across
-    ``Tuner.restore``), so a re-run trial resumes from its own checkpoint."""
+    ``Tuner.restore``), so a re-run trial resumes from its own checkpoint. ``data``:
+    :func:`_training_data`."""
     import ray.tune
 
     from raybird.pipelines.train import fit
 
     tc = TrainConfig(**{**config, "name": ray.tune.get_context().get_trial_id()})
-    fit(tc, datasets, spec_json, callbacks=[_report_callback()])
+    datasets, spec_json, classes = data[_data_key(config)]
+    fit(tc, datasets, spec_json, callbacks=[_report_callback()], classes=classes)
+
+
+def _data_key(config: dict) -> tuple:
+    """Trials with the same key train on the same targets: bird/background, or a class model's
+    classes (in its ``--init`` model's order)."""
+    return (config["classes"], config["init"] if config["classes"] else "")
+
+
+def _training_data(combos: list[dict]) -> dict:
+    """``{key: (datasets, spec_json, classes)}`` for each :func:`_data_key` of the sweep's
+    trials, each loaded once and shared by its trials; ``--classes`` can be a grid axis."""
+    from raybird.pipelines.shards import load_datasets
+    from raybird.pipelines.train import class_setup
+
+    out = {}
+    for c in combos:
+        if (key := _data_key(c)) not in out:
+            classes = class_setup(TrainConfig(**c))
+            out[key] = (*load_datasets(c["data"], class_names=classes.names if classes else None), classes)
+    return out
 
 
 def _trial_dirname(trial) -> str:
@@ -160,8 +182,6 @@ def run(
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from raybird.pipelines.shards import load_datasets
-
     out, data = (u.rstrip("/") if u.startswith("s3://") else os.path.abspath(u) for u in (out, data))  # trials chdir
     grid, fixed = split_space(params)
     space = {**dataclasses.asdict(TrainConfig(**fixed)), "data": data, "storage_path": storage.join(out, "runs")}
@@ -174,10 +194,9 @@ def run(
     if resume:
         _check_same_sweep(exp_path, spec)
 
-    datasets, spec_json = load_datasets(data)
     combos = [{**space, **dict(zip(grid, vs))} for vs in itertools.product(*grid.values())]
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, datasets=datasets, spec_json=spec_json), {"CPU": TRIAL_DRIVER_CPU}
+        ray.tune.with_parameters(_trial, data=_training_data(combos)), {"CPU": TRIAL_DRIVER_CPU}
     )
     if resume:
         tuner = ray.tune.Tuner.restore(storage.join(root, name), trainable, resume_errored=True, storage_filesystem=fs)
@@ -238,12 +257,13 @@ def _check_same_sweep(exp_path: str, spec: dict) -> None:
 # ---- results -----------------------------------------------------------------------------------
 def results_table(trials, grid_keys: list[str], out: str) -> pa.Table:
     """One row per Tune trial (``ray.tune.ExperimentAnalysis(...).trials``): its parameters,
-    the val metrics of its best epoch by val IoU, that epoch's checkpoint file, and how far it
-    got. Metrics come from each trial's Train run, whose checkpoint records survive an
-    interruption (unlike reports Tune had not received yet). Sorted by val IoU, best first;
-    trials without a checkpoint last, with null metrics. ``status``: done (all epochs, or early
-    stopping), stopped (by ASHA), unfinished (the sweep was interrupted; a resume continues
-    it), error."""
+    the val metrics of its best epoch (by val IoU; a class model's by its class mIoU), that
+    epoch's checkpoint file, and how far it got. Trials are ranked by val IoU of bird against
+    background, which every trial has, so a grid may mix bird/background and ``classes`` trials.
+    Metrics come from each trial's Train run, whose checkpoint records survive an interruption
+    (unlike reports Tune had not received yet). Sorted by val IoU, best first; trials without
+    a checkpoint last, with null metrics. ``status``: done (all epochs, or early stopping),
+    stopped (by ASHA), unfinished (the sweep was interrupted; a resume continues it), error."""
     import ray.train
 
     rows = []
@@ -255,6 +275,7 @@ def results_table(trials, grid_keys: list[str], out: str) -> pa.Table:
             "trial_id": t.trial_id,
             **{k: cfg[k] for k in grid_keys},
             **dict.fromkeys(REPORTED),
+            "val_class_miou": None,
             "best_epoch": None,
             "epochs_run": 0,
             "status": status,
@@ -268,8 +289,10 @@ def results_table(trials, grid_keys: list[str], out: str) -> pa.Table:
         except RuntimeError:  # the trial never got as far as its Train run's first record
             train = None
         if train is not None and train.best_checkpoints:
-            ckpt, best = max(train.best_checkpoints, key=lambda cm: cm[1][METRIC])
+            score = TrainConfig(**cfg).score_metric  # a class model's best epoch is its best class mIoU
+            ckpt, best = max(train.best_checkpoints, key=lambda cm: cm[1][score])
             row.update({k: float(best[k]) for k in REPORTED})
+            row["val_class_miou"] = best.get("val_class_miou")
             row.update(
                 best_epoch=int(best["epoch"]),
                 epochs_run=int(train.metrics["epoch"]) + 1,
@@ -292,6 +315,7 @@ def _schema(grid_keys: list[str]) -> pa.Schema:
             ("val_iou", pa.float64()),
             ("val_dice", pa.float64()),
             ("val_pixel_acc", pa.float64()),
+            ("val_class_miou", pa.float64()),  # class models only
             ("best_epoch", pa.int64()),
             ("epochs_run", pa.int64()),
             ("status", pa.string()),

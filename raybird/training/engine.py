@@ -11,7 +11,7 @@ augmentation and :mod:`raybird.training.metrics` all leave out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -149,10 +149,11 @@ def prepare_batch(
 
 # ---- losses ------------------------------------------------------------------------------------
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice of the bird probability over the whole batch (ignored pixels left out)."""
-    prob = logits.float().softmax(dim=1)[:, 1]
+    """1 - soft Dice of the bird probability (every class but the background) over the whole
+    batch (ignored pixels left out)."""
+    prob = logits.float().softmax(dim=1)[:, 1:].sum(dim=1)
     valid = (target != IGNORE_INDEX).float()
-    t = (target == 1).float()
+    t = (target > 0).float()
     inter = (prob * t * valid).sum()
     return 1 - (2 * inter + eps) / ((prob * valid).sum() + (t * valid).sum() + eps)
 
@@ -161,20 +162,39 @@ LOSSES = ("ce", "ce+dice")
 SCHEDULES = ("exponential", "cosine", "none")
 
 
-def make_loss(name: str = "ce", dice_weight: float = 1.0) -> LossFn:
+def make_loss(name: str = "ce", dice_weight: float = 1.0, class_weights: Optional[Sequence[float]] = None) -> LossFn:
     """``"ce"``: pixel cross-entropy (the report's loss); ``"ce+dice"``: plus ``dice_weight``
-    times the soft Dice loss, which counters the bird/background imbalance."""
+    times the soft Dice loss of bird against background, which counters their imbalance.
+    ``class_weights`` (one per output, background first) weight the cross-entropy's pixels by
+    their true class (a class model's rare classes; :func:`class_weights`)."""
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
 
     def ce(logits, target):
         if not (target != IGNORE_INDEX).any():  # a batch of padding only: no loss, not 0/0
             return logits.float().sum() * 0.0
-        return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+        w = None if weight is None else weight.to(logits.device)
+        return F.cross_entropy(logits.float(), target, weight=w, ignore_index=IGNORE_INDEX)
 
     if name == "ce":
         return ce
     if name == "ce+dice":
         return lambda logits, target: ce(logits, target) + dice_weight * soft_dice_loss(logits, target)
     raise ValueError(f"unknown loss {name!r}; known: 'ce', 'ce+dice'")
+
+
+def class_weights(pixels: Sequence[int], max_weight: float = 10.0) -> list[float]:
+    """Cross-entropy weights for a class model from its training pixels per output (background
+    first): the background 1, each class ``sqrt(median / its pixels)`` over the classes
+    (median-frequency balancing, Eigen & Fergus 2015, softened by the square root), at most
+    ``max_weight``; a class without pixels gets the largest. A class with a quarter of the
+    median's pixels weighs 2: rare syllable types count without the loss chasing a handful
+    of pixels. Weighting, not tile sampling, because a tile of song holds many classes at once."""
+    counts = np.asarray(pixels[1:], float)
+    if len(counts) == 0:
+        return [1.0]
+    median = np.median(counts[counts > 0]) if (counts > 0).any() else 1.0
+    w = np.sqrt(median / np.maximum(counts, 1e-9))
+    return [1.0, *np.minimum(w, max_weight).tolist()]
 
 
 # ---- steps -------------------------------------------------------------------------------------
@@ -291,15 +311,31 @@ def predict_proba(
 ) -> torch.Tensor:
     """Bird probability ``(N, H, W)`` on the CPU for a batch of spectrogram tiles: float32, or
     with ``quantize`` uint8 ``round(p * 255)`` made on the device (a quarter of the bytes to
-    copy back and no pass over them on the host: what keeps a GPU predictor fed)."""
+    copy back and no pass over them on the host: what keeps a GPU predictor fed). For a class
+    model, :func:`predict_classes`."""
+    return predict_classes(model, spec_batch, settings, quantize)[0]
+
+
+def predict_classes(
+    model: nn.Module,
+    spec_batch,
+    settings: Union[None, str, torch.device, DeviceSettings] = None,
+    quantize: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(bird, classes)`` on the CPU: the bird probability ``(N, H, W)`` (one minus the
+    background's) and, for a class model, each class's probability ``(N, K, H, W)`` (None for a
+    bird/background model); float32, or uint8 ``round(p * 255)`` with ``quantize``."""
     settings = _settings_for(model, settings)
     model.eval()
     with torch.inference_mode(), settings.autocast():
         logits = model(spec_tensor(spec_batch, settings))
-        prob = logits.float().softmax(dim=1)[:, 1]
+        prob = logits.float().softmax(dim=1)
+        bird = prob[:, 1] if prob.shape[1] == 2 else 1 - prob[:, 0]
+        classes = prob[:, 1:] if prob.shape[1] > 2 else None
         if quantize:
-            prob = prob.mul(255).round_().to(torch.uint8)
-    return prob.cpu()
+            bird = bird.mul(255).round_().to(torch.uint8)
+            classes = None if classes is None else classes.mul(255).round_().to(torch.uint8)
+    return bird.cpu(), None if classes is None else classes.cpu()
 
 
 # ---- optimisation schedule ---------------------------------------------------------------------

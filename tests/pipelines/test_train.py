@@ -21,8 +21,8 @@ from raybird.dsp.spectrogram import SpecConfig
 from raybird.models import checkpoint
 from raybird.models.networks import ModelConfig
 from raybird.pipelines import ingest
-from raybird.pipelines.shards import load_datasets, sample_tiles, split_tiles
-from raybird.pipelines.train import TrainConfig, fit, initial_weights
+from raybird.pipelines.shards import class_targets, load_datasets, sample_tiles, shard_classes, split_tiles
+from raybird.pipelines.train import TrainConfig, class_setup, fit, initial_weights
 from raybird.training import engine
 
 pytestmark = pytest.mark.ray
@@ -243,3 +243,67 @@ def test_killed_worker_resumes_from_last_checkpoint(shards, descendants):
     r = out["r"]
     assert [h["epoch"] for h in r.history] == list(range(8))
     assert len(r.resumes) == 1 and 1 <= r.resumes[0] <= 7, r.resumes  # continued, not from epoch 0
+
+
+def test_classes_train_one_output_per_label_class_from_a_binary_model(shards):
+    """--classes: the synthetic truth's call kinds become the outputs (sorted, after the
+    background); --init from a bird/background model keeps its body (at lr 0, unchanged) and
+    starts a new head; per-class metrics each epoch; a re-run resumes."""
+    root, datasets, spec_json = shards
+    names, pixels = shard_classes(str(root / "ingest"))
+    assert names == sorted(names) and len(names) >= 2 and pixels[0] > max(pixels[1:]) > 0
+    source = root / "init-binary.pt"
+    _trained_model(datasets, spec_json, source, steps=5)
+    _, src = checkpoint.load_checkpoint(source)
+    tc = _config(root, "classes", epochs=1, lr=0.0, init=str(source), classes=True)
+    run = fit(tc)
+    model, got = checkpoint.load_checkpoint(run.best_checkpoint)
+    assert model.config.class_names == tuple(names) and model.config.n_classes == len(names) + 1
+    assert model(torch.rand(1, 1, 64, 128)).shape == (1, len(names) + 1, 64, 128)
+    body = [n for n, _ in model.named_parameters() if not n.startswith("head.")]
+    assert body and all(torch.equal(got["model_state"][n], src["model_state"][n]) for n in body)
+    assert got["model_state"]["head.weight"].shape[0] == len(names) + 1 != src["model_state"]["head.weight"].shape[0]
+    rows = list(csv.DictReader(open(Path(run.run_dir) / "metrics.csv")))
+    for name in names:
+        for key in ("iou", "precision", "recall"):
+            assert 0 <= float(rows[0][f"val_{key}_{name}"]) <= 1
+    assert 0 <= float(rows[0]["val_class_miou"]) <= 1 and 0 <= float(rows[0]["val_iou"]) <= 1
+    again = fit(dataclasses.replace(tc, epochs=2))
+    assert again.resumes == [1] and [h["epoch"] for h in again.history] == [0, 1]
+    assert again.history[0] == run.history[0]
+
+
+def test_a_class_model_to_fine_tune_must_know_every_label_class(shards, tmp_path):
+    root, _, spec_json = shards
+    names, _ = shard_classes(str(root / "ingest"))
+    known = checkpoint.save_checkpoint(
+        tmp_path / "known",
+        ModelConfig.with_classes(["zzz", *names[::-1]], width=4, depth=3).build(),
+        spec_config_json=spec_json,
+    )
+    setup = class_setup(_config(root, "x", init=str(known), classes=True))
+    assert setup.names == ("zzz", *names[::-1]) and setup.weights[1] == max(setup.weights)  # no zzz pixels
+    missing = checkpoint.save_checkpoint(
+        tmp_path / "missing", ModelConfig.with_classes(names[1:], width=4, depth=3).build(), spec_config_json=spec_json
+    )
+    with pytest.raises(ValueError, match=rf"label classes \['{names[0]}'\] are unknown to the model"):
+        class_setup(_config(root, "x", init=str(missing), classes=True))
+
+
+def test_class_targets_renumber_each_recordings_classes_to_the_models():
+    import pyarrow as pa
+
+    mask = np.array([[1, 1, 0, 1]], np.uint8)
+    rows = pa.table(
+        {
+            "mask": [mask.tobytes()] * 3,
+            "classes": [bytes([1, 2, 0, 2]), bytes([2, 1, 0, 1]), None],  # two orders; none: labels without text
+            "class_names": [["b", "a"], ["a", "b"], None],
+            "n_rows": [1] * 3,
+            "n_frames": [4] * 3,
+        }
+    )
+    got = class_targets(rows, ["a", "b", "bird"])
+    assert got.tolist() == [[[2, 1, 0, 1]], [[1, 2, 0, 2]], [[3, 3, 0, 3]]]
+    with pytest.raises(ValueError, match=r"label classes \['bird'\] are not among the model's \['a', 'b'\]"):
+        class_targets(rows, ["a", "b"])

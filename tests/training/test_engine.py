@@ -19,6 +19,7 @@ from raybird.training.augment import AugmentConfig, augment_batch
 from raybird.training.engine import (
     IGNORE_INDEX,
     EarlyStopping,
+    class_weights,
     fold_batchnorm,
     make_loss,
     make_optimizer,
@@ -26,6 +27,7 @@ from raybird.training.engine import (
     native_bf16_cpu,
     pick_device,
     precision_settings,
+    predict_classes,
     predict_proba,
     prepare_batch,
     recalibrate_batchnorm,
@@ -408,3 +410,37 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_the_given_tiles(tmp_path
             [first_conv(torch.from_numpy(tiles[i : i + 4])[:, None].float() / 255).mean((0, 2, 3)) for i in (0, 4)]
         ).mean(0)
     assert torch.allclose(again.encoders[0][0][1].running_mean, mean8, atol=1e-5)
+
+
+def test_class_weights_lift_rare_classes_and_leave_the_background_at_one():
+    w = class_weights([10_000, 400, 100, 400, 0])
+    assert w[0] == 1.0 and w[1] == w[3] == 1.0  # the median class
+    assert w[2] == pytest.approx(2.0)  # a quarter of the median's pixels
+    assert w[4] == 10.0  # none at all: the cap
+
+
+def test_a_class_model_predicts_bird_as_one_minus_background_and_each_class():
+    torch.manual_seed(0)
+    model = ModelConfig.with_classes(["a", "b", "c"], width=4, depth=2).build().eval()
+    spec = torch.rand(2, 32, 48)
+    bird, classes = predict_classes(model, spec, "cpu")
+    assert classes.shape == (2, 3, 32, 48) and torch.allclose(classes.sum(1), bird, atol=1e-5)
+    assert torch.equal(predict_proba(model, spec, "cpu"), bird)
+    q_bird, q_classes = predict_classes(model, spec, "cpu", quantize=True)
+    assert q_classes.dtype == torch.uint8 and (q_bird.int() - (bird * 255).round().int()).abs().max() == 0
+    binary = ModelConfig(width=4, depth=2).build().eval()
+    assert predict_classes(binary, spec, "cpu")[1] is None
+    assert "class_names" not in binary.config.to_dict()  # a binary model's config reads as before
+    assert ModelConfig.from_dict(json.dumps(model.config.to_dict())) == model.config
+    with pytest.raises(ValueError, match="n_classes 2 does not fit 3 class names"):
+        ModelConfig(class_names=("a", "b", "c"))
+
+
+def test_class_weighted_loss_counts_a_rare_class_more():
+    logits = torch.zeros(1, 3, 1, 4)
+    target = torch.tensor([[[0, 1, 2, 2]]])
+    plain = make_loss("ce")(logits, target)
+    weighted = make_loss("ce", class_weights=[1.0, 1.0, 4.0])(logits, target)
+    assert plain == pytest.approx(weighted)  # uniform logits: every pixel's loss is log 3 either way
+    logits[0, 2] = 5.0  # class 2 right, the others wrong: weighting class 2 lowers the mean loss
+    assert make_loss("ce", class_weights=[1.0, 1.0, 4.0])(logits, target) < make_loss("ce")(logits, target)

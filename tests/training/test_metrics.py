@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from raybird.training.metrics import PixelMetrics, confusion, scores
+from raybird.training.metrics import PixelMetrics, class_scores, confusion, scores
 
 
 def pixel_metrics(pred, target, valid=None):
@@ -61,3 +61,16 @@ def test_padded_frames_and_ignored_pixels_do_not_count():
     valid = np.ones_like(true, bool)
     valid[:, 1] = False  # drop the second row entirely
     assert confusion(pred, true, valid=valid).tolist() == [2, 3, 0, 7]
+
+
+def test_class_confusion_and_scores_per_class():
+    target = torch.tensor([[[0, 1, 1, 2, 2, -100]]])
+    pred = torch.tensor([[[0, 1, 2, 2, 2, 1]]])
+    m = PixelMetrics(n_classes=3).update(pred, target)
+    assert m.matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 2]]
+    assert m.counts.tolist() == [4, 0, 0, 1]  # as bird/background, every class is bird
+    s = class_scores(m.matrix, ["a", "b"])
+    assert s["iou_a"] == 0.5 and s["recall_a"] == 0.5 and s["precision_a"] == 1.0
+    assert s["iou_b"] == pytest.approx(2 / 3) and s["precision_b"] == pytest.approx(2 / 3) and s["recall_b"] == 1.0
+    assert s["class_miou"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert PixelMetrics().matrix is None  # bird/background: no class matrix
