@@ -297,7 +297,7 @@ def test_class_targets_renumber_each_recordings_classes_to_the_models():
     rows = pa.table(
         {
             "mask": [mask.tobytes()] * 3,
-            "classes": [bytes([1, 2, 0, 2]), bytes([2, 1, 0, 1]), None],  # two orders; none: labels without text
+            "classes": [bytes([1, 2, 0, 2]), bytes([1, 2, 0, 2]), None],  # two orders; none: labels without text
             "class_names": [["b", "a"], ["a", "b"], None],
             "n_rows": [1] * 3,
             "n_frames": [4] * 3,
