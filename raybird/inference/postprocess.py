@@ -68,6 +68,7 @@ import numpy as np
 import scipy.ndimage
 
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, row_freqs
+from raybird.inference import classes as labels
 from raybird.io.tables import decode_mask, encode_mask, encode_probability
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: steep FM sweeps touch only diagonally
@@ -100,6 +101,9 @@ class Segment:
     low_row: int
     high_row: int
     n_pixels: int
+    label: Optional[str] = None  # a class model's (raybird.inference.classes); None from bird/background
+    label_score: Optional[float] = None
+    top: tuple = ()  # ((class, mean probability), ...), the most probable first
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -146,8 +150,11 @@ class Segmenter:
         split_depth_db: Optional[float] = None,
         merge_gap_s: Optional[float] = None,
         min_level_db: Optional[float] = None,
+        class_names: Sequence[str] = (),
+        keep_class_map: bool = False,
     ):
         self.cfg, self.threshold = cfg, threshold
+        self.class_names = tuple(class_names)  # a class model's: add() takes its class probabilities
         self.min_level_db = min_level_db
         self.min_duration_s, self.min_pixels = min_duration_s, min_pixels
         self.group_overlap, self.group_gap_hz, self.merge_gap_s = group_overlap, group_gap_hz, merge_gap_s
@@ -161,8 +168,11 @@ class Segmenter:
         self._closed: list[int] = []  # roots of closed regions
         # with split_depth_db, per region: [(first frame, its loudest pixel per frame in dB), ...]
         self._levels: dict[int, list] = {}
+        # with class_names, per region: [(first frame, its class probabilities summed per frame (K, n)), ...]
+        self._class_sums: dict[int, list] = {}
         self._mask: list[bytes] = []
         self._prob: Optional[list[bytes]] = [] if keep_probability else None
+        self._class_map: Optional[list[bytes]] = [] if keep_class_map and self.class_names else None
 
     # union-find over region ids
     def _find(self, i: int) -> int:
@@ -180,8 +190,9 @@ class Segmenter:
         if b < a:
             a, b = b, a
         self._parent[b] = a
-        if b in self._levels:
-            self._levels[a] += self._levels.pop(b)
+        for per_frame in (self._levels, self._class_sums):
+            if b in per_frame:
+                per_frame[a] += per_frame.pop(b)
         sa, sb = self._stats[a], self._stats[b]
         sa[:] = [
             min(sa[0], sb[0]),
@@ -193,11 +204,20 @@ class Segmenter:
         ]
         self._open.discard(b)
 
-    def add(self, prob: np.ndarray, first_frame: Optional[int] = None, level: Optional[np.ndarray] = None) -> None:
+    def add(
+        self,
+        prob: np.ndarray,
+        first_frame: Optional[int] = None,
+        level: Optional[np.ndarray] = None,
+        classes: Optional[np.ndarray] = None,
+    ) -> None:
         """Append the next columns ``(rows, n)`` (float in [0, 1] or uint8 0..255); ``level``:
-        the model's input of the same pixels (needed with ``split_depth_db``)."""
+        the model's input of the same pixels (needed with ``split_depth_db``); ``classes``: a
+        class model's probability of each class ``(K, rows, n)`` (needed with ``class_names``)."""
         if prob.shape[1] == 0:  # a last tile whose new columns were all in the overlap
             return
+        if self.class_names and (classes is None or classes.shape != (len(self.class_names), *prob.shape)):
+            raise ValueError(f"a class model needs the probability of each of its {len(self.class_names)} classes")
         if self.split_depth_db is None and self.min_level_db is None:
             level = None
         elif level is None or level.shape != prob.shape:
@@ -211,13 +231,16 @@ class Segmenter:
         self._mask.append(encode_mask(mask))
         if self._prob is not None:
             self._prob.append(encode_probability(prob))
+        if self._class_map is not None:
+            self._class_map.append(encode_probability(labels.class_map(mask, classes)))
         regions = mask[self.rows]
         if self.min_level_db is not None:
             regions = regions & (level_db(level, self.cfg) >= self.min_level_db)
-        self._label(regions, p[self.rows], level if self.split_depth_db is not None else None)
+        classes = classes[:, self.rows] if self.class_names else None
+        self._label(regions, p[self.rows], level if self.split_depth_db is not None else None, classes)
         self.n_frames += prob.shape[1]
 
-    def _label(self, mask: np.ndarray, p: np.ndarray, level: Optional[np.ndarray]) -> None:
+    def _label(self, mask: np.ndarray, p: np.ndarray, level: Optional[np.ndarray], classes: Optional[np.ndarray]):
         lab, n = scipy.ndimage.label(mask, structure=_EIGHT)
         base = len(self._parent)
         if n:
@@ -240,6 +263,10 @@ class Segmenter:
                 if level is not None:  # the region's loudest pixel per column (levels are >= 0)
                     peak = np.where(lab[rs, cs] == k + 1, level[rs, cs], 0).max(axis=0)
                     self._levels[base + k] = [(self.n_frames + cs.start, level_db(peak, self.cfg))]
+                if classes is not None:  # each class's probability summed over the region's pixels per column
+                    inside = lab[rs, cs] == k + 1
+                    sums = (classes[:, rs, cs] * inside).sum(axis=1, dtype=np.float64) / 255.0
+                    self._class_sums[base + k] = [(self.n_frames + cs.start, sums)]
         ids = np.where(lab > 0, lab - 1 + base, -1)
         if self._edge is not None:  # merge regions touching across the border (8-connected)
             prev, cur, R = self._edge, ids[:, 0], len(ids)
@@ -260,49 +287,53 @@ class Segmenter:
         self._open = set()
         duration_s = self.n_frames * self.cfg.frame_s if duration_s is None else duration_s
         off = self.rows.start
-        regions = [self._stats[r] for r in self._closed]
-        if self.split_depth_db is not None:
-            packed = self.mask_bytes()
-            regions = [piece for r in self._closed for piece in self._split(r, packed)]
+        packed = self.mask_bytes() if self.split_depth_db is not None or self.class_names else b""
+        regions = [piece for r in self._closed for piece in self._pieces(r, packed)]
         kept = []
-        for t0, t1, r0, r1, n, psum in regions:
+        for t0, t1, r0, r1, n, psum, csum in regions:
             box = box_of(t0, t1, r0 + off, r1 + off, self.cfg, duration_s)
             if box[1] - box[0] + 1e-9 < self.min_duration_s or n < self.min_pixels:
                 continue
-            kept.append((box, (t0, t1, r0 + off, r1 + off, n, psum)))
-        groups = group_boxes([b for b, _ in kept], self.group_overlap, self.group_gap_hz, self.merge_gap_s)
+            kept.append((box, (t0, t1, r0 + off, r1 + off, n, psum), csum))
+        groups = group_boxes([b for b, _, _ in kept], self.group_overlap, self.group_gap_hz, self.merge_gap_s)
         out = []
         for g in groups:
             boxes, stats = np.array([kept[k][0] for k in g]), np.array([kept[k][1] for k in g])
             box = (boxes[:, 0].min(), boxes[:, 1].max(), boxes[:, 2].min(), boxes[:, 3].max())
             n, psum = int(stats[:, 4].sum()), stats[:, 5].sum()
-            out.append(
-                (
-                    tuple(map(float, box)),
-                    psum / n,
-                    int(stats[:, 0].min()),
-                    int(stats[:, 1].max()),
-                    int(stats[:, 2].min()),
-                    int(stats[:, 3].max()),
-                    n,
-                )
-            )
+            csum = sum(kept[k][2] for k in g) if self.class_names else None
+            extent = (int(stats[:, 0].min()), int(stats[:, 1].max()), int(stats[:, 2].min()), int(stats[:, 3].max()))
+            out.append((tuple(map(float, box)), psum / n, extent, n, labels.label_of(csum, n, self.class_names)))
         out.sort(key=lambda s: (s[0][0], s[0][2], s[0][1], s[0][3]))
         return [
-            Segment(i, *box, float(score), t0, t1, r0, r1, n) for i, (box, score, t0, t1, r0, r1, n) in enumerate(out)
+            Segment(i, *box, float(score), *extent, n, **label) for i, (box, score, extent, n, label) in enumerate(out)
         ]
 
-    def _split(self, root: int, packed: bytes) -> list[list]:
-        """A closed region cut at its gaps (see "Syllables"): the stats of its pieces."""
-        stats = self._stats[root]
-        t0, t1, r0, r1, n, psum = stats
-        peak = np.full(t1 - t0 + 1, -np.inf, np.float32)
-        for start, part in self._levels[root]:
-            span = slice(start - t0, start - t0 + len(part))
-            peak[span] = np.maximum(peak[span], part)
-        cuts = depth_cuts(peak, self.split_depth_db)
-        if not cuts:
-            return [stats]
+    def _per_frame(self, parts: list, t0: int, shape: tuple, combine) -> np.ndarray:
+        """A region's per-frame values (levels, class sums) from its parts, ``combine``d where they overlap."""
+        out = np.full(shape, -np.inf if combine is np.maximum else 0.0)
+        for start, part in parts:
+            span = (..., slice(start - t0, start - t0 + part.shape[-1]))
+            out[span] = combine(out[span], part)
+        return out
+
+    def _pieces(self, root: int, packed: bytes) -> list[list]:
+        """A closed region cut at its gaps (see "Syllables") and, for a class model, where its
+        class changes (:func:`raybird.inference.classes.class_spans`): the stats of its pieces,
+        each with its class probabilities summed over its pixels (None: bird/background)."""
+        t0, t1, r0, r1, n, psum = self._stats[root]
+        width = t1 - t0 + 1
+        spans = [(0, width - 1)]
+        if self.split_depth_db is not None:
+            cuts = depth_cuts(self._per_frame(self._levels[root], t0, (width,), np.maximum), self.split_depth_db)
+            spans = list(zip([0] + [c + 1 for c in cuts], [c - 1 for c in cuts] + [width - 1]))
+        sums = None
+        if self.class_names:
+            sums = self._per_frame(self._class_sums[root], t0, (len(self.class_names), width), np.add)
+            min_frames = max(1, round(labels.MIN_RUN_S / self.cfg.frame_s))
+            spans = [(a + c, a + d) for a, b in spans for c, d in labels.class_spans(sums[:, a : b + 1], min_frames)]
+        if len(spans) == 1:
+            return [[t0, t1, r0, r1, n, psum, None if sums is None else sums.sum(axis=1)]]
         off = self.rows.start
         box = decode_mask(packed, self.cfg.n_rows, self.n_frames, t0, t1 + 1)[off + r0 : off + r1 + 1].astype(bool)
         lab, _ = scipy.ndimage.label(box, structure=_EIGHT)
@@ -314,11 +345,12 @@ class Segmenter:
         )
         region = lab == own
         pieces = []
-        for a, b in zip([0] + [c + 1 for c in cuts], [c - 1 for c in cuts] + [box.shape[1] - 1]):
+        for a, b in spans:
             part = region[:, a : b + 1]
             rows = np.flatnonzero(part.any(axis=1))
             k = int(part.sum())
-            pieces.append([t0 + a, t0 + b, r0 + int(rows[0]), r0 + int(rows[-1]), k, psum * k / n])
+            csum = None if sums is None else sums[:, a : b + 1].sum(axis=1)
+            pieces.append([t0 + a, t0 + b, r0 + int(rows[0]), r0 + int(rows[-1]), k, psum * k / n, csum])
         return pieces
 
     def mask_bytes(self) -> bytes:
@@ -326,6 +358,10 @@ class Segmenter:
 
     def probability_bytes(self) -> Optional[bytes]:
         return None if self._prob is None else b"".join(self._prob)
+
+    def class_map_bytes(self) -> Optional[bytes]:
+        """With ``keep_class_map``: frame-major uint8, 1 + the class of each mask pixel, 0 elsewhere."""
+        return None if self._class_map is None else b"".join(self._class_map)
 
 
 def depth_cuts(levels: np.ndarray, depth: float) -> list[int]:

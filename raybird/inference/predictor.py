@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -22,12 +22,14 @@ class Probabilities:
     """The model's output on :class:`~raybird.inference.decode.Tiles`, cut to the columns each
     tile contributes to its recording (:func:`raybird.inference.postprocess.kept_columns`):
     per tile, its channel, first kept frame, bird probability ``round(p * 255)`` and the input
-    spectrogram (both uint8, rows x kept frames)."""
+    spectrogram (both uint8, rows x kept frames), and a class model's probability of each class
+    (uint8, classes x rows x kept frames; None from a bird/background model)."""
 
     channel: list[int]
     first_frame: list[int]
     prob: list[np.ndarray]
     level: list[np.ndarray]
+    classes: list[Optional[np.ndarray]]
 
 
 class Predictor:
@@ -51,6 +53,7 @@ class Predictor:
         self.settings = engine.precision_settings(device, precision)
         self.model = self.settings.prepare_model(engine.fold_batchnorm(model))
         self.cfg = SpecConfig.from_json(payload["spec_config"])
+        self.class_names = model.config.class_names  # a class model's; () for bird/background
         self.batch_size = batch_size
         self.trim_heap = heap_trimmer()
 
@@ -75,21 +78,23 @@ def heap_trimmer() -> Callable[[], object]:
 def predict_tiles(tiles: Tiles, model, settings, cfg: SpecConfig, batch_size: int) -> Probabilities:
     """The model on ``tiles``, ``batch_size`` at a time; nothing is found in digitally silent
     frames, whatever the model makes of an empty input."""
-    from raybird.training.engine import predict_proba
+    from raybird.training.engine import predict_classes
 
     spec = tiles.spec
-    probs = np.concatenate(
-        [
-            predict_proba(model, spec[i : i + batch_size], settings, quantize=True).numpy()
-            for i in range(0, len(spec), batch_size)
-        ]
-    )
+    starts = range(0, len(spec), batch_size)
+    batches = [predict_classes(model, spec[i : i + batch_size], settings, quantize=True) for i in starts]
+    probs = np.concatenate([bird.numpy() for bird, _ in batches])
     probs[np.broadcast_to(tiles.silent[:, None, :], probs.shape)] = 0
-    out = Probabilities([], [], [], [])
+    classes = None
+    if batches and batches[0][1] is not None:
+        classes = np.concatenate([c.numpy() for _, c in batches])
+        classes[np.broadcast_to(tiles.silent[:, None, None, :], classes.shape)] = 0
+    out = Probabilities([], [], [], [], [])
     for j in range(len(spec)):
         keep = postprocess.kept_columns(int(tiles.tile_index[j]), int(tiles.valid_frames[j]), cfg)
         out.channel.append(int(tiles.channel[j]))
         out.first_frame.append(int(tiles.first_frame[j]) + keep.start)
         out.prob.append(probs[j][:, keep])
         out.level.append(spec[j][:, keep])
+        out.classes.append(None if classes is None else classes[j][..., keep])
     return out

@@ -45,6 +45,7 @@ class SegmentOptions:
     )
     denoise: bool = flag(False, "also write denoised/<name>.wav (mask applied to the STFT)")
     probabilities: bool = flag(False, "store the uint8 probability map in masks/")
+    class_map: bool = flag(False, "class models: store the uint8 class of each mask pixel in masks/")
     group_overlap: Optional[float] = flag(
         postprocess.GROUP_OVERLAP,
         "regions overlapping in time by this fraction of the shorter one (and --group-gap-hz "
@@ -89,6 +90,7 @@ class ChannelResult:
     mask: bytes
     probability: Optional[bytes]
     n_frames: int
+    class_map: Optional[bytes] = None
 
 
 class StitchError(ValueError):
@@ -105,8 +107,8 @@ class RecordingStitcher:
     :class:`raybird.inference.predictor.Probabilities`), into one streaming
     :class:`raybird.inference.postprocess.Segmenter` per channel."""
 
-    def __init__(self, cfg: SpecConfig, opts: SegmentOptions):
-        self.cfg, self.opts = cfg, opts
+    def __init__(self, cfg: SpecConfig, opts: SegmentOptions, class_names: tuple = ()):
+        self.cfg, self.opts, self.class_names = cfg, opts, class_names
         self.segmenters: dict[int, postprocess.Segmenter] = {}
         self.error: Optional[tuple[str, str]] = None
         self.n_samples: Optional[int] = None
@@ -121,9 +123,11 @@ class RecordingStitcher:
             self.n_samples = item.n_samples
             self.ended.update(range(item.n_channels))
         else:
-            for ch, first, prob, level in zip(item.channel, item.first_frame, item.prob, item.level):
+            for ch, first, prob, level, classes in zip(
+                item.channel, item.first_frame, item.prob, item.level, item.classes
+            ):
                 try:
-                    self._segmenter(ch).add(prob, first, level)
+                    self._segmenter(ch).add(prob, first, level, classes)
                 except ValueError as e:
                     self.error = ("stitch", str(e))
                     return
@@ -142,6 +146,8 @@ class RecordingStitcher:
                 split_depth_db=o.split_depth_db,
                 merge_gap_s=o.merge_gap_s,
                 min_level_db=o.min_level_db,
+                class_names=self.class_names,
+                keep_class_map=o.class_map,
             )
         return self.segmenters[channel]
 
@@ -163,8 +169,11 @@ class RecordingStitcher:
             seg = self.segmenters.get(ch) or postprocess.Segmenter(self.cfg)
             if seg.n_frames != expected:
                 raise StitchError("stitch", f"tiles cover {seg.n_frames} of {expected} frames")
+            segments = seg.finish(duration)
             results.append(
-                ChannelResult(ch, seg.finish(duration), seg.mask_bytes(), seg.probability_bytes(), seg.n_frames)
+                ChannelResult(
+                    ch, segments, seg.mask_bytes(), seg.probability_bytes(), seg.n_frames, seg.class_map_bytes()
+                )
             )
         return duration, results
 
@@ -215,7 +224,9 @@ def finish_recording(
     except StitchError as e:
         parts.add(rec_id, dict(errors=error_table(source, e.stage, str(e))))
         return dict(recording_id=rec_id, source=source, status="error", n_segments=0, duration_s=0.0)
-    rows = recording_tables(rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts)
+    rows = recording_tables(
+        rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, stitcher.class_names
+    )
     write_tool_files(out, source, rows["segments"], results, stitcher.cfg, stitcher.opts, src, rel)
     parts.add(rec_id, rows)
     return dict(
@@ -278,7 +289,8 @@ def segment_units(
         if source is None:
             parts.unit_done(unit.uri)
             continue
-        stitcher = stitcher or RecordingStitcher(ckpt.cfg, opts)  # items come one recording after another
+        # items come one recording after another
+        stitcher = stitcher or RecordingStitcher(ckpt.cfg, opts, predictor.class_names)
         stitcher.add(item)
         if stitcher.done:
             yield finish_recording(
@@ -336,7 +348,8 @@ def predict_recording(
     :class:`StitchError` (a ``ValueError``) for audio that cannot be used."""
     src = storage.source_bytes(source) if src is None else src
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
-    stitcher = stitch(recording_tiles(src, ckpt.cfg, opts.channels), predictor, RecordingStitcher(ckpt.cfg, opts))
+    stitcher = RecordingStitcher(ckpt.cfg, opts, predictor.class_names)
+    stitcher = stitch(recording_tiles(src, ckpt.cfg, opts.channels), predictor, stitcher)
     return finish_with_edges(stitcher, src)
 
 
@@ -355,6 +368,10 @@ def segment_table(rec_id: str, source: str, results: list[ChannelResult], model_
                 high_hz=s.high_hz,
                 score=s.score,
                 model_id=model_id,
+                label=s.label,
+                label_score=s.label_score,
+                top_labels=[name for name, _ in s.top] if s.top else None,
+                top_scores=[p for _, p in s.top] if s.top else None,
             )
             for r in results
             for s in r.segments
@@ -371,6 +388,7 @@ def recording_tables(
     cfg: SpecConfig,
     model_id: str,
     opts: SegmentOptions,
+    class_names: tuple = (),
 ) -> dict[str, pa.Table]:
     """One recording's rows of the segments, summary and masks tables."""
     freqs = row_freqs(cfg)
@@ -402,6 +420,8 @@ def recording_tables(
             threshold=opts.threshold,
             spec_config=cfg.to_json(),
             model_id=model_id,
+            class_map=r.class_map,
+            class_names=list(class_names) or None,
         )
         for r in results
     ]

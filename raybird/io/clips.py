@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import soundfile as sf
 
 from raybird.flags import flag
-from raybird.io import redaction, storage
+from raybird.io import redaction, selections, storage
 from raybird.io.outputs import read_outputs
 from raybird.io.storage import source_bytes
 from raybird.io.tables import write_file
@@ -86,7 +86,7 @@ def export_clips(
         .append(pa.field("error", pa.string()))
     )
     index = pa.Table.from_pylist(rows, schema=schema)
-    write_file(out_dir, INDEX, lambda p: pacsv.write_csv(index, p))
+    write_file(out_dir, INDEX, lambda p: pacsv.write_csv(selections.csv_table(index), p))
     return index
 
 

@@ -1,15 +1,17 @@
 """Segments as the tables other tools read: one per recording (``segment --format``) and one per
 run (``--combine``), beside the Parquet tables.
 
-**Formats** (:data:`FORMATS`), each row a segment with its score and label ("bird" until
-models with classes exist):
+**Formats** (:data:`FORMATS`), each row a segment with its score and label (a class model's
+``label``; "bird" from a bird/background model):
 
 * ``raven``: a Raven Pro selection table, ``raven/<name>.Table.1.selections.txt``: Raven's
   columns, ``Annotation`` (the label: OpenSoundscape's and raybird's readers take it from there),
-  ``Score`` and ``Segment ID`` (the segments table's ``segment_id``).
+  ``Score``, ``Segment ID`` (the segments table's ``segment_id``) and, from a class model,
+  ``Label Score`` (the label's mean probability).
 * ``audacity``: an Audacity label track, ``audacity/<name>.txt`` (File > Import > Labels), the
-  label text ``<label> <score>`` and the band as Audacity's spectral selection.
-* ``csv``: ``csv/<name>.csv``, the segments table's columns plus ``label``.
+  label text ``<label> <score>`` (a class model's label score) and the band as Audacity's
+  spectral selection.
+* ``csv``: ``csv/<name>.csv``, the segments table's columns, ``label`` filled in.
 
 ``<name>`` is the recording's path under the parent folder of the input it was found in, its
 audio suffix dropped (:attr:`raybird.io.storage.Unit.rel`): the tables mirror the input folders, as
@@ -60,31 +62,46 @@ def relative_path(fmt: str, rel: str) -> str:
 
 def _boxes(segments: pa.Table) -> list[Box]:
     return [
-        Box(r["start_s"], r["end_s"], r["low_hz"], r["high_hz"], LABEL, r["channel"])
-        for r in segments.select(["start_s", "end_s", "low_hz", "high_hz", "channel"]).to_pylist()
+        Box(r["start_s"], r["end_s"], r["low_hz"], r["high_hz"], r["label"] or LABEL, r["channel"])
+        for r in segments.select(["start_s", "end_s", "low_hz", "high_hz", "channel", "label"]).to_pylist()
     ]
 
 
-def _with_label(segments: pa.Table) -> pa.Table:
-    return segments.append_column("label", pa.array([LABEL] * len(segments), pa.string()))
+def _labelled(segments: pa.Table) -> bool:
+    return segments.column("label").null_count < len(segments)
+
+
+def csv_table(segments: pa.Table) -> pa.Table:
+    """The segments with ``label`` filled in and the top classes as ``;``-separated text (CSV
+    holds no lists)."""
+    i = segments.schema.get_field_index("label")
+    segments = segments.set_column(i, "label", pc.fill_null(segments.column("label"), LABEL))
+    for name in ("top_labels", "top_scores"):
+        text = pc.binary_join(pc.cast(segments.column(name), pa.list_(pa.string())), ";")
+        segments = segments.set_column(segments.schema.get_field_index(name), name, text)
+    return segments
+
+
+def _extra_columns(segments: pa.Table) -> dict:
+    extra = {"Score": segments.column("score").to_pylist(), "Segment ID": segments.column("segment_id").to_pylist()}
+    if _labelled(segments):
+        extra["Label Score"] = segments.column("label_score").to_pylist()
+    return extra
 
 
 def write(fmt: str, path: str, segments: pa.Table) -> None:
     """One recording's segments (rows of the segments table) as a ``fmt`` table at ``path``."""
     if fmt == "raven":
-        write_raven(
-            path,
-            _boxes(segments),
-            {"Score": segments.column("score").to_pylist(), "Segment ID": segments.column("segment_id").to_pylist()},
-        )
+        write_raven(path, _boxes(segments), _extra_columns(segments))
     elif fmt == "audacity":
+        scores = segments.column("label_score" if _labelled(segments) else "score").to_pylist()
         boxes = [
             Box(b.begin_s, b.end_s, b.low_hz, b.high_hz, f"{b.label} {score:.3f}", b.channel)
-            for b, score in zip(_boxes(segments), segments.column("score").to_pylist())
+            for b, score in zip(_boxes(segments), scores)
         ]
         write_audacity(path, boxes)
     else:
-        pacsv.write_csv(_with_label(segments), path)
+        pacsv.write_csv(csv_table(segments), path)
 
 
 def write_combined(fmt: str, path: str, segments: pa.Table, durations: dict[str, float]) -> None:
@@ -92,7 +109,7 @@ def write_combined(fmt: str, path: str, segments: pa.Table, durations: dict[str,
     seconds per source, which place each recording in Raven's file sequence."""
     segments = segments.sort_by([("source", "ascending"), ("start_s", "ascending"), ("segment_id", "ascending")])
     if fmt == "csv":
-        pacsv.write_csv(_with_label(segments), path)
+        pacsv.write_csv(csv_table(segments), path)
         return
     offset, starts = 0.0, {}
     for source in sorted(durations):
@@ -112,8 +129,7 @@ def write_combined(fmt: str, path: str, segments: pa.Table, durations: dict[str,
         {
             "Begin Path": sources,
             "File Offset (s)": [repr(float(x)) for x in segments.column("start_s").to_pylist()],
-            "Score": segments.column("score").to_pylist(),
-            "Segment ID": segments.column("segment_id").to_pylist(),
+            **_extra_columns(segments),
         },
     )
 

@@ -43,6 +43,12 @@ SEGMENT_SCHEMA = pa.schema(
         ("high_hz", pa.float32()),
         ("score", pa.float32()),
         ("model_id", pa.string()),
+        # a class model's (null from a bird/background model): the segment's class, that class's
+        # mean probability over its pixels, and the most probable classes with theirs (up to 3)
+        ("label", pa.string()),
+        ("label_score", pa.float32()),
+        ("top_labels", pa.list_(pa.string())),
+        ("top_scores", pa.list_(pa.float32())),
     ]
 )
 
@@ -63,6 +69,9 @@ MASK_SCHEMA = pa.schema(
         ("threshold", pa.float32()),
         ("spec_config", pa.string()),
         ("model_id", pa.string()),
+        # class models with --class-map: frame-major uint8, k = class_names[k - 1] on mask pixels, 0 elsewhere
+        ("class_map", pa.large_binary()),
+        ("class_names", pa.list_(pa.string())),  # a class model's classes, in output order
     ]
 )
 

@@ -165,21 +165,36 @@ SCHEDULES = ("exponential", "cosine", "none")
 def make_loss(name: str = "ce", dice_weight: float = 1.0, class_weights: Optional[Sequence[float]] = None) -> LossFn:
     """``"ce"``: pixel cross-entropy (the report's loss); ``"ce+dice"``: plus ``dice_weight``
     times the soft Dice loss of bird against background, which counters their imbalance.
-    ``class_weights`` (one per output, background first) weight the cross-entropy's pixels by
-    their true class (a class model's rare classes; :func:`class_weights`)."""
+
+    A class model (more than two outputs) also learns which class a bird pixel is: the
+    cross-entropy of the classes alone over the true bird pixels alone (:func:`class_loss`), so
+    that the classes of a few percent of the pixels are not drowned in the background's mean.
+    ``class_weights`` (one per output, background first; :func:`class_weights`) weight both
+    cross-entropies' pixels by their true class."""
     weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
 
     def ce(logits, target):
         if not (target != IGNORE_INDEX).any():  # a batch of padding only: no loss, not 0/0
             return logits.float().sum() * 0.0
         w = None if weight is None else weight.to(logits.device)
-        return F.cross_entropy(logits.float(), target, weight=w, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.float(), target, weight=w, ignore_index=IGNORE_INDEX)
+        return loss + class_loss(logits, target, w) if logits.shape[1] > 2 else loss
 
     if name == "ce":
         return ce
     if name == "ce+dice":
         return lambda logits, target: ce(logits, target) + dice_weight * soft_dice_loss(logits, target)
     raise ValueError(f"unknown loss {name!r}; known: 'ce', 'ce+dice'")
+
+
+def class_loss(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cross-entropy of a class model's classes (outputs 1..) over the pixels whose true class is
+    one of them: how well it tells the classes apart where there is a bird (0 without any)."""
+    bird = target > 0
+    if not bird.any():
+        return logits.float().sum() * 0.0
+    classes = logits.float()[:, 1:].permute(0, 2, 3, 1)[bird]  # (pixels, K)
+    return F.cross_entropy(classes, target[bird] - 1, weight=None if weight is None else weight[1:])
 
 
 def class_weights(pixels: Sequence[int], max_weight: float = 10.0) -> list[float]:

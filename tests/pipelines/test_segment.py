@@ -24,7 +24,7 @@ from raybird.inference import postprocess
 from raybird.inference.recording import SegmentOptions
 from raybird.io import audio, labels, outputs, storage, tables
 from raybird.models import checkpoint
-from raybird.models.networks import build_model
+from raybird.models.networks import ModelConfig, build_model
 from raybird.pipelines import segment
 from raybird.synth import generator as synth
 from raybird.synth.calls import Call, render_call
@@ -601,3 +601,85 @@ def test_a_lone_actor_takes_the_spare_cpus_of_one_node_only(ray_session):
     assert segment.spare_cpus(1, 2) == min(2, node)
     assert segment.spare_cpus(1, 100) == node  # never more than a node holds: it could not be placed
     assert segment.spare_cpus(0.5, 100) == node
+
+
+# ---- class models ---------------------------------------------------------------------------------
+def labelled_recording(rng, duration: float, kinds: list[str]):
+    """Rising ("up") and falling ("down") sweeps of ``kinds``, in order: the audio, each
+    pixel's class (1 down, 2 up, 0 background) and the calls' boxes with their kinds. (A
+    convolutional network tells shapes apart, not absolute frequencies.)"""
+    calls, t = [], 0.3
+    for kind in kinds:
+        dur, fa = rng.uniform(0.15, 0.35), rng.uniform(2500, 4000)
+        fb = fa * (1.8 if kind == "up" else 1 / 1.8)
+        calls.append(sweep(t, dur, fa, fb, rng.uniform(0.15, 0.3)))
+        t += dur + rng.uniform(0.25, 0.5)
+    x, mask, boxes = recording(rng, max(duration, t + 0.3), calls)
+    classes = np.zeros_like(mask)
+    for c, kind in zip(calls, kinds):
+        a, _ = c.span(CFG.sample_rate)
+        mag, first = synth.call_magnitude(render_call(c, CFG.sample_rate), a, CFG, mask.shape[1])
+        m = synth.core_of(mag)
+        classes[:, first : first + m.shape[1]][m > 0] = 1 if kind == "down" else 2
+    return x, classes, list(zip(boxes, kinds))
+
+
+@pytest.fixture(scope="module")
+def class_model_path(tmp_path_factory) -> str:
+    """A width-4 class model (down, up) trained for 150 steps on 12 recordings of both kinds."""
+    rng = np.random.default_rng(3)
+    spec, target, valid = [], [], []
+    for _ in range(12):
+        x, classes, _ = labelled_recording(rng, 6.0, list(rng.choice(["down", "up"], 6)))
+        for tile in iter_tiles([x[None]], CFG):
+            m = np.zeros((CFG.n_rows, CFG.tile_frames), np.uint8)
+            got = classes[:, tile.first_frame : tile.first_frame + tile.valid_frames]
+            m[:, : got.shape[1]] = got
+            spec.append(tile.spec[0]), target.append(m), valid.append(tile.valid_frames)
+    spec, target, valid = np.stack(spec), np.stack(target), np.array(valid)
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = ModelConfig.with_classes(["down", "up"], width=4, depth=3, dropout=0.0).build()
+    settings = engine.pick_device("cpu")
+    settings.prepare_model(model)
+    opt, loss = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
+    pick = np.random.default_rng(1)
+    for _ in range(150):
+        i = pick.choice(len(spec), 8, replace=False)
+        engine.train_step(model, {"spec": spec[i], "mask": target[i], "valid_frames": valid[i]}, opt, loss, settings)
+    torch.set_num_threads(threads)
+    path = tmp_path_factory.mktemp("model") / "classes.pt"
+    return str(checkpoint.save_checkpoint(path, model, spec_config_json=CFG.to_json()))
+
+
+def test_a_class_model_labels_every_segment_in_every_table(class_model_path, tmp_path):
+    kinds = ["up", "down", "down", "up", "down", "up"]
+    x, _, truth = labelled_recording(np.random.default_rng(99), 5.0, kinds)
+    path = tmp_path / "calls.wav"
+    sf.write(path, x, CFG.sample_rate)
+    out = str(tmp_path / "out")
+    flags = ["--local", "--format", "raven,csv", "--class-map"]
+    assert main(["segment", str(path), "--out", out, "--model", class_model_path, *flags]) == 0
+    segs = outputs.read_outputs(out, "segments").sort_by("start_s").to_pylist()
+    pairs = match_events([(s["start_s"], s["end_s"], s["low_hz"], s["high_hz"]) for s in segs], [b for b, _ in truth])
+    assert pairs["tp"] >= 5
+    found = [(segs[i]["label"], truth[j][1]) for i, j in pairs["pairs"]]
+    assert sum(a == b for a, b in found) >= 5, found
+    for s in segs:
+        assert s["label"] in ("down", "up") and 0 < s["label_score"] <= s["score"] + 1e-6
+        assert s["top_labels"][0] == s["label"] and sorted(s["top_labels"]) == ["down", "up"]
+        assert s["top_scores"][0] == pytest.approx(s["label_score"]) and s["top_scores"][0] >= s["top_scores"][1]
+    (mask_row,) = outputs.read_outputs(out, "masks").to_pylist()
+    assert mask_row["class_names"] == ["down", "up"]
+    cmap = np.frombuffer(mask_row["class_map"], np.uint8).reshape(mask_row["n_frames"], mask_row["n_rows"]).T
+    bits = tables.decode_mask(mask_row["mask"], mask_row["n_rows"], mask_row["n_frames"], 0, mask_row["n_frames"])
+    assert ((cmap > 0) == (bits > 0)).all() and set(np.unique(cmap)) == {0, 1, 2}
+    raven = labels.read_raven(os.path.join(out, "raven", "calls.Table.1.selections.txt"))
+    assert [b.label for b in sorted(raven, key=lambda b: b.begin_s)] == [s["label"] for s in segs]
+    rows = list(csv.DictReader(open(os.path.join(out, "raven", "calls.Table.1.selections.txt")), delimiter="\t"))
+    assert [float(r["Label Score"]) for r in rows] == pytest.approx(
+        [s["label_score"] for s in sorted(segs, key=lambda s: s["segment_id"])], abs=1e-4
+    )
+    table = pacsv.read_csv(os.path.join(out, "csv", "calls.csv"))
+    assert set(table["label"].to_pylist()) <= {"down", "up"} and all(";" in t for t in table["top_labels"].to_pylist())
