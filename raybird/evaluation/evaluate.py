@@ -48,6 +48,10 @@ scores): frame precision/recall/F1 on 10-ms frames, segment F1 with onset and of
 20 ms, onset F1 within 10 ms, median onset/offset errors, and box recall/precision (a
 prediction at least half inside a label), the measures published segmenters report.
 
+**Labels** (:mod:`raybird.evaluation.classes`, ``classes`` in the report), for a class
+model's run: per-class precision/recall/F1 of matched segments, the confusion matrix and the
+syllable error rate, with and without the majority-vote clean-up.
+
 **Pooling.** Per recording and channel, and pooled: confusion counts summed (micro average),
 TP/FP/FN summed. "Nothing there, nothing found" scores 1 (as in :mod:`raybird.training.metrics`).
 The report is a JSON file (settings, pooled scores, per-recording rows and the lists above) and
@@ -68,7 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raybird.dsp.spectrogram import SpecConfig
-from raybird.evaluation import field_scores
+from raybird.evaluation import classes, field_scores
 from raybird.evaluation.field_scores import event_scores
 from raybird.evaluation.references import Reference, ReferenceIndex, _stem, load_references
 from raybird.evaluation.scores import EDGE_PX, _edge_tolerant_iou, error_shares, evaluate_recording
@@ -220,12 +224,14 @@ class Report:
     missing: list[str] = field(default_factory=list)  # references without a prediction
     errors: list[dict] = field(default_factory=list)  # referenced recordings the run failed on
     reference_errors: list[dict] = field(default_factory=list)  # unreadable label files
+    classes: Optional[dict] = None  # a class model's labels (raybird.evaluation.classes.pool_classes)
 
     def to_dict(self) -> dict:
         return _finite(
             dict(
                 settings=self.settings,
                 pooled=self.pooled,
+                classes=self.classes,
                 recordings=self.rows,
                 unmatched=self.unmatched,
                 missing=self.missing,
@@ -268,6 +274,11 @@ class Report:
             if len(by_label) > max_rows:
                 out.append(f"... {len(by_label) - max_rows} more labels in the report")
         out.append(field_line(self.pooled["field"]))
+        if self.classes:
+            c = self.classes
+            raw = "" if c["ser_raw"] is None else f", raw {c['ser_raw']:.1%}"
+            out.append(f"labels: syllable error rate {c['ser']:.1%}{raw}; class macro F1 {c['macro_f1']:.3f}")
+            out.append("per class: " + classes.format_per_class(c))
         if self.pooled["px_fp"] + self.pooled["px_fn"]:
             share = error_shares(self.pooled)
             out.append(
@@ -350,7 +361,9 @@ def evaluate_run(
         events_from=events_from,
         min_cover=min_cover,
     )
-    return Report(rows, pool(rows), settings, unmatched, missing, errors, problems)
+    refs_by_source = {s: ref.events for s, (ref, _) in assigned.items() if ref is not None}
+    labelled = classes.score_run(pred_dir, refs_by_source, tolerance_s, iou)
+    return Report(rows, pool(rows), settings, unmatched, missing, errors, problems, labelled)
 
 
 def write_report(report: Report, out: str) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from raybird.cli import main
 from raybird.dsp.spectrogram import SpecConfig, iter_tiles, magnitude, n_frames_for
+from raybird.evaluation.classes import score_run as score_classes
 from raybird.evaluation.field_scores import match_events
 from raybird.inference import postprocess
 from raybird.inference.recording import SegmentOptions
@@ -683,3 +684,6 @@ def test_a_class_model_labels_every_segment_in_every_table(class_model_path, tmp
     )
     table = pacsv.read_csv(os.path.join(out, "csv", "calls.csv"))
     assert set(table["label"].to_pylist()) <= {"down", "up"} and all(";" in t for t in table["top_labels"].to_pylist())
+    scored = score_classes(out, {str(path): [labels.Box(*b, label=kind) for b, kind in truth]}, iou=0.3)
+    assert scored["n_ref"] == 6 and scored["ser"] <= 1 / 6 and scored["ser_raw"] is not None
+    assert set(scored["per_class"]) == {"down", "up"} and scored["macro_f1"] >= 0.8
