@@ -38,7 +38,6 @@ from typing import Optional, Sequence
 import numpy as np
 import scipy.optimize
 
-from raybird.inference.postprocess import box_iou
 from raybird.io.labels import Box
 
 FRAME_S = 0.010
@@ -65,6 +64,17 @@ _SUMS = (
 
 
 # ---- one-to-one matching (also the event metrics of raybird.evaluation.evaluate) -------------------------------
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Time-frequency IoU of boxes ``(N, 4)`` x ``(M, 4)``: (start, end, low, high)."""
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    dt = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    df = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 2], b[None, :, 2])
+    inter = np.clip(dt, 0, None) * np.clip(df, 0, None)
+    area = lambda x: (x[:, 1] - x[:, 0]) * (x[:, 3] - x[:, 2])  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def event_scores(tp: int, fp: int, fn: int) -> dict:
     """Precision, recall, F1; precision (recall) is 1 with nothing predicted (nothing to find)."""
     precision = tp / (tp + fp) if tp + fp else 1.0

@@ -460,15 +460,3 @@ def covered_seconds(segments: Sequence[Segment]) -> float:
             total += s.end_s - max(s.start_s, end)
             end = s.end_s
     return total
-
-
-# ---- box geometry ------------------------------------------------------------------------------
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Time-frequency IoU of boxes ``(N, 4)`` x ``(M, 4)``: (start, end, low, high)."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    dt = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    df = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 2], b[None, :, 2])
-    inter = np.clip(dt, 0, None) * np.clip(df, 0, None)
-    area = lambda x: (x[:, 1] - x[:, 0]) * (x[:, 3] - x[:, 2])  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

@@ -6,6 +6,7 @@ import scipy.ndimage
 
 from raybird.dsp.denoise import denoise, iter_denoised
 from raybird.dsp.spectrogram import PRESETS, SpecConfig, frame_offset_s, iter_tiles, magnitude, n_frames_for, row_freqs
+from raybird.evaluation.field_scores import box_iou
 from raybird.inference import postprocess as pp
 from raybird.io import tables
 
@@ -238,8 +239,8 @@ def test_a_songs_notes_become_one_segment_also_when_streamed():
 
 
 def test_box_iou():
-    assert pp.box_iou([(0, 2, 0, 2)], [(1, 3, 0, 2)])[0, 0] == pytest.approx(1 / 3)
-    assert pp.box_iou([(0, 1, 0, 1)], [(1, 2, 0, 1), (0, 1, 0, 1)]).tolist() == [[0.0, 1.0]]
+    assert box_iou([(0, 2, 0, 2)], [(1, 3, 0, 2)])[0, 0] == pytest.approx(1 / 3)
+    assert box_iou([(0, 1, 0, 1)], [(1, 2, 0, 1), (0, 1, 0, 1)]).tolist() == [[0.0, 1.0]]
 
 
 # ---- denoising ----------------------------------------------------------------------------------
