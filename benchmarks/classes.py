@@ -14,7 +14,7 @@ majority-vote clean-up.
 96 s, one bird, 11 syllable types a–k): the last 4 recordings (34 s) are the test set, the one
 before them validation, and training takes the first of the rest nearest each ``--sizes``
 entry in seconds. Each (size, init) is trained by raybird's trainer with ``--classes``
-(1 worker, width 8, batch 4, cosine schedule over the budget, patience 30; the defaults
+(1 worker, width 8, batch 4, Adam 2e-3 on a cosine schedule over the budget, patience 60; the defaults
 otherwise; init scratch or ``default``, the shipped
 bird/background model's body with a new head). Its best checkpoint (by val class mIoU)
 segments the test recordings with the segment job's defaults, the class map stored.
@@ -57,7 +57,7 @@ TWEETYNET = "TweetyNet (600 s per bird, Koumura): 7.4 % raw, 0.72 % cleaned"
 
 # 52 s of song is 22 training tiles, 3 steps of the default batch: small batches, a cosine
 # schedule over the whole budget and a long patience give the classes steps enough to form
-TRAIN = dict(workers=1, width=8, batch_size=4, lr_schedule="cosine", patience=30)
+TRAIN = dict(workers=1, width=8, batch_size=4, lr=2e-3, lr_schedule="cosine", patience=60)
 
 
 def train_one(data: str, runs: Path, name: str, init: str, epochs: int, retrain: bool) -> dict:
@@ -69,16 +69,34 @@ def train_one(data: str, runs: Path, name: str, init: str, epochs: int, retrain:
     if best.exists() and not retrain:
         payload = checkpoint.read_payload(best)
         history = payload["extra"]["history"]
-        return dict(checkpoint=str(best), epochs_run=len(history), best_epoch=payload["epoch"] + 1, train_wall_s=None,
-                    best_val_class_miou=payload["metrics"]["val_class_miou"], history=history)
+        return dict(
+            checkpoint=str(best),
+            epochs_run=len(history),
+            best_epoch=payload["epoch"] + 1,
+            train_wall_s=None,
+            best_val_class_miou=payload["metrics"]["val_class_miou"],
+            history=history,
+        )
     shutil.rmtree(runs / name, ignore_errors=True)
     t0 = time.perf_counter()
-    tc = TrainConfig(data=data, storage_path=str(runs), name=name, epochs=epochs, classes=True,
-                     init="default" if init == "default" else "", **TRAIN)
+    tc = TrainConfig(
+        data=data,
+        storage_path=str(runs),
+        name=name,
+        epochs=epochs,
+        classes=True,
+        init="default" if init == "default" else "",
+        **TRAIN,
+    )
     r = fit(tc)
-    return dict(checkpoint=r.best_checkpoint, epochs_run=r.epochs_run, best_epoch=r.best_epoch + 1,
-                best_val_class_miou=r.best_metrics["val_class_miou"], train_wall_s=time.perf_counter() - t0,
-                history=r.history)
+    return dict(
+        checkpoint=r.best_checkpoint,
+        epochs_run=r.epochs_run,
+        best_epoch=r.best_epoch + 1,
+        best_val_class_miou=r.best_metrics["val_class_miou"],
+        train_wall_s=time.perf_counter() - t0,
+        history=r.history,
+    )
 
 
 def score(ckpt: checkpoint.Checkpoint, test: list[str], out: Path, threads: int) -> dict:
@@ -91,17 +109,37 @@ def score(ckpt: checkpoint.Checkpoint, test: list[str], out: Path, threads: int)
 
 
 def result_table(rows: list[dict]) -> str:
-    head = ["train s (recordings)", "init", "epochs", "best epoch", "val class mIoU", "SER raw", "SER segments",
-            "segment F1 @20 ms", "class macro F1", "predictions / true", "train wall s"]
+    head = [
+        "train s (recordings)",
+        "init",
+        "epochs",
+        "best epoch",
+        "val class mIoU",
+        "SER raw",
+        "SER segments",
+        "segment F1 @20 ms",
+        "class macro F1",
+        "predictions / true",
+        "train wall s",
+    ]
     out = []
     for r in rows:
         s = r["scores"]
-        out.append([
-            f"{r['train_s']:.1f} ({r['n_train']})", r["init"], r["epochs_run"], r["best_epoch"],
-            f"{r['best_val_class_miou']:.3f}", f"{100 * s['ser_raw']:.1f} %", f"{100 * s['ser']:.1f} %",
-            f"{s['segment_f1']:.3f}", f"{s['macro_f1']:.3f}", f"{s['n_pred']} / {s['n_ref']}",
-            "—" if r["train_wall_s"] is None else f"{r['train_wall_s']:.0f}",
-        ])
+        out.append(
+            [
+                f"{r['train_s']:.1f} ({r['n_train']})",
+                r["init"],
+                r["epochs_run"],
+                r["best_epoch"],
+                f"{r['best_val_class_miou']:.3f}",
+                f"{100 * s['ser_raw']:.1f} %",
+                f"{100 * s['ser']:.1f} %",
+                f"{s['segment_f1']:.3f}",
+                f"{s['macro_f1']:.3f}",
+                f"{s['n_pred']} / {s['n_ref']}",
+                "—" if r["train_wall_s"] is None else f"{r['train_wall_s']:.0f}",
+            ]
+        )
     return table(head, out)
 
 
@@ -109,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="20,40,all", help="training seconds (nearest whole recordings) or 'all'")
     ap.add_argument("--inits", default=",".join(INITS), help="scratch, default (the shipped model's body) or both")
-    ap.add_argument("--epochs", type=int, default=80, help="epoch budget of every run")
+    ap.add_argument("--epochs", type=int, default=300, help="epoch budget of every run")
     ap.add_argument("--retrain", action="store_true", help="train again where a run's best checkpoint exists")
     ap.add_argument("--quick", action="store_true", help="a smoke run: all the training audio, scratch, 2 epochs")
     ap.add_argument("--out", help="output folder (default out/classes, out/classes-quick with --quick)")
@@ -146,7 +184,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
             print(f"\n[classes] {name}: {len(train)} recordings, {seconds(train, durations):.1f} s", flush=True)
             r = train_one(data, work / "runs", name, init, epochs, a.retrain)
             s = score(checkpoint.read_checkpoint(r["checkpoint"]), plan["test"], out, a.threads)
-            rows.append(dict(size=size, train_s=seconds(train, durations), n_train=len(train), init=init, **r, scores=s))
+            rows.append(
+                dict(size=size, train_s=seconds(train, durations), n_train=len(train), init=init, **r, scores=s)
+            )
             print(result_table(rows[-1:]), flush=True)
     last = rows[-1]["scores"]
     text = "\n".join(

@@ -687,3 +687,9 @@ def test_a_class_model_labels_every_segment_in_every_table(class_model_path, tmp
     scored = score_classes(out, {str(path): [labels.Box(*b, label=kind) for b, kind in truth]}, iou=0.3)
     assert scored["n_ref"] == 6 and scored["ser"] <= 1 / 6 and scored["ser_raw"] is not None
     assert set(scored["per_class"]) == {"down", "up"} and scored["macro_f1"] >= 0.8
+    ref = tmp_path / "labels" / "calls.Table.1.selections.txt"
+    ref.parent.mkdir()
+    labels.write_raven(ref, [labels.Box(*b, label=kind) for b, kind in truth])
+    report = tmp_path / "report.json"
+    assert main(["evaluate", "--pred", out, "--ref", str(ref), "--iou", "0.3", "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["classes"]["ser"] == pytest.approx(scored["ser"])

@@ -21,6 +21,7 @@ import torch
 from raybird import cli
 from raybird.models import checkpoint
 from raybird.pipelines import ingest, tune
+from raybird.pipelines.shards import shard_classes
 
 
 # ---- no Ray ------------------------------------------------------------------------------------
@@ -248,3 +249,17 @@ def test_grid_sweep_interrupted_and_resumed_gives_the_table_and_best_checkpoint(
     # a different grid under the same name is refused, not silently resumed instead
     with pytest.raises(ValueError, match="different sweep"):
         tune.run(shards, str(tmp_path), {**params, "width": [4, 8]}, verbose=0)
+
+
+@pytest.mark.ray
+def test_classes_can_be_a_grid_axis(shards, tmp_path):
+    """A sweep over --classes: each trial trains on its own targets (two outputs, or one per label
+    class), every row is ranked by val IoU, and the class trial reports its class mIoU."""
+    params = {"classes": [False, True], "epochs": 1, "width": 4, "depth": 3, "batch_size": 4, "augment": 0}
+    r = tune.run(shards, str(tmp_path), params, max_concurrent=1, verbose=0)
+    rows = {x["classes"]: x for x in r.table.to_pylist()}
+    assert set(rows) == {False, True} and all(x["status"] == "done" for x in rows.values())
+    assert rows[False]["val_class_miou"] is None and 0 <= rows[True]["val_class_miou"] <= 1
+    names = torch.load(rows[True]["checkpoint"], weights_only=True)["model_config"]
+    assert json.loads(names)["class_names"] == shard_classes(shards)[0]
+    assert "class_names" not in json.loads(torch.load(rows[False]["checkpoint"], weights_only=True)["model_config"])
