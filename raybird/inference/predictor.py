@@ -1,10 +1,12 @@
-"""The model on tiles: the segment job's inference step (plain PyTorch, arrays in and out)."""
+"""The model on tiles: the segment job's inference step (plain PyTorch, arrays in and out), and
+the batching of a stream of tiles across recordings (:func:`inferred`)."""
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -98,3 +100,37 @@ def predict_tiles(tiles: Tiles, model, settings, cfg: SpecConfig, batch_size: in
         out.level.append(spec[j][:, keep])
         out.classes.append(None if classes is None else classes[j][..., keep])
     return out
+
+
+def inferred(stream: Iterable[tuple], predictor: Predictor) -> Iterator[tuple]:
+    """``stream``'s tuples, in order, each :class:`~raybird.inference.decode.Tiles` (the last
+    element) replaced by the model's :class:`~raybird.inference.predictor.Probabilities`.
+    Consecutive tiles, of one recording or of several short ones, go through the model together
+    until they fill ``predictor.batch_size``: a 10-s recording is 4 tiles, a GPU batch 64. A
+    tile's probabilities do not depend on what shares its batch (bit for bit, measured on this
+    CPU), so neither do the tables."""
+    window: list[tuple] = []
+    n_tiles = 0
+    for entry in stream:
+        window.append(entry)
+        if isinstance(entry[-1], Tiles):
+            n_tiles += len(entry[-1].spec)
+            if n_tiles >= predictor.batch_size:
+                yield from _infer_window(window, predictor)
+                window, n_tiles = [], 0
+    yield from _infer_window(window, predictor)
+
+
+def _infer_window(window: list[tuple], predictor: Predictor) -> Iterator[tuple]:
+    tiles = [e[-1] for e in window if isinstance(e[-1], Tiles)]
+    if tiles:
+        joined = tiles[0] if len(tiles) == 1 else Tiles(*(np.concatenate(v) for v in zip(*map(_fields, tiles))))
+        probs = predictor(joined)
+        ends = np.cumsum([len(t.spec) for t in tiles])
+        split = iter(Probabilities(*(v[a:b] for v in _fields(probs))) for a, b in zip([0, *ends[:-1]], ends))
+    for e in window:
+        yield (*e[:-1], next(split)) if isinstance(e[-1], Tiles) else e
+
+
+def _fields(x) -> list:
+    return [getattr(x, f.name) for f in dataclasses.fields(x)]

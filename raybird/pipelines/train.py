@@ -12,7 +12,8 @@ epoch), fault tolerance, and the run folder::
 A worker that dies restarts from the last checkpoint (``FailureConfig``); running again with
 the same name and storage path resumes the run where it stopped. ``init`` starts a new run from
 a trained model's weights instead of random ones (fine-tuning, e.g. the shipped default on a
-user's own labelled recordings); a run that has checkpoints resumes from them instead.
+user's own labelled recordings); a run that has checkpoints resumes from them instead. With
+``classes`` the network has one output per label class (:mod:`raybird.pipelines.train_setup`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from raybird.io import storage
 from raybird.models import checkpoint
 from raybird.models.networks import ARCHS
 from raybird.pipelines.shards import load_datasets
+from raybird.pipelines.train_setup import ClassSetup, class_setup, initial_weights
 from raybird.training.engine import LOSSES, PRECISIONS, SCHEDULES
 
 # The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
@@ -101,37 +103,6 @@ class TrainConfig:
         """What early stopping and the best checkpoint go by: val IoU of bird against background,
         or for a class model the mean of its classes' val IoU."""
         return "val_class_miou" if self.classes else "val_iou"
-
-
-@dataclass(frozen=True)
-class ClassSetup:
-    """A class model's outputs 1.. (``names``) and its cross-entropy weights (background first)."""
-
-    names: tuple[str, ...]
-    weights: list[float]
-
-
-def class_setup(tc: TrainConfig) -> Optional[ClassSetup]:
-    """The classes of ``tc.data``'s shards (None without ``--classes``), in the order of the
-    ``--init`` model's outputs when that is a class model (which must know every class)."""
-    if not tc.classes:
-        return None
-    from raybird.pipelines.shards import shard_classes
-    from raybird.training.engine import class_weights
-
-    names, pixels = shard_classes(tc.data)
-    if tc.init:
-        known = _init_config(tc.init).class_names
-        if known:
-            unknown = [n for n in names if n not in known]
-            if unknown:
-                raise ValueError(
-                    f"--init {tc.init}: label classes {unknown} are unknown to the model, whose classes are "
-                    f"{list(known)}; relabel, or train a new class model (--init a bird/background model or none)"
-                )
-            counts = dict(zip(names, pixels[1:]))
-            names, pixels = list(known), [pixels[0], *(counts.get(n, 0) for n in known)]
-    return ClassSetup(tuple(names), class_weights(pixels))
 
 
 # ---- the worker loop ---------------------------------------------------------------------------
@@ -315,55 +286,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # ---- the driver --------------------------------------------------------------------------------
-def _init_config(init: str):
-    from raybird.models.checkpoint import read_checkpoint, read_payload
-    from raybird.models.networks import ModelConfig
-
-    return ModelConfig.from_dict(read_payload(read_checkpoint(init).data)["model_config"])
-
-
-def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetup] = None) -> Optional[dict]:
-    """The weights of ``tc.init`` (None without one), after checking that they fit this run: the
-    same network, and the spectrogram settings the shards were made with (a model only knows the
-    pixel grid it was trained on). Where the outputs differ (a bird/background model starting a
-    class model, or the reverse) the body is kept and the head left out, to start at random.
-    Read here, on the driver, so workers on other nodes need no access to the file."""
-    if not tc.init:
-        return None
-    from raybird.dsp.spectrogram import SpecConfig
-    from raybird.models.checkpoint import read_checkpoint, read_payload
-    from raybird.models.networks import ModelConfig
-
-    ckpt = read_checkpoint(tc.init)
-    payload = read_payload(ckpt.data)
-    have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config(classes.names if classes else ())
-    # every field but dropout, which holds no weights, and the outputs fixes the network's body
-    wrong = [
-        f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
-        for f in dataclasses.fields(ModelConfig)
-        if f.name not in ("dropout", "n_classes", "class_names") and getattr(have, f.name) != getattr(want, f.name)
-    ]
-    if wrong:
-        raise ValueError(
-            f"--init {tc.init}: the model has " + ", ".join(wrong) + "; pass the matching --arch/--width/--depth"
-        )
-    shards = SpecConfig.from_json(spec_json)
-    wrong = [
-        f"{k} {v!r} (shards: {getattr(shards, k)!r})" for k, v in vars(ckpt.cfg).items() if getattr(shards, k) != v
-    ]
-    if wrong:
-        raise ValueError(
-            f"--init {tc.init}: the model was trained on other spectrograms: "
-            + ", ".join(wrong)
-            + "; ingest with its settings (raybird ingest --preset)"
-        )
-    state = payload["model_state"]
-    if have.class_names == want.class_names:
-        return state
-    shapes = {k: v.shape for k, v in want.build().state_dict().items()}
-    return {k: v for k, v in state.items() if shapes.get(k) == v.shape}
-
-
 @dataclass
 class TrainResult:
     run_dir: str
@@ -384,7 +306,7 @@ def fit(
     classes: Optional[ClassSetup] = None,
 ) -> TrainResult:
     """Train and export. ``datasets``/``spec_json`` (and with ``--classes`` their ``classes``,
-    :func:`class_setup`) may be passed in (Tune reuses them); ``callbacks`` are Ray Train
+    :func:`~raybird.pipelines.train_setup.class_setup`) may be passed in (Tune reuses them); ``callbacks`` are Ray Train
     callbacks (Tune passes one that forwards each report)."""
     import ray.train
     from ray.train.torch import TorchTrainer

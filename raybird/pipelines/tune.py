@@ -142,7 +142,7 @@ def _training_data(combos: list[dict]) -> dict:
     """``{key: (datasets, spec_json, classes)}`` for each :func:`_data_key` of the sweep's
     trials, each loaded once and shared by its trials; ``--classes`` can be a grid axis."""
     from raybird.pipelines.shards import load_datasets
-    from raybird.pipelines.train import class_setup
+    from raybird.pipelines.train_setup import class_setup
 
     out = {}
     for c in combos:

@@ -3,7 +3,8 @@
 import numpy as np
 import soundfile as sf
 
-from raybird.inference import decode, recording
+from raybird.inference import decode
+from raybird.inference import predictor as predictor_mod
 from raybird.inference.predictor import Predictor
 from raybird.models.checkpoint import read_checkpoint
 
@@ -28,7 +29,7 @@ def test_short_recordings_share_model_calls_with_the_same_probabilities(tmp_path
         sf.write(tmp_path / f"r{i}.wav", x.astype(np.float32), 22050)
         items += [(i, item) for item in decode.recording_tiles(str(tmp_path / f"r{i}.wav"), ckpt.cfg)]
     predictor = Counting(ckpt.data, "cpu", 1, batch_size=4)
-    got = list(recording.inferred(iter(items), predictor))
+    got = list(predictor_mod.inferred(iter(items), predictor))
     assert predictor.calls == [4, 1]  # five recordings, two model calls
     assert [(i, type(x).__name__) for i, x in got] == [
         (i, "Probabilities" if isinstance(x, decode.Tiles) else type(x).__name__) for i, x in items

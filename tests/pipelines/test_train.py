@@ -22,7 +22,8 @@ from raybird.models import checkpoint
 from raybird.models.networks import ModelConfig
 from raybird.pipelines import ingest
 from raybird.pipelines.shards import class_targets, load_datasets, sample_tiles, shard_classes, split_tiles
-from raybird.pipelines.train import TrainConfig, class_setup, fit, initial_weights
+from raybird.pipelines.train import TrainConfig, fit
+from raybird.pipelines.train_setup import class_setup, initial_weights
 from raybird.training import engine
 
 pytestmark = pytest.mark.ray
