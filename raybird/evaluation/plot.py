@@ -45,7 +45,8 @@ def plot_recording(
     dpi: int = 100,
 ) -> None:
     """Write a PNG: ``spec`` ``(rows, frames)`` in [0, 1] starting at ``first_frame``, the
-    predicted ``mask`` (same shape) shaded and ``boxes`` outlined in red; with ``ref`` (a list
+    predicted ``mask`` (same shape) shaded and ``boxes`` (start, end, low, high[, label])
+    outlined in red, labels written above; with ``ref`` (a list
     of :class:`labels.Box` or a :class:`labels.GridMask`) a second panel shows the reference,
     a mask shaded and boxes (or ``ref_boxes``, e.g. the events of a mask) outlined in cyan."""
     require("matplotlib")
@@ -91,8 +92,10 @@ def plot_recording(
         ax.set_ylim(extent[2], extent[3])
 
     def outline(ax, boxes_, colour):
-        for start, end, low, high in boxes_:
+        for start, end, low, high, *label in boxes_:
             ax.add_patch(Rectangle((start, low), end - start, high - low, fill=False, edgecolor=colour, lw=1.2))
+            if label and label[0]:  # a class model's label, or the reference's label text
+                ax.text(start, high, label[0], color=colour, fontsize=7, va="bottom", clip_on=True)
 
     show(axes[0], mask, PRED_COLOUR)
     outline(axes[0], boxes, PRED_COLOUR)
@@ -113,6 +116,7 @@ def plot_recording(
                     b.end_s,
                     extent[2] if b.low_hz is None else b.low_hz,
                     extent[3] if b.high_hz is None else b.high_hz,
+                    b.label,
                 )
                 for b in shown
             ],
@@ -205,7 +209,7 @@ def cmd_plot(c: PlotConfig) -> int:
         cfg = SpecConfig.from_json(rows[0]["spec_config"])
         mask = tables.read_mask(rows[0])
         boxes = [
-            (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"])
+            (s["start_s"], s["end_s"], s["low_hz"], s["high_hz"], s["label"])
             for s in outputs.read_outputs(c.segments, "segments", rec_id).to_pylist()
             if s["channel"] == c.channel
         ]
@@ -219,7 +223,7 @@ def cmd_plot(c: PlotConfig) -> int:
         _, results = recording.predict_recording(source, ckpt, recording.SegmentOptions(channels=c.channels))
         result = results[c.channel]
         mask = tables.decode_mask(result.mask, cfg.n_rows, result.n_frames)
-        boxes = [s.box for s in result.segments]
+        boxes = [(*s.box, s.label) for s in result.segments]
     start = max(0, int(round(c.start / cfg.frame_s)))
     stop = mask.shape[1] if c.end is None else min(mask.shape[1], int(round(c.end / cfg.frame_s)) + 1)
     spec = stitched_spectrogram(storage.source_bytes(source), cfg, c.channel, c.channels, start, stop)

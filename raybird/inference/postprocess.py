@@ -56,6 +56,10 @@ offset within 50 ms) 0.608, 0.873, 0.913, 0.927; per-call F1 on 300 generated re
 notes apart); from 25 dB down it also cuts the last BSD region, two rising notes the reference
 mask joins. 25 dB is the default.
 
+**Classes.** With a class model's ``class_names`` the segmenter also keeps, per region and
+frame, each class's probability summed over the region's pixels; pieces are cut where the class
+changes, and each segment is labelled (:mod:`raybird.inference.classes`).
+
 The masks are stored as the masks table encodes them (:mod:`raybird.io.tables`).
 """
 
