@@ -146,22 +146,23 @@ def format_confusion(pooled: dict) -> str:
 def score_run(pred_dir: str, refs: dict[str, Sequence[Box]], tolerance_s: float = 0.05, iou: float = 0.5):
     """:func:`pool_classes` of a segment run's recordings against ``refs`` (source -> its
     reference events), with the raw sequences where the run stored class maps; None for a
-    run of a bird/background model (no labels)."""
+    run of a bird/background model (its masks name no classes)."""
     from raybird.io.outputs import read_outputs
 
-    segs = read_outputs(pred_dir, "segments", columns=["source", "start_s", "end_s", "low_hz", "high_hz", "label"])
-    if not len(segs) or segs.column("label").null_count == len(segs):
+    cols = ["source", "n_rows", "n_frames", "class_map", "class_names"]
+    masks = read_outputs(pred_dir, "masks", columns=cols)
+    if masks.column("class_names").null_count == len(masks):
         return None
+    segs = read_outputs(pred_dir, "segments", columns=["source", "start_s", "end_s", "low_hz", "high_hz", "label"])
     pred: dict[str, list] = {}
     for r in segs.to_pylist():
         pred.setdefault(r["source"], []).append((r["start_s"], r["end_s"], r["low_hz"], r["high_hz"], r["label"]))
     raw: dict[str, list] = {}
-    cols = ["source", "n_rows", "n_frames", "class_map", "class_names"]
-    for m in read_outputs(pred_dir, "masks", columns=cols).to_pylist():
+    for m in masks.to_pylist():
         if m["class_map"] is not None:
             cmap = np.frombuffer(m["class_map"], np.uint8).reshape(m["n_frames"], m["n_rows"]).T
             raw.setdefault(m["source"], []).extend(frame_labels(cmap, m["class_names"]))
-    sources = read_outputs(pred_dir, "masks", columns=["source"]).column("source").to_pylist()
+    sources = masks.column("source").to_pylist()
     rows = [
         recording_classes(pred.get(s, []), refs[s], raw.get(s) if raw else None, tolerance_s, iou)
         for s in dict.fromkeys(sources)
