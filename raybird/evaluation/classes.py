@@ -22,11 +22,14 @@ sequence, as TweetyNet's raw output is read.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from raybird.evaluation.field_scores import event_scores, match_events, match_onsets
+from raybird.io.label_masks import BIRD
 from raybird.io.labels import Box
 
 MISSED, FALSE_ALARM = "(missed)", "(false alarm)"
@@ -58,14 +61,17 @@ def recording_classes(
     raw: Optional[list[str]] = None,
     tolerance_s: float = 0.05,
     iou: float = 0.5,
+    offsets: bool = True,
 ) -> dict:
     """One recording's counts: ``pred`` segments ``(start_s, end_s, low_hz, high_hz, label)``
-    against ``ref`` events; ``raw``: its frame-wise label sequence (:func:`frame_labels`)."""
+    against ``ref`` events, whose label text is read as ingest reads it (stripped; none is
+    :data:`~raybird.io.label_masks.BIRD`); ``raw``: its frame-wise label sequence
+    (:func:`frame_labels`)."""
     pred = sorted(pred, key=lambda p: (p[0], p[1]))
-    ref = sorted(ref, key=lambda b: (b.begin_s, b.end_s))
+    ref = [replace(b, label=b.label.strip() or BIRD) for b in sorted(ref, key=lambda b: (b.begin_s, b.end_s))]
     time_only = any(b.low_hz is None for b in ref)
     if time_only:
-        m = match_onsets([p[:2] for p in pred], [(b.begin_s, b.end_s) for b in ref], tolerance_s)
+        m = match_onsets([p[:2] for p in pred], [(b.begin_s, b.end_s) for b in ref], tolerance_s, offsets)
     else:
         m = match_events([p[:4] for p in pred], [(b.begin_s, b.end_s, b.low_hz, b.high_hz) for b in ref], iou)
     confusion: dict[str, dict[str, int]] = {}
@@ -143,29 +149,36 @@ def format_confusion(pooled: dict) -> str:
     return "\n".join(lines)
 
 
-def score_run(pred_dir: str, refs: dict[str, Sequence[Box]], tolerance_s: float = 0.05, iou: float = 0.5):
-    """:func:`pool_classes` of a segment run's recordings against ``refs`` (source -> its
-    reference events), with the raw sequences where the run stored class maps; None for a
-    run of a bird/background model (its masks name no classes)."""
+def score_run(
+    pred_dir: str, refs: dict[str, Sequence[Box]], tolerance_s: float = 0.05, iou: float = 0.5, offsets: bool = True
+):
+    """:func:`pool_classes` of a segment run's recordings (and channels) against ``refs`` (source
+    -> its reference events), with the raw sequences where the run stored class maps; None for
+    a run of a bird/background model (its masks name no classes)."""
     from raybird.io.outputs import read_outputs
 
-    cols = ["source", "n_rows", "n_frames", "class_map", "class_names"]
+    cols = ["source", "channel", "n_rows", "n_frames", "class_map", "class_names"]
     masks = read_outputs(pred_dir, "masks", columns=cols)
     if masks.column("class_names").null_count == len(masks):
         return None
-    segs = read_outputs(pred_dir, "segments", columns=["source", "start_s", "end_s", "low_hz", "high_hz", "label"])
-    pred: dict[str, list] = {}
-    for r in segs.to_pylist():
-        pred.setdefault(r["source"], []).append((r["start_s"], r["end_s"], r["low_hz"], r["high_hz"], r["label"]))
-    raw: dict[str, list] = {}
+    columns = ["source", "channel", "start_s", "end_s", "low_hz", "high_hz", "label"]
+    pred: dict[tuple, list] = {}
+    for r in read_outputs(pred_dir, "segments", columns=columns).to_pylist():
+        pred.setdefault((r["source"], r["channel"]), []).append(
+            (r["start_s"], r["end_s"], r["low_hz"], r["high_hz"], r["label"])
+        )
+    channels = Counter(masks.column("source").to_pylist())
+    rows = []
     for m in masks.to_pylist():
+        if m["source"] not in refs:
+            continue
+        raw = None
         if m["class_map"] is not None:
-            cmap = np.frombuffer(m["class_map"], np.uint8).reshape(m["n_frames"], m["n_rows"]).T
-            raw.setdefault(m["source"], []).extend(frame_labels(cmap, m["class_names"]))
-    sources = masks.column("source").to_pylist()
-    rows = [
-        recording_classes(pred.get(s, []), refs[s], raw.get(s) if raw else None, tolerance_s, iou)
-        for s in dict.fromkeys(sources)
-        if s in refs
-    ]
+            raw = frame_labels(
+                np.frombuffer(m["class_map"], np.uint8).reshape(m["n_frames"], m["n_rows"]).T, m["class_names"]
+            )
+        # channels segmented one by one are scored against their own labels (as the pixel metrics are)
+        split = channels[m["source"]] > 1
+        ref = [b for b in refs[m["source"]] if not split or b.channel is None or b.channel == m["channel"]]
+        rows.append(recording_classes(pred.get((m["source"], m["channel"]), []), ref, raw, tolerance_s, iou, offsets))
     return pool_classes(rows)

@@ -274,7 +274,7 @@ class Report:
             if len(by_label) > max_rows:
                 out.append(f"... {len(by_label) - max_rows} more labels in the report")
         out.append(field_line(self.pooled["field"]))
-        if self.classes:
+        if self.classes and self.classes["ser"] is not None:  # None: no reference event scored
             c = self.classes
             raw = "" if c["ser_raw"] is None else f", raw {c['ser_raw']:.1%}"
             out.append(f"labels: syllable error rate {c['ser']:.1%}{raw}; class macro F1 {c['macro_f1']:.3f}")
@@ -362,7 +362,7 @@ def evaluate_run(
         min_cover=min_cover,
     )
     refs_by_source = {s: ref.events for s, (ref, _) in assigned.items() if ref is not None}
-    labelled = classes.score_run(pred_dir, refs_by_source, tolerance_s, iou)
+    labelled = classes.score_run(pred_dir, refs_by_source, tolerance_s, iou, offsets)
     return Report(rows, pool(rows), settings, unmatched, missing, errors, problems, labelled)
 
 

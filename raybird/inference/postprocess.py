@@ -240,7 +240,10 @@ class Segmenter:
         regions = mask[self.rows]
         if self.min_level_db is not None:
             regions = regions & (level_db(level, self.cfg) >= self.min_level_db)
-        classes = classes[:, self.rows] if self.class_names else None
+        if self.class_names:  # probabilities in [0, 1] from here on, uint8 or not
+            classes = classes[:, self.rows].astype(np.float32) / (255.0 if classes.dtype == np.uint8 else 1.0)
+        else:
+            classes = None
         self._label(regions, p[self.rows], level if self.split_depth_db is not None else None, classes)
         self.n_frames += prob.shape[1]
 
@@ -269,7 +272,7 @@ class Segmenter:
                     self._levels[base + k] = [(self.n_frames + cs.start, level_db(peak, self.cfg))]
                 if classes is not None:  # each class's probability summed over the region's pixels per column
                     inside = lab[rs, cs] == k + 1
-                    sums = (classes[:, rs, cs] * inside).sum(axis=1, dtype=np.float64) / 255.0
+                    sums = (classes[:, rs, cs] * inside).sum(axis=1, dtype=np.float64)
                     self._class_sums[base + k] = [(self.n_frames + cs.start, sums)]
         ids = np.where(lab > 0, lab - 1 + base, -1)
         if self._edge is not None:  # merge regions touching across the border (8-connected)

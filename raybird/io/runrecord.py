@@ -60,10 +60,14 @@ def _write(out: str, record: dict) -> None:
 
 
 def differences(recorded: dict, settings: dict, prefix: str = "") -> list[str]:
-    """``name: recorded -> now`` for every setting that differs (nested dicts flattened)."""
+    """``name: recorded -> now`` for every setting that differs (nested dicts flattened). A
+    setting the record lacks (added to raybird since that run) that is off now (False, None,
+    empty) is no difference: the earlier run had it off too."""
     out = []
     for key in sorted(set(recorded) | set(settings)):
         a, b = recorded.get(key), settings.get(key)
+        if key not in recorded and b in (False, None, (), []):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{prefix}{key}.")
         elif a != b:

@@ -205,7 +205,7 @@ def train_loop_per_worker(config: dict) -> None:
     worker_batch = max(1, -(-tc.batch_size // ctx.get_world_size()))
     worker_bn_tiles = -(-tc.bn_tiles // ctx.get_world_size())
     for epoch in range(start, tc.epochs):
-        meter, loss_sum, steps = PixelMetrics(model_cfg.n_classes), 0.0, 0
+        meter, loss_sum, steps = PixelMetrics(model_cfg.n_classes if classes else 0), 0.0, 0
         bn_specs, bn_kept = [], 0  # the epoch's first tiles, as read (before augmentation)
         lr = optimizer.param_groups[0]["lr"]
         # a buffer of many batches mixes tiles of different recordings into each batch
@@ -222,7 +222,7 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.step()
         if tc.bn_tiles > 0:
             _recalibrate_batchnorm(model, bn_specs, settings)
-        val_meter = PixelMetrics(model_cfg.n_classes)
+        val_meter = PixelMetrics(model_cfg.n_classes if classes else 0)
         val = engine.validate(
             model, val_shard.iter_torch_batches(batch_size=4 * worker_batch), loss_fn, settings, meter=val_meter
         )

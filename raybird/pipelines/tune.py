@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from raybird.flags import flag
 from raybird.io import storage
+from raybird.io.runrecord import differences
 from raybird.io.tables import write_file
 from raybird.pipelines.train import TrainConfig
 
@@ -135,7 +136,8 @@ def _trial(config: dict, data: dict) -> None:
 def _data_key(config: dict) -> tuple:
     """Trials with the same key train on the same targets: bird/background, or a class model's
     classes (in its ``--init`` model's order)."""
-    return (config["classes"], config["init"] if config["classes"] else "")
+    classes = config.get("classes", False)  # trials of a sweep started before --classes existed lack it
+    return (classes, config.get("init", "") if classes else "")
 
 
 def _training_data(combos: list[dict]) -> dict:
@@ -247,7 +249,7 @@ def _check_same_sweep(exp_path: str, spec: dict) -> None:
         return
     with fs.open(p, "r") as f:
         old = json.load(f)
-    if old != json.loads(json.dumps(spec)):
+    if differences(old, json.loads(json.dumps(spec))):
         raise ValueError(
             f"{exp_path} holds a different sweep (see its sweep.json); "
             "resume it with the same arguments or pick another --name or --out"

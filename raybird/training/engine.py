@@ -338,15 +338,18 @@ def predict_classes(
     quantize: bool = False,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(bird, classes)`` on the CPU: the bird probability ``(N, H, W)`` (one minus the
-    background's) and, for a class model, each class's probability ``(N, K, H, W)`` (None for a
-    bird/background model); float32, or uint8 ``round(p * 255)`` with ``quantize``."""
+    background's) and, for a class model (its config names classes; one class too), each
+    class's probability ``(N, K, H, W)`` (None for a bird/background model); float32, or uint8
+    ``round(p * 255)`` with ``quantize``."""
     settings = _settings_for(model, settings)
     model.eval()
     with torch.inference_mode(), settings.autocast():
         logits = model(spec_tensor(spec_batch, settings))
         prob = logits.float().softmax(dim=1)
+        config = getattr(unwrap(model), "config", None)
+        has_classes = bool(config.class_names) if config is not None else prob.shape[1] > 2
         bird = prob[:, 1] if prob.shape[1] == 2 else 1 - prob[:, 0]
-        classes = prob[:, 1:] if prob.shape[1] > 2 else None
+        classes = prob[:, 1:] if has_classes else None
         if quantize:
             bird = bird.mul(255).round_().to(torch.uint8)
             classes = None if classes is None else classes.mul(255).round_().to(torch.uint8)

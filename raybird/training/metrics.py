@@ -123,12 +123,13 @@ def class_scores(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, fl
 
 
 class PixelMetrics:
-    """Accumulates ``[tp, fp, fn, tn]`` over batches, and with ``n_classes`` > 2 the class
-    confusion matrix (``matrix``); :meth:`compute` returns the score dict."""
+    """Accumulates ``[tp, fp, fn, tn]`` over batches, and with ``n_classes`` (a class model's
+    outputs, background included) the class confusion matrix (``matrix``); :meth:`compute`
+    returns the score dict."""
 
-    def __init__(self, n_classes: int = 2):
+    def __init__(self, n_classes: int = 0):
         self.counts = np.zeros(4, np.int64)
-        self.matrix = np.zeros((n_classes, n_classes), np.int64) if n_classes > 2 else None
+        self.matrix = np.zeros((n_classes, n_classes), np.int64) if n_classes else None
 
     def update(
         self,

@@ -46,3 +46,13 @@ def test_per_class_scores_confusion_and_error_rates_pool_over_recordings():
     assert p["macro_f1"] == pytest.approx((2 / 3 + 0.4) / 2) and p["segment_f1"] == pytest.approx(0.75)
     assert "| b | 1 | 1 | 1 |" in format_confusion(p)
     assert pool_classes([{**one, "edits_raw": None}, other])["ser_raw"] is None
+
+
+def test_reference_labels_read_as_ingest_reads_them_and_offsets_can_be_left_out():
+    ref = [Box(0.1, 0.2, label=""), Box(0.3, 0.4, label=" b ")]
+    pred = [(0.1, 0.2, 0, 1, "bird"), (0.3, 0.45, 0, 1, "b")]
+    strict = recording_classes(pred, ref, tolerance_s=0.02)
+    assert strict["confusion"]["bird"] == {"bird": 1} and strict["matched"] == 1  # the late offset
+    loose = recording_classes(pred, ref, tolerance_s=0.02, offsets=False)
+    assert loose["matched"] == 2 and loose["edits"] == 0
+    assert pool_classes([])["ser"] is None  # nothing to score: no rate, no crash

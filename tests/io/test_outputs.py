@@ -83,3 +83,12 @@ def test_one_file_per_recording_runs_are_read_as_they_are(tmp_path):
     assert len(outputs.read_outputs(out, "segments")) == 4
     assert len(outputs.read_outputs(out, "summary")) == 3
     assert outputs.completed_ids(out) == {"a"}  # a masks (or errors) file marks a recording complete
+
+
+def test_a_setting_added_since_a_run_and_left_off_is_no_difference():
+    from raybird.io.runrecord import differences
+
+    old = {"options": {"threshold": 0.5}}
+    assert differences(old, {"options": {"threshold": 0.5, "class_map": False}}) == []
+    assert differences(old, {"options": {"threshold": 0.5, "class_map": True}}) == ["options.class_map: None -> True"]
+    assert differences(old, {"options": {"threshold": 0.6}}) == ["options.threshold: 0.5 -> 0.6"]

@@ -444,3 +444,13 @@ def test_class_weighted_loss_counts_a_rare_class_more():
     assert plain == pytest.approx(weighted)  # uniform logits: every pixel's loss is log 3 either way
     logits[0, 2] = 5.0  # class 2 right, the others wrong: weighting class 2 lowers the mean loss
     assert make_loss("ce", class_weights=[1.0, 1.0, 4.0])(logits, target) < make_loss("ce")(logits, target)
+
+
+def test_a_one_class_model_is_a_class_model():
+    """Labels without text train one class, 'bird': two outputs, as a bird/background model
+    has, but its class probabilities and class confusion are kept."""
+    model = ModelConfig.with_classes(["bird"], width=4, depth=2).build().eval()
+    bird, classes = predict_classes(model, torch.rand(1, 32, 48), "cpu")
+    assert model.config.n_classes == 2 and classes.shape == (1, 1, 32, 48)
+    assert torch.allclose(classes[:, 0], bird)
+    assert PixelMetrics(2).update(torch.ones(1, 2, 2), torch.ones(1, 2, 2)).matrix.tolist() == [[0, 0], [0, 4]]
