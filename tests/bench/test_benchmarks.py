@@ -152,18 +152,3 @@ def test_archive_benchmark_short_files_are_real_and_distinct(tmp_path, real_data
     audio = [sf.read(p)[0] for p in sorted(tmp_path.glob("*.wav"))]
     assert secs == 30.0 and [len(a) for a in audio] == [archive.SR * 10] * 3
     assert not np.allclose(audio[0], audio[1]) and all(np.abs(a).max() > 0.01 for a in audio)
-
-
-@pytest.mark.slow
-def test_classes_benchmark_quick(ray_session, real_data, tmp_path):
-    """Two epochs of a class model on the finch song, scored on its test recordings: every
-    number of the table is computed from what the model found."""
-    from benchmarks import classes as classes_bench
-
-    r = classes_bench.main(["--quick", "--real", str(real_data), "--out", str(tmp_path), "--threads", "1"])
-    (row,) = r["rows"]
-    s = row["scores"]
-    assert row["init"] == "scratch" and row["epochs_run"] == 2 and s["n_ref"] == 202
-    assert 0 <= s["ser"] and s["ser_raw"] is not None and s["n_pred"] >= 0
-    assert set(s["per_class"]) >= set("abcdefghijk")  # every reference class is scored
-    assert (tmp_path / "classes.md").read_text().count("| scratch |") == 1
