@@ -43,13 +43,12 @@ from typing import Optional
 
 from benchmarks.accuracy import REAL_DEFAULT
 from benchmarks.common import machine, table
-from benchmarks.learning_curve import SETS, protocol, seconds, size_data
+from benchmarks.learning_curve import SETS, ingest_pool, protocol, seconds, size_data
 from benchmarks.real import duration_s, predict, reference_events
 from raybird.evaluation import classes
 from raybird.inference.recording import SegmentOptions
 from raybird.io import outputs
 from raybird.models import checkpoint
-from raybird.pipelines import ingest
 
 INITS = ("scratch", "default")
 TWEETYNET = "TweetyNet (600 s per bird, Koumura): 7.4 % raw, 0.72 % cleaned"
@@ -170,13 +169,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     durations = {f: duration_s(f) for f in files}
     plan = protocol(files, durations, sizes)
     work = out / "work"
-    pool = sorted(set(plan["val"] + [f for fs in plan["train"].values() for f in fs]))
-    stems = {Path(f).stem for f in pool}
-    side = sorted(str(p) for p in real.glob(cs.labels) if p.stem in stems)
     if not (work / "ingest" / "run.json").exists():
-        summary = ingest.run_local(pool + side, str(work / "ingest"))
-        if summary.errors:
-            raise RuntimeError(f"ingest: {outputs.read_outputs(str(work / 'ingest'), 'errors').to_pylist()}")
+        ingest_pool(cs, real, plan, work / "ingest")
     rows = []
     for size, train in plan["train"].items():
         data = size_data(str(work / "ingest"), train, plan["val"], work / f"data-{size}")

@@ -130,6 +130,17 @@ def size_data(ingested: str, train: list[str], val: list[str], out: Path) -> str
     return str(out)
 
 
+def ingest_pool(cs: CurveSet, real: Path, plan: dict, out: Path) -> None:
+    """Every recording of ``plan`` but the test ones, ingested once into ``out``; labels sit beside
+    the audio (or in ../JSON)."""
+    pool = sorted(set(plan["val"] + [f for fs in plan["train"].values() for f in fs]))
+    stems = {Path(f).stem for f in pool}
+    side = sorted(str(p) for p in real.glob(cs.labels) if p.stem in stems)
+    summary = ingest.run_local(pool + side, str(out))
+    if summary.errors:
+        raise RuntimeError(f"ingest: {outputs.read_outputs(str(out), 'errors').to_pylist()}")
+
+
 def train_one(data: str, runs: Path, name: str, init: str, epochs: int) -> dict:
     """raybird's trainer on ``data``, from scratch or from the shipped model; a fresh run folder."""
     from raybird.pipelines.train import TrainConfig, fit
@@ -249,13 +260,7 @@ def run_set(cs: CurveSet, real: Path, out: Path, sizes: list[str], epochs: int, 
         return pooled([recording_counts(events[f], preds.get(f, []), durations[f]) for f in plan["test"]])
 
     rows = [dict(size="0", train_s=0.0, n_train=0, init="no training", scores=score(checkpoint.read_checkpoint(None)))]
-    # every recording but the test ones, ingested once; labels sit beside the audio (or in ../JSON)
-    pool = sorted(set(plan["val"] + [f for fs in plan["train"].values() for f in fs]))
-    stems = {Path(f).stem for f in pool}
-    side = sorted(str(p) for p in real.glob(cs.labels) if p.stem in stems)
-    summary = ingest.run_local(pool + side, str(work / "ingest"))
-    if summary.errors:
-        raise RuntimeError(f"ingest: {outputs.read_outputs(str(work / 'ingest'), 'errors').to_pylist()}")
+    ingest_pool(cs, real, plan, work / "ingest")
     for size, train in plan["train"].items():
         data = size_data(str(work / "ingest"), train, plan["val"], work / f"data-{size}")
         for init in INITS:

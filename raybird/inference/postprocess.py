@@ -20,7 +20,7 @@ Regions shorter than ``min_duration_s`` (box duration) or smaller than ``min_pix
 dropped from the segments; the mask keeps every thresholded pixel. For two-sided
 spectrograms only the rows of non-negative frequency form segments (the others mirror them).
 
-**Grouping** (:func:`group_boxes`). The harmonics of one call are separate regions (silent
+**Grouping** (:func:`raybird.inference.grouping.group_boxes`). The harmonics of one call are separate regions (silent
 bands lie between them), so the surviving regions are then grouped: two regions whose time
 spans overlap by at least ``group_overlap`` of the shorter span and whose frequency ranges are
 at most ``group_gap_hz`` apart become one segment (transitively), its box the union, its score
@@ -73,11 +73,10 @@ import scipy.ndimage
 
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, row_freqs
 from raybird.inference import classes as labels
+from raybird.inference.grouping import GROUP_GAP_HZ, GROUP_OVERLAP, group_boxes
 from raybird.io.tables import decode_mask, encode_mask, encode_probability
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: steep FM sweeps touch only diagonally
-GROUP_OVERLAP = 0.7  # see "Grouping" in the module docstring
-GROUP_GAP_HZ = 3000.0
 SPLIT_DEPTH_DB = 25.0  # see "Syllables"
 
 
@@ -419,44 +418,6 @@ def segments_of(
     )
     seg.add(prob, level=level)
     return seg.finish(duration_s)
-
-
-def group_boxes(
-    boxes, overlap: Optional[float] = GROUP_OVERLAP, gap_hz: float = GROUP_GAP_HZ, merge_gap_s: Optional[float] = None
-) -> list[list[int]]:
-    """Groups (lists of indices, each sorted; groups in order of their first index) of boxes
-    ``(start_s, end_s, low_hz, high_hz)`` linked, transitively, when their frequency ranges are
-    at most ``gap_hz`` apart and their time spans overlap by at least ``overlap`` of the shorter
-    span or (with ``merge_gap_s``) lie at most ``merge_gap_s`` apart. ``None`` turns a rule off.
-    A sweep over start times compares only boxes near enough in time."""
-    b = np.asarray(boxes, float).reshape(-1, 4)
-    parent = list(range(len(b)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    order = np.argsort(b[:, 0], kind="stable")
-    active: list[int] = []  # boxes whose span may still overlap, or lie within the gap of, a later start
-    reach = -np.inf if merge_gap_s is None else merge_gap_s
-    for i in order.tolist():
-        active = [j for j in active if b[j, 1] > b[i, 0] or b[i, 0] - b[j, 1] <= reach + 1e-12]
-        for j in active:
-            shared = min(b[i, 1], b[j, 1]) - b[i, 0]  # negative: the silence between them
-            shorter = min(b[i, 1] - b[i, 0], b[j, 1] - b[j, 0])
-            gap = max(b[i, 2], b[j, 2]) - min(b[i, 3], b[j, 3])
-            linked = (overlap is not None and shared >= overlap * shorter - 1e-12) or -shared <= reach + 1e-12
-            if linked and gap <= gap_hz:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-        active.append(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(b)):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
 
 
 def covered_seconds(segments: Sequence[Segment]) -> float:

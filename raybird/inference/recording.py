@@ -16,7 +16,7 @@ import pyarrow as pa
 from raybird.dsp import boundaries, denoise
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, n_frames_for, row_freqs
 from raybird.flags import flag, off_or_float
-from raybird.inference import postprocess
+from raybird.inference import grouping, postprocess
 from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
 from raybird.inference.predictor import Predictor, Probabilities, inferred
 from raybird.io import audio, outputs, redaction, selections, storage, tables
@@ -47,12 +47,12 @@ class SegmentOptions:
     probabilities: bool = flag(False, "store the uint8 probability map in masks/")
     class_map: bool = flag(False, "class models: store the uint8 class of each mask pixel in masks/")
     group_overlap: Optional[float] = flag(
-        postprocess.GROUP_OVERLAP,
+        grouping.GROUP_OVERLAP,
         "regions overlapping in time by this fraction of the shorter one (and --group-gap-hz "
         "apart in frequency, e.g. harmonics) form one segment; 'off': every region is one",
         parse=off_or_float,
     )
-    group_gap_hz: float = flag(postprocess.GROUP_GAP_HZ, "largest frequency gap between grouped regions (Hz)")
+    group_gap_hz: float = flag(grouping.GROUP_GAP_HZ, "largest frequency gap between grouped regions (Hz)")
     split_depth_db: Optional[float] = flag(
         postprocess.SPLIT_DEPTH_DB,
         "cut a region where its loudest pixel per frame falls this many dB under its loudest "

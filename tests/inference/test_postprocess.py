@@ -8,6 +8,7 @@ from raybird.dsp.denoise import denoise, iter_denoised
 from raybird.dsp.spectrogram import PRESETS, SpecConfig, frame_offset_s, iter_tiles, magnitude, n_frames_for, row_freqs
 from raybird.evaluation.field_scores import box_iou
 from raybird.inference import postprocess as pp
+from raybird.inference.grouping import GROUP_OVERLAP, group_boxes
 from raybird.io import tables
 
 CFG = SpecConfig(sample_rate=16000, n_fft=256, win_length=256, hop_length=128, tile_frames=128, tile_overlap=32)
@@ -93,7 +94,7 @@ def test_streaming_labelling_equals_whole_map_labelling():
     _, n_regions = scipy.ndimage.label(prob >= 0.55, structure=np.ones((3, 3)))
     assert len(whole) == n_regions > 50
     edges = np.unique(np.r_[0, rng.integers(1, 900, 40), 900])
-    for group_overlap in (None, pp.GROUP_OVERLAP):
+    for group_overlap in (None, GROUP_OVERLAP):
         seg = pp.Segmenter(CFG, threshold=0.55, group_overlap=group_overlap)
         for a, b in zip(edges[:-1], edges[1:]):
             seg.add(prob[:, a:b], first_frame=a)
@@ -202,9 +203,9 @@ def test_group_boxes_rule_at_its_boundaries():
         (5.0, 6.0, 1000, 2000),
         (5.0, 6.0, 5001, 6000),
     ]  # 3001 Hz apart: apart
-    assert pp.group_boxes(boxes, 0.7, 3000) == [[0, 1, 2], [3], [4], [5], [6]]
-    assert pp.group_boxes(boxes, 0.6, 3001) == [[0, 1, 2], [3, 4], [5, 6]]
-    assert pp.group_boxes([]) == []
+    assert group_boxes(boxes, 0.7, 3000) == [[0, 1, 2], [3], [4], [5], [6]]
+    assert group_boxes(boxes, 0.6, 3001) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert group_boxes([]) == []
 
 
 def test_merge_gap_links_a_songs_calls_at_its_boundaries():
@@ -215,11 +216,11 @@ def test_merge_gap_links_a_songs_calls_at_its_boundaries():
         (1.51, 1.7, 3000, 4000),  # 0.31 s after box 2: a new song
         (1.6, 1.65, 7600, 8000),
     ]  # overlaps it in time, 3.6 kHz above
-    assert pp.group_boxes(boxes, 0.7, 3000) == [[0], [1], [2], [3], [4]]
-    assert pp.group_boxes(boxes, 0.7, 3000, merge_gap_s=0.3) == [[0, 1, 2], [3], [4]]
-    assert pp.group_boxes(boxes, None, 3000, merge_gap_s=0.31) == [[0, 1, 2, 3], [4]]
-    assert pp.group_boxes(boxes, None, 4000, merge_gap_s=0.31) == [[0, 1, 2, 3, 4]]
-    assert pp.group_boxes(boxes, None, 3000) == [[0], [1], [2], [3], [4]]  # both rules off
+    assert group_boxes(boxes, 0.7, 3000) == [[0], [1], [2], [3], [4]]
+    assert group_boxes(boxes, 0.7, 3000, merge_gap_s=0.3) == [[0, 1, 2], [3], [4]]
+    assert group_boxes(boxes, None, 3000, merge_gap_s=0.31) == [[0, 1, 2, 3], [4]]
+    assert group_boxes(boxes, None, 4000, merge_gap_s=0.31) == [[0, 1, 2, 3, 4]]
+    assert group_boxes(boxes, None, 3000) == [[0], [1], [2], [3], [4]]  # both rules off
 
 
 def test_a_songs_notes_become_one_segment_also_when_streamed():

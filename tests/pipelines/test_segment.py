@@ -25,7 +25,7 @@ from raybird.inference import postprocess
 from raybird.inference.recording import SegmentOptions
 from raybird.io import audio, labels, outputs, storage, tables
 from raybird.models import checkpoint
-from raybird.models.networks import ModelConfig, build_model
+from raybird.models.networks import ModelConfig
 from raybird.pipelines import segment
 from raybird.synth import generator as synth
 from raybird.synth.calls import Call, render_call
@@ -91,6 +91,25 @@ def recording(rng, duration: float, calls=None, noise: float = 0.01):
     return x, mask, boxes
 
 
+def fit_tiny(config: ModelConfig, spec: list, target: list, valid: list, steps: int):
+    """A model of ``config`` (seed 0) after ``steps`` Adam steps (3e-3, batches of 8 drawn at
+    random, one thread) on the tiles."""
+    spec, target, valid = np.stack(spec), np.stack(target), np.array(valid)
+    torch.manual_seed(0)
+    model = config.build()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    settings = engine.pick_device("cpu")
+    settings.prepare_model(model)
+    opt, loss = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
+    pick = np.random.default_rng(1)
+    for _ in range(steps):
+        i = pick.choice(len(spec), 8, replace=False)
+        engine.train_step(model, {"spec": spec[i], "mask": target[i], "valid_frames": valid[i]}, opt, loss, settings)
+    torch.set_num_threads(threads)
+    return model
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
     """A width-4, depth-3 U-Net trained for 100 steps (a few seconds) on 12 six-second recordings."""
@@ -103,19 +122,7 @@ def model_path(tmp_path_factory) -> str:
             got = mask[:, tile.first_frame : tile.first_frame + tile.valid_frames]
             m[:, : got.shape[1]] = got
             spec.append(tile.spec[0]), target.append(m), valid.append(tile.valid_frames)
-    spec, target, valid = np.stack(spec), np.stack(target), np.array(valid)
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model = build_model("unet", width=4, depth=3, dropout=0.0)
-    settings = engine.pick_device("cpu")
-    settings.prepare_model(model)
-    opt, loss = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
-    pick = np.random.default_rng(1)
-    for _ in range(100):
-        i = pick.choice(len(spec), 8, replace=False)
-        engine.train_step(model, {"spec": spec[i], "mask": target[i], "valid_frames": valid[i]}, opt, loss, settings)
-    torch.set_num_threads(threads)
+    model = fit_tiny(ModelConfig(width=4, depth=3, dropout=0.0), spec, target, valid, steps=100)
     return str(
         checkpoint.save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", model, spec_config_json=CFG.to_json())
     )
@@ -637,19 +644,8 @@ def class_model_path(tmp_path_factory) -> str:
             got = classes[:, tile.first_frame : tile.first_frame + tile.valid_frames]
             m[:, : got.shape[1]] = got
             spec.append(tile.spec[0]), target.append(m), valid.append(tile.valid_frames)
-    spec, target, valid = np.stack(spec), np.stack(target), np.array(valid)
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model = ModelConfig.with_classes(["down", "up"], width=4, depth=3, dropout=0.0).build()
-    settings = engine.pick_device("cpu")
-    settings.prepare_model(model)
-    opt, loss = engine.make_optimizer(model, lr=3e-3), engine.make_loss("ce+dice")
-    pick = np.random.default_rng(1)
-    for _ in range(150):
-        i = pick.choice(len(spec), 8, replace=False)
-        engine.train_step(model, {"spec": spec[i], "mask": target[i], "valid_frames": valid[i]}, opt, loss, settings)
-    torch.set_num_threads(threads)
+    config = ModelConfig.with_classes(["down", "up"], width=4, depth=3, dropout=0.0)
+    model = fit_tiny(config, spec, target, valid, steps=150)
     path = tmp_path_factory.mktemp("model") / "classes.pt"
     return str(checkpoint.save_checkpoint(path, model, spec_config_json=CFG.to_json()))
 
