@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raybird.io.label_masks import BIRD
+from raybird.io.label_masks import BIRD, MAX_CLASSES
 from raybird.io.outputs import output_dataset
 
 
@@ -35,6 +35,7 @@ def class_targets(t: pa.Table, class_names: Sequence[str]) -> np.ndarray:
     """Shard rows' class maps, each recording's own class numbering (its ``class_names``) turned
     into ``class_names``'; a labelled row without classes (labels without text) is class
     :data:`~raybird.io.label_masks.BIRD` wherever its mask is set. Unknown classes raise."""
+    _check_count(class_names)
     index = {name: k for k, name in enumerate(class_names, start=1)}
     masks = _tiles(t, "mask")
     out = np.zeros_like(masks)
@@ -74,7 +75,14 @@ def shard_classes(data: str) -> tuple[list[str], list[int]]:
     if not pixels:
         raise ValueError(f"no labelled tiles under {data}")
     names = sorted(pixels)
+    _check_count(names, f" in {data}")
     return names, [background, *(pixels[n] for n in names)]
+
+
+def _check_count(names: Sequence[str], where: str = "") -> None:
+    """A class target (a uint8 map, as segment's class maps) holds 1 + at most 255 classes."""
+    if len(names) > MAX_CLASSES:
+        raise ValueError(f"{len(names)} label classes{where}; a class model takes at most {MAX_CLASSES}")
 
 
 def split_tiles(shards, split: Optional[str], tile_shape: tuple[int, int], class_names: Optional[Sequence[str]] = None):

@@ -35,7 +35,7 @@ from raybird.io import storage
 from raybird.models import checkpoint
 from raybird.models.networks import ARCHS
 from raybird.pipelines.shards import load_datasets
-from raybird.pipelines.train_setup import ClassSetup, class_setup, initial_weights
+from raybird.pipelines.train_setup import ClassSetup, check_resume, class_setup, initial_weights
 from raybird.training.engine import LOSSES, PRECISIONS, SCHEDULES
 
 # The workers' progress lines go through logging, not print: Ray Train 2.60 patches print in its
@@ -320,6 +320,7 @@ def fit(
         datasets, spec_json = load_datasets(tc.data, class_names=classes.names if classes else None)
     if tc.classes != (classes is not None):
         raise ValueError("a class model's datasets come with their ClassSetup (class_setup), and only its")
+    check_resume(tc, classes)
     init_state = initial_weights(tc, spec_json, classes)
     resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.gpu else {})}
     fs, root = storage.arrow_filesystem(tc.storage_path)

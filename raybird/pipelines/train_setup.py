@@ -1,6 +1,7 @@
 """What a training run starts from, checked against its shards before Ray Train starts: a class
-model's classes (:func:`class_setup`) and the ``--init`` model's weights (:func:`initial_weights`).
-Read on the driver, so workers on other nodes need no access to the ``--init`` file."""
+model's classes (:func:`class_setup`), the ``--init`` model's weights (:func:`initial_weights`)
+and the checkpoints a re-run resumes from (:func:`check_resume`). Read on the driver, so workers
+on other nodes need no access to the ``--init`` file."""
 
 from __future__ import annotations
 
@@ -90,3 +91,31 @@ def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetu
         return state
     shapes = {k: v.shape for k, v in want.build().state_dict().items()}
     return {k: v for k, v in state.items() if shapes.get(k) == v.shape}
+
+
+def check_resume(tc: TrainConfig, classes: Optional[ClassSetup] = None) -> None:
+    """A re-run of a run name resumes from its checkpoints, so they must hold the network this run
+    builds: else their weights would not load, or a class model's outputs would stand for other
+    classes (the shards' classes changed since). Raises ``ValueError`` naming what differs."""
+    from raybird.io import storage
+    from raybird.models.checkpoint import read_payload
+    from raybird.models.networks import ModelConfig
+
+    fs, path = storage.filesystem(storage.join(tc.storage_path, tc.name))
+    found = sorted(fs.glob(f"{path}/checkpoint_*/checkpoint.pt"))
+    if not found:
+        return
+    with fs.open(found[-1], "rb") as f:
+        have = ModelConfig.from_dict(read_payload(f.read())["model_config"])
+    want = tc.model_config(classes.names if classes else ())
+    wrong = [
+        f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
+        for f in dataclasses.fields(ModelConfig)
+        if f.name != "dropout" and getattr(have, f.name) != getattr(want, f.name)
+    ]
+    if wrong:
+        raise ValueError(
+            f"run {tc.name!r} in {tc.storage_path} resumes from checkpoints whose model has "
+            + ", ".join(wrong)
+            + "; train under another --name, or delete that run folder to start it again"
+        )

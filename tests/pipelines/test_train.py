@@ -23,7 +23,7 @@ from raybird.models.networks import ModelConfig
 from raybird.pipelines import ingest
 from raybird.pipelines.shards import class_targets, load_datasets, sample_tiles, shard_classes, split_tiles
 from raybird.pipelines.train import TrainConfig, fit
-from raybird.pipelines.train_setup import class_setup, initial_weights
+from raybird.pipelines.train_setup import check_resume, class_setup, initial_weights
 from raybird.training import engine
 
 pytestmark = pytest.mark.ray
@@ -85,6 +85,19 @@ def test_two_workers_two_epochs_write_checkpoints_metrics_and_curves(shards):
     assert max(h["val_iou"] for h in r.history) == pytest.approx(r.best_val_iou)
     x = torch.rand(1, 1, 256, 512)
     assert model(x).shape == (1, 2, 256, 512)
+    # each epoch ended with BatchNorm statistics of the unaugmented training tiles
+    assert torch.allclose(*_first_layer(model, _train_tiles(datasets)), rtol=0.03, atol=1e-4)
+
+
+def _train_tiles(datasets) -> np.ndarray:
+    return np.concatenate([b["spec"] for b in datasets["train"].iter_batches(batch_size=64, batch_format="numpy")])
+
+
+def _first_layer(model, tiles: np.ndarray):
+    """Its BatchNorm's running mean, and the mean of its input over ``tiles``."""
+    conv, bn = model.encoders[0][0][0], model.encoders[0][0][1]
+    with torch.no_grad():
+        return bn.running_mean, conv(torch.from_numpy(tiles)[:, None].float() / 255).mean((0, 2, 3))
 
 
 def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
@@ -104,14 +117,6 @@ def test_a_batch_without_a_splits_tiles_decodes_to_empty_tensor_columns(shards):
     # split None (the train benchmark's throughput runs): every labelled tile, of any split
     blocks = ray.get(split_tiles(ray.data.from_arrow([only_train, rows]), None, tile_shape).to_arrow_refs())
     assert [len(b) for b in blocks] == [pc.sum(pc.is_valid(t["mask"])).as_py() for t in (only_train, rows)]
-
-
-def test_early_stopping(shards):
-    root, datasets, spec_json = shards
-    # lr 0: val IoU cannot improve after epoch 0, so patience 2 stops after epoch 2
-    r = fit(_config(root, "stop", lr=0.0, epochs=10, patience=2, precision="fp32"), datasets, spec_json)
-    assert r.epochs_run == 3
-    assert torch.load(r.best_checkpoint, weights_only=True)["extra"]["precision"] == "fp32"
 
 
 def test_an_unknown_precision_fails_before_training(tmp_path):
@@ -134,25 +139,15 @@ def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
 
 def test_batchnorm_statistics_are_those_of_the_unaugmented_training_tiles(shards, tmp_path, capsys):
     """Each epoch ends by recomputing the BatchNorm statistics on the epoch's training tiles as
-    read, not augmented, averaged over the workers: the saved model's first layer holds its
-    input's mean over the train tiles. With bn_tiles 0 the layer keeps its running average over
-    augmented batches; `raybird export --recalibrate` recomputes it, on training tiles only."""
+    read, not augmented, averaged over the workers (checked on the basic run: the saved model's
+    first layer holds its input's mean over the train tiles). With bn_tiles 0 the layer keeps its
+    running average over augmented batches; `raybird export --recalibrate` recomputes it, on
+    training tiles only."""
     root, datasets, spec_json = shards
-    tiles = np.concatenate([b["spec"] for b in datasets["train"].iter_batches(batch_size=64, batch_format="numpy")])
-
-    def first_layer(model, tiles=tiles):
-        """Its BatchNorm's running mean, and the mean of its input over ``tiles``."""
-        conv, bn = model.encoders[0][0][0], model.encoders[0][0][1]
-        with torch.no_grad():
-            return bn.running_mean, conv(torch.from_numpy(tiles)[:, None].float() / 255).mean((0, 2, 3))
-
-    fit(_config(root, "bn", epochs=1, augment=1.0), datasets, spec_json)
-    model = checkpoint.load_checkpoint(root / "runs" / "bn" / "best" / "checkpoint.pt")[0]
-    assert torch.allclose(*first_layer(model), rtol=0.03, atol=1e-4)
-
+    tiles = _train_tiles(datasets)
     fit(_config(root, "bn-off", epochs=1, augment=1.0, bn_tiles=0), datasets, spec_json)
     off = root / "runs" / "bn-off" / "best" / "checkpoint.pt"
-    assert not torch.allclose(*first_layer(checkpoint.load_checkpoint(off)[0]), rtol=0.03, atol=1e-4)
+    assert not torch.allclose(*_first_layer(checkpoint.load_checkpoint(off)[0], tiles), rtol=0.03, atol=1e-4)
     out = tmp_path / "recalibrated.pt"
     assert (
         cli.main(
@@ -162,7 +157,7 @@ def test_batchnorm_statistics_are_those_of_the_unaugmented_training_tiles(shards
     )
     model, payload = checkpoint.load_checkpoint(out)
     drawn = sample_tiles(str(root / "ingest"), 16)[0]  # the same draw: one batch of 16
-    assert torch.allclose(*first_layer(model, drawn), atol=1e-5)
+    assert torch.allclose(*_first_layer(model, drawn), atol=1e-5)
     assert payload["extra"]["bn_recalibrated"] == {"data": str(root / "ingest"), "tiles": 16}
     assert len(sample_tiles(str(root / "ingest"), 1000)[0]) == len(tiles)  # the training split's, no others
     hop256 = checkpoint.save_checkpoint(
@@ -189,17 +184,20 @@ def _trained_model(datasets, spec_json, path: Path, steps: int = 40) -> None:
     checkpoint.save_checkpoint(path, model, spec_config_json=spec_json)
 
 
-def test_init_starts_from_a_trained_models_weights(shards):
+def test_init_starts_from_a_trained_models_weights_and_early_stopping_ends_it(shards):
     """Fine-tuning: at lr 0 the weights never move, so the run saves exactly the --init model's
     parameters (BatchNorm's running statistics do follow the data). Were --init ignored, it would
-    save its own random initialisation instead."""
+    save its own random initialisation instead. And val IoU cannot improve after epoch 0, so
+    patience 2 stops the run after epoch 2 of 10."""
     root, datasets, spec_json = shards
     source = root / "init-source.pt"
     _trained_model(datasets, spec_json, source)
     _, src = checkpoint.load_checkpoint(source)
-    run = fit(_config(root, "init-tuned", epochs=1, lr=0.0, init=str(source)), datasets, spec_json)
+    tc = _config(root, "init-tuned", epochs=10, patience=2, lr=0.0, init=str(source), precision="fp32")
+    run = fit(tc, datasets, spec_json)
+    assert run.epochs_run == 3
     got = torch.load(run.best_checkpoint, weights_only=True)
-    assert got["extra"]["train_config"]["init"] == str(source)
+    assert got["extra"]["train_config"]["init"] == str(source) and got["extra"]["precision"] == "fp32"
     names = [n for n, _ in ModelConfig(width=4, depth=3).build().named_parameters()]
     for name in names:
         assert torch.equal(got["model_state"][name], src["model_state"][name]), name
@@ -290,6 +288,23 @@ def test_a_class_model_to_fine_tune_must_know_every_label_class(shards, tmp_path
         class_setup(_config(root, "x", init=str(missing), classes=True))
 
 
+def test_a_rerun_must_build_the_network_its_checkpoints_hold(shards, tmp_path):
+    """A run name re-run resumes from its checkpoints: refused, before Ray Train starts, when
+    they hold another network or classes that mean something else (the shards' classes changed)."""
+    root, datasets, spec_json = shards
+    names, _ = shard_classes(str(root / "ingest"))
+    runs = tmp_path / "runs"
+    model = ModelConfig.with_classes(names, width=4, depth=3).build()
+    checkpoint.save_checkpoint(runs / "old" / "checkpoint_000000", model, spec_config_json=spec_json)
+    same = _config(root, "old", storage_path=str(runs), classes=True)
+    check_resume(same, class_setup(same))  # the same classes: resumes
+    with pytest.raises(ValueError, match=r"resumes from checkpoints whose model has .*class_names"):
+        check_resume(same, dataclasses.replace(class_setup(same), names=tuple(names[::-1])))
+    with pytest.raises(ValueError, match=rf"n_classes {len(names) + 1} \(this run: 2\).*another --name"):
+        fit(_config(root, "old", storage_path=str(runs)), datasets, spec_json)
+    check_resume(_config(root, "new", storage_path=str(runs)))  # nothing to resume
+
+
 def test_class_targets_renumber_each_recordings_classes_to_the_models():
     import pyarrow as pa
 
@@ -307,3 +322,24 @@ def test_class_targets_renumber_each_recordings_classes_to_the_models():
     assert got.tolist() == [[[2, 1, 0, 1]], [[1, 2, 0, 2]], [[3, 3, 0, 3]]]
     with pytest.raises(ValueError, match=r"label classes \['bird'\] are not among the model's \['a', 'b'\]"):
         class_targets(rows, ["a", "b"])
+
+
+def test_a_class_model_takes_at_most_255_classes(tmp_path):
+    """Each recording holds up to 255 classes (ingest's limit); their union may not exceed what
+    a uint8 class map holds either: in one batch of shard rows, or across shard files."""
+    import pyarrow as pa
+
+    def shard(names: list[str], file: str) -> None:
+        n = len(names)
+        row = dict(mask=bytes([1] * n), classes=bytes(range(1, n + 1)), class_names=names, n_rows=1, n_frames=n)
+        pq.write_table(pa.Table.from_pylist([dict(row, valid_frames=n, split="train")]), tmp_path / "shards" / file)
+
+    (tmp_path / "shards").mkdir()
+    shard([f"a{i:03d}" for i in range(200)], "part-0.parquet")
+    shard([f"b{i:03d}" for i in range(55)], "part-1.parquet")
+    assert len(class_setup(TrainConfig(data=str(tmp_path), classes=True)).names) == 255
+    shard([f"b{i:03d}" for i in range(56)], "part-1.parquet")
+    with pytest.raises(ValueError, match=f"256 label classes in {tmp_path}; a class model takes at most 255"):
+        class_setup(TrainConfig(data=str(tmp_path), classes=True))
+    with pytest.raises(ValueError, match="256 label classes; a class model takes at most 255"):
+        class_targets(pq.read_table(tmp_path / "shards" / "part-0.parquet"), [f"c{i}" for i in range(256)])

@@ -145,13 +145,15 @@ def _files(folder: Path) -> dict:
 
 @pytest.mark.ray
 def test_grid_sweep_interrupted_and_resumed_gives_the_table_and_best_checkpoint(shards, tmp_path):
-    """A 2x2 grid (learning rate x epochs), one trial at a time, stopped with Ctrl+C (SIGINT) once
-    a 1-epoch trial has finished and a 4-epoch trial has its first checkpoint. Running the sweep
-    again keeps the finished trials as they are, continues the cut one from its own checkpoint,
-    runs the rest, and writes the table of all four and the best checkpoint. (One sweep for both:
-    every Train run costs a worker start-up, the bulk of this test's time.)"""
+    """A 2x2 grid (bird/background or one output per label class x epochs), one trial at a time,
+    stopped with Ctrl+C (SIGINT) once a 1-epoch trial has finished and a 4-epoch trial has its
+    first checkpoint. Running the sweep again keeps the finished trials as they are, continues the
+    cut one from its own checkpoint, runs the rest, and writes the table of all four, ranked by
+    val IoU, which every trial has (the class trials also report their class mIoU), and the best
+    checkpoint. (One sweep for all of it: every Train run costs a worker start-up, the bulk of
+    this test's time.)"""
     assert threading.current_thread() is threading.main_thread()  # Tune catches SIGINT only there
-    params = {"lr": [3e-2, 1e-3], "epochs": [1, 4], "width": 4, "depth": 3, "batch_size": 4, "augment": 0}
+    params = {"classes": [False, True], "epochs": [1, 4], "width": 4, "depth": 3, "batch_size": 4, "augment": 0}
     runs, sweep = tmp_path / "runs", tmp_path / "sweep"
 
     def epochs_of(trial_id: str) -> int:
@@ -196,7 +198,7 @@ def test_grid_sweep_interrupted_and_resumed_gives_the_table_and_best_checkpoint(
     rows = r.table.to_pylist()
     by_id = {x["trial_id"]: x for x in rows}
     assert r.unfinished == 0 and len(rows) == 4
-    assert sorted((x["lr"], x["epochs"]) for x in rows) == sorted(itertools.product([3e-2, 1e-3], [1, 4]))
+    assert sorted((x["classes"], x["epochs"]) for x in rows) == sorted(itertools.product([False, True], [1, 4]))
     assert all(x["status"] == "done" and x["epochs_run"] == x["epochs"] for x in rows)
     # the finished trials: same rows, same files, no new Train run
     for x in done:
@@ -214,12 +216,24 @@ def test_grid_sweep_interrupted_and_resumed_gives_the_table_and_best_checkpoint(
         run_csv = list(csv.DictReader(open(Path(x["run_dir"]) / "metrics.csv")))
         assert len(run_csv) == x["epochs"]
         ious = [float(e["val_iou"]) for e in run_csv]
-        assert x["val_iou"] == pytest.approx(max(ious)) == pytest.approx(ious[x["best_epoch"]])
-        assert float(run_csv[x["best_epoch"]]["val_dice"]) == pytest.approx(x["val_dice"])
+        score = "val_class_miou" if x["classes"] else "val_iou"  # what picks a trial's best epoch
+        scores = [float(e[score]) for e in run_csv]
+        assert x[score] == pytest.approx(max(scores)) == pytest.approx(scores[x["best_epoch"]])
+        for key in ("val_iou", "val_dice"):
+            assert float(run_csv[x["best_epoch"]][key]) == pytest.approx(x[key])
         if x["trial_id"] != cut["trial_id"]:  # and as Tune received them, epoch by epoch
             tune_csv = list(csv.DictReader(open(sweep / x["trial_id"] / "progress.csv")))
             assert [float(t["val_iou"]) for t in tune_csv] == pytest.approx(ious)
-        assert {k: json.loads(x["config"])[k] for k in ("lr", "epochs")} == {"lr": x["lr"], "epochs": x["epochs"]}
+        assert {k: json.loads(x["config"])[k] for k in ("classes", "epochs")} == {
+            "classes": x["classes"],
+            "epochs": x["epochs"],
+        }
+        # each trial trained on its own targets: two outputs, or one per label class
+        config = json.loads(torch.load(x["checkpoint"], weights_only=True)["model_config"])
+        if x["classes"]:
+            assert config["class_names"] == shard_classes(shards)[0] and 0 <= x["val_class_miou"] <= 1
+        else:
+            assert "class_names" not in config and x["val_class_miou"] is None
     ious = [x["val_iou"] for x in rows]
     assert ious == sorted(ious, reverse=True)
     assert pq.read_table(tmp_path / "results.parquet").equals(r.table)
@@ -230,8 +244,8 @@ def test_grid_sweep_interrupted_and_resumed_gives_the_table_and_best_checkpoint(
     model, payload = checkpoint.load_checkpoint(best)  # weights_only=True inside
     assert payload["metrics"]["val_iou"] == pytest.approx(rows[0]["val_iou"])
     trained = payload["extra"]["train_config"]
-    assert (trained["lr"], trained["epochs"], trained["width"]) == (rows[0]["lr"], rows[0]["epochs"], 4)
-    assert model(torch.rand(1, 1, 64, 128)).shape == (1, 2, 64, 128)
+    assert (trained["classes"], trained["epochs"], trained["width"]) == (rows[0]["classes"], rows[0]["epochs"], 4)
+    assert model(torch.rand(1, 1, 64, 128)).shape == (1, model.config.n_classes, 64, 128)
 
     # statuses from the trial states Tune saved: fewer epochs than asked for is ASHA's stop when
     # Tune saw the trial end, an interrupted run when it did not; no Train run is a failure
@@ -242,24 +256,10 @@ def test_grid_sweep_interrupted_and_resumed_gives_the_table_and_best_checkpoint(
         SimpleNamespace(trial_id=one["trial_id"], status="RUNNING", config=top),
         SimpleNamespace(trial_id="never_ran", status="ERROR", config=top),
     ]
-    table = tune.results_table(saved, ["lr"], str(tmp_path)).to_pylist()
+    table = tune.results_table(saved, ["classes"], str(tmp_path)).to_pylist()
     assert [(x["status"], x["epochs_run"]) for x in table] == [("stopped", 1), ("unfinished", 1), ("error", 0)]
     assert table[0]["checkpoint"] == one["checkpoint"] and table[2]["val_iou"] is None
 
     # a different grid under the same name is refused, not silently resumed instead
     with pytest.raises(ValueError, match="different sweep"):
         tune.run(shards, str(tmp_path), {**params, "width": [4, 8]}, verbose=0)
-
-
-@pytest.mark.ray
-def test_classes_can_be_a_grid_axis(shards, tmp_path):
-    """A sweep over --classes: each trial trains on its own targets (two outputs, or one per label
-    class), every row is ranked by val IoU, and the class trial reports its class mIoU."""
-    params = {"classes": [False, True], "epochs": 1, "width": 4, "depth": 3, "batch_size": 4, "augment": 0}
-    r = tune.run(shards, str(tmp_path), params, max_concurrent=1, verbose=0)
-    rows = {x["classes"]: x for x in r.table.to_pylist()}
-    assert set(rows) == {False, True} and all(x["status"] == "done" for x in rows.values())
-    assert rows[False]["val_class_miou"] is None and 0 <= rows[True]["val_class_miou"] <= 1
-    names = torch.load(rows[True]["checkpoint"], weights_only=True)["model_config"]
-    assert json.loads(names)["class_names"] == shard_classes(shards)[0]
-    assert "class_names" not in json.loads(torch.load(rows[False]["checkpoint"], weights_only=True)["model_config"])
