@@ -177,7 +177,7 @@ def stages(folder: Path, n: int = 100) -> list[list]:
 
     paths = sorted(folder.glob("*.wav"))[:n]
     for p in paths:
-        items = clock("decode + tiles", list, decode.recording_tiles(str(p), ckpt.cfg))
+        items = clock("decode + tiles", list, decode.recording_tiles(str(p), ckpt.cfg, keep_audio=True))
         stitcher = recording.RecordingStitcher(ckpt.cfg, opts)
         for item in items:
             item = clock("model", predictor, item) if isinstance(item, decode.Tiles) else item

@@ -17,8 +17,10 @@ segment's own frequency band crosses a threshold:
   :data:`MAX_SHIFT_S` outwards, and stays put where no crossing lies in reach (a neighbour too
   close, or no contrast: less than :data:`MIN_CONTRAST_DB` above the noise).
 
-Edges are refined from a second streaming decode of the recording (:func:`refine`), holding a
-window of audio around one edge at a time, so memory does not grow with the recording.
+Edges are refined on the recording's audio as a stream of blocks (:func:`refine`), holding a
+window of audio around one edge at a time, so memory does not grow with the recording: the blocks
+its tiles were made from, or for a long recording a second decode
+(:func:`raybird.inference.recording.finish_with_edges`).
 """
 
 from __future__ import annotations

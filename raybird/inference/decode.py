@@ -29,10 +29,17 @@ class Tiles:
 
 @dataclass
 class End:
-    """A recording decoded to its end: its length and channels."""
+    """A recording decoded to its end: its length and channels, and, when asked for and it holds
+    at most :data:`KEEP_AUDIO_BYTES`, its audio as decoded (blocks ``(C, n)`` at the model's rate)
+    for refining the segment edges (:func:`raybird.dsp.boundaries.refine`), so that only a long
+    recording is decoded a second time."""
 
     n_samples: int
     n_channels: int
+    audio: Optional[list[np.ndarray]] = None
+
+
+KEEP_AUDIO_BYTES = 32 * 2**20  # ~6 min of mono float32 at 22.05 kHz: an AudioMoth file, not a night
 
 
 @dataclass
@@ -51,15 +58,23 @@ def _tiles(rows: list[tuple]) -> Tiles:
     return Tiles(*(np.array(v) for v in (channel, index, first, valid)), np.stack(spec), np.stack(silent))
 
 
-def recording_tiles(src, cfg: SpecConfig, channels: str = "mix", per_item: int = 16) -> Iterator[Item]:
+def recording_tiles(
+    src, cfg: SpecConfig, channels: str = "mix", per_item: int = 16, keep_audio: bool = False
+) -> Iterator[Item]:
     """One recording's audio (a path or bytes) as :class:`Tiles` of up to ``per_item`` tiles,
-    then :class:`End`; :class:`Failed` instead of the end if reading or decoding fails."""
+    then :class:`End` (with ``keep_audio``, holding a short recording's audio); :class:`Failed`
+    instead of the end if reading or decoding fails."""
     n_samples, rows, n_channels = 0, [], 1
+    kept: Optional[list] = [] if keep_audio else None
 
     def counted(blocks):
-        nonlocal n_samples
+        nonlocal n_samples, kept
         for b in blocks:
             n_samples += b.shape[1]
+            if kept is not None and n_samples * b.shape[0] * b.itemsize > KEEP_AUDIO_BYTES:
+                kept = None  # too long to hold: decoded again for the edges
+            if kept is not None:
+                kept.append(b)
             yield b
 
     try:
@@ -78,7 +93,7 @@ def recording_tiles(src, cfg: SpecConfig, channels: str = "mix", per_item: int =
         return
     if rows:
         yield _tiles(rows)
-    yield End(n_samples, n_channels)
+    yield End(n_samples, n_channels, kept)
 
 
 def unit_tiles(
@@ -87,6 +102,7 @@ def unit_tiles(
     channels: str = "mix",
     done: frozenset = frozenset(),
     sources: Optional[dict] = None,
+    keep_audio: bool = False,
 ) -> Iterator[tuple[str, Item]]:
     """``(source, item)``: :func:`recording_tiles` of every recording of a unit, in turn;
     ``sources``, when given, receives ``{source: src}`` (a path or the bytes of an archive member)
@@ -98,5 +114,5 @@ def unit_tiles(
             continue
         if sources is not None:
             sources[source] = src
-        for item in recording_tiles(src, cfg, channels):
+        for item in recording_tiles(src, cfg, channels, keep_audio=keep_audio):
             yield source, item

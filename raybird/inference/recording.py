@@ -112,6 +112,7 @@ class RecordingStitcher:
         self.segmenters: dict[int, postprocess.Segmenter] = {}
         self.error: Optional[tuple[str, str]] = None
         self.n_samples: Optional[int] = None
+        self.audio: Optional[list] = None  # a short recording's audio blocks, from its End
         self.ended: set[int] = set()
 
     def add(self, item: Union[Probabilities, End, Failed]) -> None:
@@ -120,7 +121,7 @@ class RecordingStitcher:
         if isinstance(item, Failed):
             self.error = (item.stage, item.reason)
         elif isinstance(item, End):
-            self.n_samples = item.n_samples
+            self.n_samples, self.audio = item.n_samples, item.audio
             self.ended.update(range(item.n_channels))
         else:
             for ch, first, prob, level, classes in zip(
@@ -187,8 +188,9 @@ def stitch(items: Iterable[Item], predictor: Predictor, stitcher: RecordingStitc
 
 def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[ChannelResult]]:
     """:meth:`RecordingStitcher.finish`, then (``edge_fraction``) the segments' edges refined on
-    the recording's audio ``src`` (the path or bytes it was first decoded from), decoded a second
-    time as a stream (:func:`raybird.dsp.boundaries.refine`)."""
+    the recording's audio (:func:`raybird.dsp.boundaries.refine`): as the stitcher kept it, or for
+    a long recording ``src`` (the path or bytes it was first decoded from) decoded a second time
+    as a stream."""
     duration, results = stitcher.finish()
     fraction, cfg = stitcher.opts.edge_fraction, stitcher.cfg
     if fraction is None or not any(r.segments for r in results):
@@ -196,7 +198,8 @@ def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[Cha
     by_channel = {r.channel: r for r in results}
     segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
     try:
-        blocks = audio.iter_blocks(src, cfg.sample_rate, stitcher.opts.channels)
+        kept = stitcher.audio
+        blocks = kept if kept is not None else audio.iter_blocks(src, cfg.sample_rate, stitcher.opts.channels)
         refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
     except audio.AudioError as e:
         raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
@@ -278,10 +281,11 @@ def segment_units(
     recording's rows to ``parts`` when its last tile is in; yield a status row per recording. A
     unit is marked done in ``parts`` once all its recordings are in."""
     sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
+    edges = opts.edge_fraction is not None  # refined on the decoded audio of short recordings
 
     def items() -> Iterator[tuple]:
         for unit in units:
-            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources):
+            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources, edges):
                 yield unit, source, item
             yield unit, None, None  # the unit's end
 
@@ -316,7 +320,8 @@ def predict_recording(
     src = storage.source_bytes(source) if src is None else src
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
     stitcher = RecordingStitcher(ckpt.cfg, opts, predictor.class_names)
-    stitcher = stitch(recording_tiles(src, ckpt.cfg, opts.channels), predictor, stitcher)
+    items = recording_tiles(src, ckpt.cfg, opts.channels, keep_audio=opts.edge_fraction is not None)
+    stitcher = stitch(items, predictor, stitcher)
     return finish_with_edges(stitcher, src)
 
 
