@@ -58,7 +58,9 @@ mask joins. 25 dB is the default.
 
 **Classes.** With a class model's ``class_names`` the segmenter also keeps, per region and
 frame, each class's probability summed over the region's pixels; pieces are cut where the class
-changes, and each segment is labelled (:mod:`raybird.inference.classes`).
+changes, pieces of the same class that overlap in time are grouped whatever the frequency gap
+between them (a syllable's bands are one syllable), and each segment is labelled
+(:mod:`raybird.inference.classes`).
 
 The masks are stored as the masks table encodes them (:mod:`raybird.io.tables`).
 """
@@ -301,7 +303,10 @@ class Segmenter:
             if box[1] - box[0] + 1e-9 < self.min_duration_s or n < self.min_pixels:
                 continue
             kept.append((box, (t0, t1, r0 + off, r1 + off, n, psum), csum))
-        groups = group_boxes([b for b, _, _ in kept], self.group_overlap, self.group_gap_hz, self.merge_gap_s)
+        classes = None  # each piece's class, for a class model: see "Classes"
+        if self.class_names:
+            classes = [labels.label_of(csum, stats[4], self.class_names)["label"] for _, stats, csum in kept]
+        groups = group_boxes([b for b, _, _ in kept], self.group_overlap, self.group_gap_hz, self.merge_gap_s, classes)
         out = []
         for g in groups:
             boxes, stats = np.array([kept[k][0] for k in g]), np.array([kept[k][1] for k in g])

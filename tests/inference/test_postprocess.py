@@ -206,6 +206,10 @@ def test_group_boxes_rule_at_its_boundaries():
     assert group_boxes(boxes, 0.7, 3000) == [[0, 1, 2], [3], [4], [5], [6]]
     assert group_boxes(boxes, 0.6, 3001) == [[0, 1, 2], [3, 4], [5, 6]]
     assert group_boxes([]) == []
+    # a class model's boxes of one class, linked in time, are one event whatever the gap
+    labels = ["a", "b", "b", "a", "a", "i", "i"]
+    assert group_boxes(boxes, 0.7, 3000, labels=labels) == [[0, 1, 2], [3], [4], [5, 6]]
+    assert group_boxes(boxes, 0.7, 100, labels=labels) == [[0], [1, 2], [3], [4], [5, 6]]
 
 
 def test_merge_gap_links_a_songs_calls_at_its_boundaries():

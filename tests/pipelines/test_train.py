@@ -125,18 +125,6 @@ def test_an_unknown_precision_fails_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_rerun_with_same_name_resumes_with_the_lr_schedule(shards):
-    root, datasets, spec_json = shards
-    first = fit(_config(root, "resume", epochs=2, lr=1e-3, lr_gamma=0.5), datasets, spec_json)
-    assert [h["lr"] for h in first.history] == pytest.approx([1e-3, 5e-4])
-    again = fit(_config(root, "resume", epochs=4, lr=1e-3, lr_gamma=0.5), datasets, spec_json)
-    assert [h["epoch"] for h in again.history] == [0, 1, 2, 3]
-    assert again.history[:2] == first.history  # epochs 0-1 were not run again
-    assert [h["lr"] for h in again.history] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])  # decay went on
-    payload = torch.load(Path(again.best_checkpoint).parent.parent / "best" / "checkpoint.pt", weights_only=True)
-    assert payload["epoch"] in (0, 1, 2, 3)
-
-
 def test_batchnorm_statistics_are_those_of_the_unaugmented_training_tiles(shards, tmp_path, capsys):
     """Each epoch ends by recomputing the BatchNorm statistics on the epoch's training tiles as
     read, not augmented, averaged over the workers (checked on the basic run: the saved model's
@@ -213,12 +201,13 @@ def test_init_must_match_the_runs_network_and_spectrograms(shards):
     assert initial_weights(_config(root, "x", init="default", width=8, depth=5), spec_json)
 
 
-def test_killed_worker_resumes_from_last_checkpoint(shards, descendants):
+def test_killed_worker_resumes_from_last_checkpoint_and_a_rerun_goes_on(shards, descendants):
     """SIGKILL one training worker after the first checkpoint: the worker group restarts and
-    continues from that checkpoint instead of from epoch 0."""
+    continues from that checkpoint instead of from epoch 0. Then the same run name, re-run with
+    one epoch more, goes on after its last epoch, and so does its learning-rate schedule."""
     root, datasets, spec_json = shards
     # the kill follows the first registered checkpoint within a second; 7 epochs are left to run
-    tc = _config(root, "killed", epochs=8, patience=100, max_failures=2)
+    tc = _config(root, "killed", epochs=8, patience=100, max_failures=2, lr=1e-3, lr_gamma=0.5)
 
     def train_workers() -> set[int]:  # this session's: Ray names a worker process after its actor
         return {pid for pid, title in descendants(os.getpid()) if "RayTrainWorker" in title}
@@ -242,6 +231,11 @@ def test_killed_worker_resumes_from_last_checkpoint(shards, descendants):
     r = out["r"]
     assert [h["epoch"] for h in r.history] == list(range(8))
     assert len(r.resumes) == 1 and 1 <= r.resumes[0] <= 7, r.resumes  # continued, not from epoch 0
+    assert [h["lr"] for h in r.history] == pytest.approx([1e-3 * 0.5**k for k in range(8)])
+
+    again = fit(dataclasses.replace(tc, epochs=9), datasets, spec_json)
+    assert again.history[:8] == r.history and again.history[8]["epoch"] == 8  # 0-7 were not run again
+    assert again.history[8]["lr"] == pytest.approx(1e-3 * 0.5**8) and again.resumes == [*r.resumes, 8]
 
 
 def test_classes_train_one_output_per_label_class_from_a_binary_model(shards):
