@@ -238,8 +238,19 @@ def train_step(
     loss.backward()
     optimizer.step()
     if meter is not None:
-        meter.update(logits.detach().argmax(dim=1), target)
+        meter.update(pixel_classes(logits.detach()), target)
     return float(loss.detach())
+
+
+def pixel_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Each pixel's predicted output ``(N, H, W)`` as the segment job decides it: bird where the
+    background's probability is at most one half (one minus it reaches the 0.5 threshold), then
+    the most probable class. For two outputs that is the argmax; with more, the argmax would miss
+    bird pixels whose probability is spread over several classes."""
+    if logits.shape[1] == 2:
+        return logits.argmax(dim=1)
+    background = logits.float().softmax(dim=1)[:, 0]
+    return torch.where(background <= 0.5, logits[:, 1:].argmax(dim=1) + 1, 0)
 
 
 def validate(
@@ -266,7 +277,7 @@ def validate(
             if n:
                 loss_sum += float(loss_fn(logits.float(), target)) * n
                 n_pix += n
-            meter.update(logits.argmax(dim=1), target)
+            meter.update(pixel_classes(logits), target)
     return {
         **meter.compute(),
         "loss": loss_sum / n_pix if n_pix else float("nan"),

@@ -26,6 +26,7 @@ from raybird.training.engine import (
     make_scheduler,
     native_bf16_cpu,
     pick_device,
+    pixel_classes,
     precision_settings,
     predict_classes,
     predict_proba,
@@ -434,6 +435,16 @@ def test_a_class_model_predicts_bird_as_one_minus_background_and_each_class():
     assert ModelConfig.from_dict(json.dumps(model.config.to_dict())) == model.config
     with pytest.raises(ValueError, match="n_classes 2 does not fit 3 class names"):
         ModelConfig(class_names=("a", "b", "c"))
+
+
+def test_training_metrics_count_bird_pixels_as_the_segment_job_does():
+    """Background 0.4, classes 0.3/0.3: a bird pixel for segment (1 - 0.4 >= 0.5) that the argmax
+    would call background; background 0.6: background for both."""
+    p = torch.tensor([[0.4, 0.3, 0.3], [0.6, 0.1, 0.3], [0.2, 0.3, 0.5]]).T.reshape(1, 3, 1, 3)
+    assert pixel_classes(p.log()).tolist() == [[[1, 0, 2]]]
+    assert p.log().argmax(dim=1).tolist() == [[[0, 0, 2]]]
+    two = torch.tensor([[0.6, 0.4], [0.3, 0.7]]).T.reshape(1, 2, 1, 2).log()
+    assert pixel_classes(two).tolist() == two.argmax(dim=1).tolist() == [[[0, 1]]]
 
 
 def test_class_weighted_loss_counts_a_rare_class_more():
