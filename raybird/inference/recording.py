@@ -230,6 +230,7 @@ def finish_recording(
     rows = recording_tables(
         rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, stitcher.class_names
     )
+    src = stitcher.audio if stitcher.audio is not None else src
     write_tool_files(out, source, rows["segments"], results, stitcher.cfg, stitcher.opts, src, rel)
     parts.add(rec_id, rows)
     return dict(
@@ -281,11 +282,11 @@ def segment_units(
     recording's rows to ``parts`` when its last tile is in; yield a status row per recording. A
     unit is marked done in ``parts`` once all its recordings are in."""
     sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
-    edges = opts.edge_fraction is not None  # refined on the decoded audio of short recordings
+    keep = opts.edge_fraction is not None or opts.denoise  # edges and denoising: on the audio as decoded
 
     def items() -> Iterator[tuple]:
         for unit in units:
-            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources, edges):
+            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources, keep):
                 yield unit, source, item
             yield unit, None, None  # the unit's end
 
@@ -320,7 +321,7 @@ def predict_recording(
     src = storage.source_bytes(source) if src is None else src
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
     stitcher = RecordingStitcher(ckpt.cfg, opts, predictor.class_names)
-    items = recording_tiles(src, ckpt.cfg, opts.channels, keep_audio=opts.edge_fraction is not None)
+    items = recording_tiles(src, ckpt.cfg, opts.channels, keep_audio=opts.edge_fraction is not None or opts.denoise)
     stitcher = stitch(items, predictor, stitcher)
     return finish_with_edges(stitcher, src)
 
@@ -415,8 +416,8 @@ def write_tool_files(
     rel: Optional[str] = None,
 ) -> None:
     """One recording's tables for other tools (``opts.formats``) and denoised audio, each a file
-    named after it. ``src``: its audio (a path or bytes; default: read from ``source`` again);
-    ``rel``: its relative name (default: its whole path)."""
+    named after it. ``src``: its audio (a path or bytes, or its blocks as decoded; default: read
+    from ``source`` again); ``rel``: its relative name (default: its whole path)."""
     rel = rel or storage.mirrored(source.replace(storage.MEMBER_SEP, "/"))
     for fmt in opts.formats:
         write_file(out, selections.relative_path(fmt, rel), lambda p: selections.write(fmt, p, segments))
@@ -425,7 +426,11 @@ def write_tool_files(
         def frames(g0: int, g1: int) -> np.ndarray:
             return np.stack([_mask_frames(r.mask, cfg.n_rows, r.n_frames, g0, g1) for r in results])
 
-        blocks = audio.iter_blocks(storage.source_bytes(source) if src is None else src, cfg.sample_rate, opts.channels)
+        if isinstance(src, list):  # the blocks a short recording's tiles were made from
+            blocks = src
+        else:
+            src = storage.source_bytes(source) if src is None else src
+            blocks = audio.iter_blocks(src, cfg.sample_rate, opts.channels)
         write_file(
             out,
             f"denoised/{selections.output_stem(rel)}.wav",

@@ -45,9 +45,9 @@ def test_short_recordings_share_model_calls_with_the_same_probabilities(tmp_path
 
 
 def test_edges_are_refined_on_the_audio_as_decoded_unless_too_long_to_hold(tmp_path, monkeypatch):
-    """A short recording's edges come from the audio its tiles were made from, kept with its end
-    (not decoded a second time), and are the same as from a second decode; a recording longer
-    than KEEP_AUDIO_BYTES is not held, and its edges come from decoding it again."""
+    """A short recording's edges (and denoised audio) come from the audio its tiles were made
+    from, kept with its end (not decoded a second time), and are the same as from a second
+    decode; a recording longer than KEEP_AUDIO_BYTES is not held, and is decoded again."""
     ckpt = read_checkpoint("default")
     rng = np.random.default_rng(1)
     t = np.arange(6 * 44100) / 44100
@@ -69,5 +69,11 @@ def test_edges_are_refined_on_the_audio_as_decoded_unless_too_long_to_hold(tmp_p
     starts = [s.start_s for s in with_kept[0].segments]
     assert len(starts) == 4 and starts == [s.start_s for s in decoded_again[0].segments]
     assert [s.end_s for s in with_kept[0].segments] == [s.end_s for s in decoded_again[0].segments]
+    # denoising too: the same file from the kept blocks as from a second decode
+    opts = recording.SegmentOptions(denoise=True)
+    for name, src in (("kept", kept.audio), ("decoded", str(path))):
+        recording.write_tool_files(str(tmp_path / "out"), str(path), None, with_kept, ckpt.cfg, opts, src, name)
+    denoised = [sf.read(tmp_path / "out" / "denoised" / f"{name}.wav")[0] for name in ("kept", "decoded")]
+    assert len(denoised[0]) == 6 * 22050 and np.array_equal(*denoised)
     monkeypatch.setattr(decode, "KEEP_AUDIO_BYTES", 4 * 6 * 22050 - 1)  # one sample too many
     assert finished(True)[0].audio is None
