@@ -82,6 +82,11 @@ class SegmentOptions:
     )
     min_level_db: Optional[float] = None  # segments from the mask's pixels this far above the row's noise floor
 
+    @property
+    def needs_audio_after_mask(self) -> bool:
+        """Edges and denoising work on the audio after the mask: a short recording's is kept."""
+        return self.edge_fraction is not None or self.denoise
+
 
 @dataclass
 class ChannelResult:
@@ -198,14 +203,19 @@ def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[Cha
     by_channel = {r.channel: r for r in results}
     segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
     try:
-        kept = stitcher.audio
-        blocks = kept if kept is not None else audio.iter_blocks(src, cfg.sample_rate, stitcher.opts.channels)
+        blocks = audio_blocks(stitcher.audio if stitcher.audio is not None else src, cfg, stitcher.opts.channels)
         refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
     except audio.AudioError as e:
         raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
     except OSError as e:
         raise StitchError("read", f"second read, for the segment edges: {redaction.describe(e)}") from None
     return duration, [dataclasses.replace(r, segments=refined[r.channel]) for r in results]
+
+
+def audio_blocks(src, cfg: SpecConfig, channels: str) -> Iterable[np.ndarray]:
+    """A recording's audio at the model's rate: the blocks kept from its first decode (a list),
+    or ``src`` (a path or bytes) decoded again as a stream."""
+    return src if isinstance(src, list) else audio.iter_blocks(src, cfg.sample_rate, channels)
 
 
 def finish_recording(
@@ -282,11 +292,10 @@ def segment_units(
     recording's rows to ``parts`` when its last tile is in; yield a status row per recording. A
     unit is marked done in ``parts`` once all its recordings are in."""
     sources: dict = {}  # the audio of the recordings in flight, read once (archives are not re-read)
-    keep = opts.edge_fraction is not None or opts.denoise  # edges and denoising: on the audio as decoded
 
     def items() -> Iterator[tuple]:
         for unit in units:
-            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources, keep):
+            for source, item in unit_tiles(unit, ckpt.cfg, opts.channels, done, sources, opts.needs_audio_after_mask):
                 yield unit, source, item
             yield unit, None, None  # the unit's end
 
@@ -321,7 +330,7 @@ def predict_recording(
     src = storage.source_bytes(source) if src is None else src
     predictor = Predictor(ckpt.data, device or "cpu", os.cpu_count() or 1)
     stitcher = RecordingStitcher(ckpt.cfg, opts, predictor.class_names)
-    items = recording_tiles(src, ckpt.cfg, opts.channels, keep_audio=opts.edge_fraction is not None or opts.denoise)
+    items = recording_tiles(src, ckpt.cfg, opts.channels, keep_audio=opts.needs_audio_after_mask)
     stitcher = stitch(items, predictor, stitcher)
     return finish_with_edges(stitcher, src)
 
@@ -426,11 +435,7 @@ def write_tool_files(
         def frames(g0: int, g1: int) -> np.ndarray:
             return np.stack([_mask_frames(r.mask, cfg.n_rows, r.n_frames, g0, g1) for r in results])
 
-        if isinstance(src, list):  # the blocks a short recording's tiles were made from
-            blocks = src
-        else:
-            src = storage.source_bytes(source) if src is None else src
-            blocks = audio.iter_blocks(src, cfg.sample_rate, opts.channels)
+        blocks = audio_blocks(storage.source_bytes(source) if src is None else src, cfg, opts.channels)
         write_file(
             out,
             f"denoised/{selections.output_stem(rel)}.wav",

@@ -67,11 +67,7 @@ def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetu
     payload = read_payload(ckpt.data)
     have, want = ModelConfig.from_dict(payload["model_config"]), tc.model_config(classes.names if classes else ())
     # every field but dropout, which holds no weights, and the outputs fixes the network's body
-    wrong = [
-        f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
-        for f in dataclasses.fields(ModelConfig)
-        if f.name not in ("dropout", "n_classes", "class_names") and getattr(have, f.name) != getattr(want, f.name)
-    ]
+    wrong = _differences(have, want, ("dropout", "n_classes", "class_names"))
     if wrong:
         raise ValueError(
             f"--init {tc.init}: the model has " + ", ".join(wrong) + "; pass the matching --arch/--width/--depth"
@@ -107,15 +103,19 @@ def check_resume(tc: TrainConfig, classes: Optional[ClassSetup] = None) -> None:
         return
     with fs.open(found[-1], "rb") as f:
         have = ModelConfig.from_dict(read_payload(f.read())["model_config"])
-    want = tc.model_config(classes.names if classes else ())
-    wrong = [
-        f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
-        for f in dataclasses.fields(ModelConfig)
-        if f.name != "dropout" and getattr(have, f.name) != getattr(want, f.name)
-    ]
+    wrong = _differences(have, tc.model_config(classes.names if classes else ()), ("dropout",))
     if wrong:
         raise ValueError(
             f"run {tc.name!r} in {tc.storage_path} resumes from checkpoints whose model has "
             + ", ".join(wrong)
             + "; train under another --name, or delete that run folder to start it again"
         )
+
+
+def _differences(have, want, ignore: tuple[str, ...]) -> list[str]:
+    """``field have (this run: want)`` for each field of two ModelConfigs that differs, but ``ignore``."""
+    return [
+        f"{f.name} {getattr(have, f.name)!r} (this run: {getattr(want, f.name)!r})"
+        for f in dataclasses.fields(have)
+        if f.name not in ignore and getattr(have, f.name) != getattr(want, f.name)
+    ]
