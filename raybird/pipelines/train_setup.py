@@ -82,11 +82,13 @@ def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetu
             + ", ".join(wrong)
             + "; ingest with its settings (raybird ingest --preset)"
         )
-    state = payload["model_state"]
-    if have.class_names == want.class_names:
-        return state
-    shapes = {k: v.shape for k, v in want.build().state_dict().items()}
-    return {k: v for k, v in state.items() if shapes.get(k) == v.shape}
+    state, shapes = payload["model_state"], {k: v.shape for k, v in want.build().state_dict().items()}
+    kept = {k: v for k, v in state.items() if shapes.get(k) == v.shape}
+    # training loads these with strict=False (a new head starts at random): anything else missing is an error
+    heads = set() if have.class_names == want.class_names else {k for k in state if k not in kept}
+    if lost := sorted(k for k in shapes if k not in kept and k not in heads):
+        raise ValueError(f"--init {tc.init}: the checkpoint lacks {len(lost)} weights of the network, e.g. {lost[0]}")
+    return kept
 
 
 def check_resume(tc: TrainConfig, classes: Optional[ClassSetup] = None) -> None:

@@ -199,6 +199,12 @@ def test_init_must_match_the_runs_network_and_spectrograms(shards):
     with pytest.raises(ValueError, match="other spectrograms: hop_length 128 \\(shards: 256\\)"):
         initial_weights(_config(root, "x", init="default", width=8, depth=5), other.to_json())
     assert initial_weights(_config(root, "x", init="default", width=8, depth=5), spec_json)
+    payload = checkpoint.read_payload(checkpoint.read_checkpoint("default").data)
+    body = next(k for k in payload["model_state"] if "weight" in k)
+    del payload["model_state"][body]  # training loads with strict=False: this must not pass unnoticed
+    broken = checkpoint.save_payload(payload, root / "broken" / "checkpoint.pt")
+    with pytest.raises(ValueError, match=f"lacks 1 weights of the network, e.g. {body}"):
+        initial_weights(_config(root, "x", init=str(broken), width=8, depth=5), spec_json)
 
 
 def test_killed_worker_resumes_from_last_checkpoint_and_a_rerun_goes_on(shards, descendants):
