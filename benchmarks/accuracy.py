@@ -45,8 +45,9 @@ Strict event F1 (box IoU >= 0.5, or onset/offset) is reported for every set; aga
 per song it is near zero by construction. Outputs: ``OUT/accuracy.json`` (everything),
 ``OUT/accuracy.parquet`` (one row per model and synthetic band or real data set; ``iou_lo`` and
 ``iou_hi`` bound the synthetic IoU, null for real sets) and the
-markdown tables, printed and in ``OUT/accuracy.md``. Predictions are cached per checkpoint hash
-under ``OUT/pred``, so a re-run scores only new models.
+markdown tables, printed and in ``OUT/accuracy.md``. Predictions are cached per checkpoint hash,
+options and post-processing code under ``OUT/pred`` (:func:`predict`), so a re-run scores only
+what changed.
 """
 
 from __future__ import annotations
@@ -165,15 +166,30 @@ def band_of(snr: Optional[float]) -> Optional[str]:
 
 
 # ---- scoring ----------------------------------------------------------------------------------------
+def predictions_code() -> str:
+    """A digest of the code that turns a model's output into segments (``raybird/inference``,
+    ``raybird/dsp``): part of the prediction cache's key, so a change there is never scored
+    from stale predictions."""
+    import raybird
+
+    root = Path(raybird.__file__).parent
+    digest = hashlib.sha1()
+    for f in sorted([*(root / "inference").glob("*.py"), *(root / "dsp").glob("*.py")]):
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
 def predict(
     ckpt: checkpoint.Checkpoint, inputs: list[str], out: Path, options: recording.SegmentOptions, threads: Optional[int]
 ) -> str:
-    """Segment ``inputs`` into a folder named by the checkpoint, the inputs and the options
-    (a re-run resumes there; delete ``OUT/pred`` after changing the post-processing code)."""
+    """Segment ``inputs`` into a folder named by the checkpoint, the inputs, the options and
+    :func:`predictions_code` (a re-run resumes there)."""
     from raybird.synth.generator import GENERATOR_VERSION  # a regenerated test set must not reuse predictions
 
-    key = hashlib.sha1(json.dumps([inputs, dataclasses.asdict(options), GENERATOR_VERSION]).encode()).hexdigest()[:10]
-    pred_dir = str(out / "pred" / ckpt.model_id / f"{Path(inputs[0]).name}-{key}")
+    key = json.dumps([inputs, dataclasses.asdict(options), GENERATOR_VERSION, predictions_code()])
+    pred_dir = str(
+        out / "pred" / ckpt.model_id / f"{Path(inputs[0]).name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    )
     segment.run_local(inputs, pred_dir, ckpt, options, threads=threads)
     return pred_dir
 
