@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -136,72 +137,99 @@ def cmd_export(a: ExportConfig) -> int:
     return 0
 
 
-def commands() -> dict[str, tuple[str, Callable[..., int], tuple[type, ...]]]:
-    """Every sub-command: ``name -> (help, function, config dataclasses)``; the function takes one
-    config of each class, filled from the command line."""
-    from raybird.evaluation.evaluate import EvaluateConfig, cmd_evaluate
-    from raybird.evaluation.plot import PlotConfig, cmd_plot
-    from raybird.inference.recording import SegmentOptions
-    from raybird.io.clips import ClipsConfig, cmd_export_clips
-    from raybird.pipelines.ingest import IngestConfig, cmd_ingest
-    from raybird.pipelines.segment import FileLimits, SegmentRun, cmd_segment
-    from raybird.pipelines.train import TrainConfig, cmd_train
-    from raybird.pipelines.tune import TuneConfig, cmd_tune
-    from raybird.synth.backgrounds import BackgroundsConfig, cmd_backgrounds
-    from raybird.synth.generator import SynthConfig, cmd_synth
+COMMANDS = {  # name -> (help, "module:function", ("module:Config", ...)); imported when run (see build_parser)
+    "synth": (
+        "write a deterministic synthetic archive with exact truth",
+        "raybird.synth.generator:cmd_synth",
+        ("raybird.synth.generator:SynthConfig",),
+    ),
+    "ingest": (
+        "recordings -> Parquet spectrogram shards + errors table",
+        "raybird.pipelines.ingest:cmd_ingest",
+        ("raybird.pipelines.ingest:IngestConfig",),
+    ),
+    "train": (
+        "train the U-Net on ingest shards with Ray Train (DDP)",
+        "raybird.pipelines.train:cmd_train",
+        ("raybird.pipelines.train:TrainConfig",),
+    ),
+    "tune": (
+        "grid search over training parameters (Ray Tune over Ray Train)",
+        "raybird.pipelines.tune:cmd_tune",
+        ("raybird.pipelines.tune:TuneConfig",),
+    ),
+    "segment": (
+        "recordings -> bird masks and segments (+ tables for other tools, denoised audio)",
+        "raybird.pipelines.segment:cmd_segment",
+        (
+            "raybird.pipelines.segment:SegmentRun",
+            "raybird.inference.recording:SegmentOptions",
+            "raybird.pipelines.segment:FileLimits",
+        ),
+    ),
+    "evaluate": (
+        "pixel and event metrics of a segment run against reference labels",
+        "raybird.evaluation.evaluate:cmd_evaluate",
+        ("raybird.evaluation.evaluate:EvaluateConfig",),
+    ),
+    "plot": (
+        "PNG of a recording: spectrogram, predicted mask and segments, reference labels",
+        "raybird.evaluation.plot:cmd_plot",
+        ("raybird.evaluation.plot:PlotConfig",),
+    ),
+    "export-clips": (
+        "each segment's audio as a WAV clip with a margin, for listening",
+        "raybird.io.clips:cmd_export_clips",
+        ("raybird.io.clips:ClipsConfig",),
+    ),
+    "backgrounds": (
+        "cut the stretches of a segment run's recordings where it found no bird into clips, as "
+        "backgrounds for raybird synth --backgrounds",
+        "raybird.synth.backgrounds:cmd_backgrounds",
+        ("raybird.synth.backgrounds:BackgroundsConfig",),
+    ),
+    "export": (
+        "copy a checkpoint without optimizer state, ready to ship or to --model; given several, "
+        "write the average of their weights",
+        "raybird.cli:cmd_export",
+        ("raybird.cli:ExportConfig",),
+    ),
+    "demo": (
+        "the whole pipeline on a small synthetic archive, local Ray",
+        "raybird.cli:cmd_demo",
+        ("raybird.cli:DemoConfig",),
+    ),
+}
 
-    return {
-        "synth": ("write a deterministic synthetic archive with exact truth", cmd_synth, (SynthConfig,)),
-        "ingest": ("recordings -> Parquet spectrogram shards + errors table", cmd_ingest, (IngestConfig,)),
-        "train": ("train the U-Net on ingest shards with Ray Train (DDP)", cmd_train, (TrainConfig,)),
-        "tune": ("grid search over training parameters (Ray Tune over Ray Train)", cmd_tune, (TuneConfig,)),
-        "segment": (
-            "recordings -> bird masks and segments (+ tables for other tools, denoised audio)",
-            cmd_segment,
-            (SegmentRun, SegmentOptions, FileLimits),
-        ),
-        "evaluate": (
-            "pixel and event metrics of a segment run against reference labels",
-            cmd_evaluate,
-            (EvaluateConfig,),
-        ),
-        "plot": (
-            "PNG of a recording: spectrogram, predicted mask and segments, reference labels",
-            cmd_plot,
-            (PlotConfig,),
-        ),
-        "export-clips": (
-            "each segment's audio as a WAV clip with a margin, for listening",
-            cmd_export_clips,
-            (ClipsConfig,),
-        ),
-        "backgrounds": (
-            "cut the stretches of a segment run's recordings where it found no bird into clips, as "
-            "backgrounds for raybird synth --backgrounds",
-            cmd_backgrounds,
-            (BackgroundsConfig,),
-        ),
-        "export": (
-            "copy a checkpoint without optimizer state, ready to ship or to --model; given several, "
-            "write the average of their weights",
-            cmd_export,
-            (ExportConfig,),
-        ),
-        "demo": ("the whole pipeline on a small synthetic archive, local Ray", cmd_demo, (DemoConfig,)),
-    }
+
+def _resolve(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command(name: str) -> tuple[Callable[..., int], tuple[type, ...]]:
+    """A sub-command's function and config dataclasses (the function takes one config of each
+    class, filled from the command line), imported now."""
+    _, run, configs = COMMANDS[name]
+    return _resolve(run), tuple(_resolve(c) for c in configs)
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, with the flags of ``only`` alone when given (``""``:
+    none), so that a command imports its own modules and not every job's (torch, Ray Tune, the
+    generator: ~0.6 s of each command, and most of ``raybird --help``'s 2.6 s)."""
     from raybird import __version__
 
     parser = argparse.ArgumentParser(prog="raybird", description=__doc__)
     parser.add_argument("--version", action="version", version=f"raybird {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (text, _, configs) in commands().items():
-        command = sub.add_parser(name, help=text, formatter_class=_ShowDefaults)
-        for config in configs:
-            add_flags(command, config)
-        command.add_argument(
+    for name, (text, _, _) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=text, formatter_class=_ShowDefaults)
+        if only not in (None, name):
+            continue
+        for config in command(name)[1]:
+            add_flags(command_parser, config)
+        command_parser.add_argument(
             "-v",
             "--verbose",
             action="store_true",
@@ -225,9 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     from raybird.io.redaction import redact
     from raybird.pipelines.runtime import set_verbose
 
-    a = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    a = build_parser(argv[0] if argv and argv[0] in COMMANDS else "").parse_args(argv)
     set_verbose(a.verbose)
-    _, run, configs = commands()[a.command]
+    run, configs = command(a.command)
     try:
         return run(*(from_args(config, a) for config in configs))
     except (OSError, ValueError, MissingExtra) as e:

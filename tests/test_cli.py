@@ -18,6 +18,31 @@ def test_version_is_printed_and_exits_0():
     assert done.stdout.strip() == f"raybird {raybird.__version__}"
 
 
+def test_a_command_imports_its_own_modules_only():
+    """``raybird --help`` imports no job, ``raybird segment`` not training, tuning, evaluation or
+    the generator (a fresh interpreter: the test session has imported them all)."""
+    probe = (
+        "import sys; from raybird import cli; cli.build_parser(sys.argv[1]).parse_known_args(sys.argv[2:]); "
+        "print(sorted(m for m in sys.modules if m.startswith(('raybird.', 'torch', 'ray.tune', 'ray.train'))))"
+    )
+
+    def loaded(only: str, *argv: str) -> str:
+        return subprocess.run([sys.executable, "-c", probe, only, *argv], capture_output=True, text=True).stdout
+
+    top = loaded("")
+    assert "torch" not in top and "raybird.pipelines" not in top, top
+    seg = loaded("segment", "segment", "x", "--out", "o")
+    assert "raybird.pipelines.segment" in seg and "raybird.inference.recording" in seg, seg
+    for other in (
+        "raybird.pipelines.train",
+        "raybird.pipelines.tune",
+        "raybird.evaluation",
+        "raybird.synth",
+        "ray.tune",
+    ):
+        assert f"'{other}" not in seg, other
+
+
 def test_every_flag_of_every_command_has_help_and_shows_its_default():
     import argparse
 

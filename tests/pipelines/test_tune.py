@@ -122,7 +122,7 @@ def test_command_line_flags():
     )
     assert (a.data, a.out, a.name, a.asha, a.grid) == ("shards", "o", "s1", True, None)
     assert (a.lr, a.width, a.gpu, a.loss, a.batch_size) == ("1e-3,3e-4", "4", True, "ce,ce+dice", None)
-    assert cli.commands()[a.command][1] is tune.cmd_tune
+    assert cli.command(a.command)[0] is tune.cmd_tune
 
 
 # ---- on Ray ------------------------------------------------------------------------------------
