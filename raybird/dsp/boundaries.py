@@ -39,7 +39,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import scipy.fft
-import scipy.ndimage
 
 WINDOW_S = 0.004  # short enough to resolve a 10-ms gap, long enough for ~250 Hz bins
 STEP_S = 0.001
@@ -89,10 +88,11 @@ def edge_time(level: np.ndarray, t: np.ndarray, edge_s: float, onset: bool, frac
     if level[peak] - noise < MIN_CONTRAST_DB:
         return edge_s
     below = level < noise + fraction * (level[peak] - noise)
-    if onset:  # only runs of MIN_GAP_S count (an opening keeps exactly the runs at least that long)
-        below = scipy.ndimage.binary_opening(below, np.ones(max(1, int(round(MIN_GAP_S / step))), bool))
-        quiet = np.flatnonzero(below[:peak] & (t[:peak] >= edge_s - MAX_SHIFT_S))
-        return float(t[quiet[-1]] + step / 2) if len(quiet) else edge_s
+    if onset:  # the last step of the last run of at least MIN_GAP_S below the threshold, if in reach
+        g = max(1, int(round(MIN_GAP_S / step)))
+        runs = np.flatnonzero(np.convolve(below[:peak], np.ones(g), "valid") >= g)  # starts of g quiet steps
+        last = runs[-1] + g - 1 if len(runs) else -1
+        return float(t[last] + step / 2) if last >= 0 and t[last] >= edge_s - MAX_SHIFT_S else edge_s
     quiet = peak + np.flatnonzero(below[peak:] & (t[peak:] <= edge_s + MAX_SHIFT_S))
     return float(t[quiet[0]] - step / 2) if len(quiet) else edge_s
 
