@@ -90,8 +90,9 @@ def edge_time(level: np.ndarray, t: np.ndarray, edge_s: float, onset: bool, frac
     below = level < noise + fraction * (level[peak] - noise)
     if onset:  # the last step of the last run of at least MIN_GAP_S below the threshold, if in reach
         g = max(1, int(round(MIN_GAP_S / step)))
-        runs = np.flatnonzero(np.convolve(below[:peak], np.ones(g), "valid") >= g)  # starts of g quiet steps
-        last = runs[-1] + g - 1 if len(runs) else -1
+        quiet = below[:peak]  # none when the peak is the first step (a sound at the recording's start)
+        runs = np.flatnonzero(np.convolve(quiet, np.ones(g), "valid") >= g) if len(quiet) >= g else []
+        last = runs[-1] + g - 1 if len(runs) else -1  # runs: the starts of g quiet steps in a row
         return float(t[last] + step / 2) if last >= 0 and t[last] >= edge_s - MAX_SHIFT_S else edge_s
     quiet = peak + np.flatnonzero(below[peak:] & (t[peak:] <= edge_s + MAX_SHIFT_S))
     return float(t[quiet[0]] - step / 2) if len(quiet) else edge_s

@@ -55,6 +55,16 @@ def test_an_onset_keeps_a_soft_start_across_a_dip_shorter_than_a_gap(dip_ms, ons
     assert got == pytest.approx(onset_ms / 1000 - 0.0005, abs=1e-9)
 
 
+@pytest.mark.parametrize("quiet_steps", [0, 1, 2])
+def test_an_onset_with_fewer_quiet_steps_before_its_peak_than_a_gap_stays(quiet_steps):
+    """A sound at the very start of the context (a recording that starts loud): no quiet run
+    before the peak, so the onset stays where the mask put it."""
+    t = np.round(np.arange(0.0, 0.2, 0.001), 6)
+    level = np.where(t >= quiet_steps / 1000, 30.0, 0.0)
+    level[150:] = 0.0  # the noise floor, after the sound
+    assert boundaries.edge_time(level, t, 0.0, onset=True) == 0.0
+
+
 def test_an_edge_stays_where_the_sound_gives_no_crossing_in_reach():
     """No contrast (pure noise), or sound all the way past the reach: the mask's edge is kept."""
     noise = burst_in_noise(0.0, 0.0)
