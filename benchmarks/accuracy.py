@@ -46,8 +46,8 @@ per song it is near zero by construction. Outputs: ``OUT/accuracy.json`` (everyt
 ``OUT/accuracy.parquet`` (one row per model and synthetic band or real data set; ``iou_lo`` and
 ``iou_hi`` bound the synthetic IoU, null for real sets) and the
 markdown tables, printed and in ``OUT/accuracy.md``. Predictions are cached per checkpoint hash,
-options and post-processing code under ``OUT/pred`` (:func:`predict`), so a re-run scores only
-what changed.
+options and raybird's code under ``OUT/pred`` (:func:`predict`), so a re-run scores only what
+changed.
 """
 
 from __future__ import annotations
@@ -167,15 +167,14 @@ def band_of(snr: Optional[float]) -> Optional[str]:
 
 # ---- scoring ----------------------------------------------------------------------------------------
 def predictions_code() -> str:
-    """A digest of the code that turns a model's output into segments (``raybird/inference``,
-    ``raybird/dsp``): part of the prediction cache's key, so a change there is never scored
-    from stale predictions."""
+    """A digest of raybird's code (every module: decoding, the network, post-processing, the
+    baseline): part of the prediction cache's key, so a code change is never scored from stale
+    predictions."""
     import raybird
 
-    root = Path(raybird.__file__).parent
     digest = hashlib.sha1()
-    for f in sorted([*(root / "inference").glob("*.py"), *(root / "dsp").glob("*.py")]):
-        digest.update(f.name.encode() + f.read_bytes())
+    for f in sorted(Path(raybird.__file__).parent.rglob("*.py")):
+        digest.update(str(f.relative_to(Path(raybird.__file__).parent)).encode() + f.read_bytes())
     return digest.hexdigest()
 
 

@@ -7,8 +7,8 @@
 **Methods**, run on the same files: each ``--model NAME=CKPT`` (default: the shipped model),
 the threshold baseline (:mod:`raybird.models.baseline`), both predicted in this process with the
 segment job's default :class:`raybird.inference.recording.SegmentOptions` (cached under ``OUT/pred`` per
-checkpoint hash, inputs, options and post-processing code, :func:`benchmarks.accuracy.predict`: a
-re-run only scores), and
+checkpoint hash, inputs, options and raybird's code, :func:`benchmarks.accuracy.predict`: a re-run
+only scores), and
 scikit-maad's documented ROI recipe (:mod:`benchmarks.maad_peer`), the classical peer.
 
 **Measures** (:mod:`raybird.evaluation.field_scores`, counts summed over a set's recordings): frame

@@ -19,12 +19,14 @@ segment's own frequency band crosses a threshold:
 
 *Why a minimum gap before onsets only.* A syllable may open softly and dip for a few
 milliseconds before its loud part (the shared Bengalese finch's syllable "a": 20 dB above the
-noise for 10 ms, a 3-ms dip to 2-6 dB, then 30 dB); the dip is amplitude modulation inside one
-sound, not the silence before it, which lasts longer (the finch's labelled gaps: at least 6.8 ms,
-1st percentile 9 ms). Measured with the shipped model: finch onset F1 within 10 ms 0.916 ->
-0.939; monk parakeet 0.715 either way (its segment F1 0.438 -> 0.423). Offsets take the first
-quiet step: after a sound its echo decays with ripples around the threshold, and a minimum gap
-there moved offsets into that tail (finch segment F1 within 20 ms -0.012 with it on both edges).
+noise for 10 ms, a 2-4 ms dip to 2-6 dB of which at most 2 steps in a row fall under the
+threshold, then 30 dB); the dip is amplitude modulation inside one sound, not the silence before
+it, which lasts longer (the finch's labelled gaps: at least 6.8 ms, 1st percentile 9 ms). So a
+quiet run counts when it holds :data:`MIN_GAP_S` of steps (3 in a row at 1 ms). Measured with
+the shipped model: finch onset F1 within 10 ms 0.916 -> 0.939; monk parakeet 0.715 either way
+(its segment F1 0.438 -> 0.423). Offsets take the first quiet step: after a sound its echo
+decays with ripples around the threshold, and a minimum gap there moved offsets into that tail
+(finch segment F1 within 20 ms -0.012 with it on both edges).
 
 Edges are refined on the recording's audio as a stream of blocks (:func:`refine`), holding a
 window of audio around one edge at a time, so memory does not grow with the recording: the blocks
@@ -54,6 +56,9 @@ FRACTION = 0.15  # see the docstring of refine
 def band_power(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Power spectra ``(frames, bins)`` of the :data:`WINDOW_S` Hann windows starting at samples
     ``0, hop, ..`` of ``x`` (1-D float32), and the bins' frequencies."""
+    x = np.asarray(x, np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"band_power takes one channel (1-D), got shape {x.shape}")
     n, hop = _window_samples(sr), _hop(sr)
     count, step = max(0, (len(x) - n) // hop + 1), x.strides[0]
     # the windows as a strided view (sliding_window_view(x, n)[::hop], at a third of its cost per edge)
@@ -64,12 +69,17 @@ def band_power(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=8)
 def _hann(n: int) -> np.ndarray:
-    return np.hanning(n).astype(np.float32)
+    return _read_only(np.hanning(n).astype(np.float32))
 
 
 @functools.lru_cache(maxsize=8)
 def _bin_freqs(n: int, sr: int) -> np.ndarray:
-    return np.fft.rfftfreq(n, 1.0 / sr)
+    return _read_only(np.fft.rfftfreq(n, 1.0 / sr))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)  # cached and shared: no caller may change it
+    return a
 
 
 def band_level_db(power: np.ndarray, freqs: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:

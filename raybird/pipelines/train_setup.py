@@ -54,8 +54,9 @@ def _init_config(init: str):
 def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetup] = None) -> Optional[dict]:
     """The weights of ``tc.init`` (None without one), after checking that they fit this run: the
     same network, and the spectrogram settings the shards were made with (a model only knows the
-    pixel grid it was trained on). Where the outputs differ (a bird/background model starting a
-    class model, or the reverse) the body is kept and the head left out, to start at random.
+    pixel grid it was trained on). Where the number of outputs differs (a bird/background model
+    starting a class model of more than one class, or the reverse) the body is kept and the head
+    left out, to start at random.
     Read here, on the driver, so workers on other nodes need no access to the file."""
     if not tc.init:
         return None
@@ -84,10 +85,13 @@ def initial_weights(tc: TrainConfig, spec_json: str, classes: Optional[ClassSetu
         )
     state, shapes = payload["model_state"], {k: v.shape for k, v in want.build().state_dict().items()}
     kept = {k: v for k, v in state.items() if shapes.get(k) == v.shape}
-    # training loads these with strict=False (a new head starts at random): anything else missing is an error
-    heads = set() if have.class_names == want.class_names else {k for k in state if k not in kept}
-    if lost := sorted(k for k in shapes if k not in kept and k not in heads):
-        raise ValueError(f"--init {tc.init}: the checkpoint lacks {len(lost)} weights of the network, e.g. {lost[0]}")
+    # training loads these with strict=False: only a head for other outputs may be left out (it starts at random)
+    new_head = have.class_names != want.class_names
+    if wrong := sorted(k for k in shapes if k not in kept and not (new_head and k.startswith("head."))):
+        raise ValueError(
+            f"--init {tc.init}: {len(wrong)} weights of the network are missing from the checkpoint "
+            f"or shaped otherwise, e.g. {wrong[0]}"
+        )
     return kept
 
 

@@ -41,16 +41,16 @@ def test_edges_are_the_same_whatever_the_block_size():
     assert [s.segment_id for s in whole[0]] == [0, 1]
 
 
-@pytest.mark.parametrize("dip_ms, onset_ms", [(2, 0), (4, 14)])
+@pytest.mark.parametrize("dip_ms, onset_ms", [(2, 0), (3, 13), (4, 14)])
 def test_an_onset_keeps_a_soft_start_across_a_dip_shorter_than_a_gap(dip_ms, onset_ms):
     """A soft start (20 dB, 10 ms), a dip to 2 dB, then the loud part (30 dB): a dip shorter than
-    MIN_GAP_S (3 ms) lies inside the sound and the onset stays at the soft start; a quiet run of
-    4 ms is a gap and the onset moves after it, to the loud part."""
-    t = np.round(np.arange(-0.1, 0.1, 0.001), 6)
+    MIN_GAP_S (3 steps of 1 ms) lies inside the sound and the onset stays at the soft start; a
+    quiet run of 3 or 4 steps is a gap and the onset moves after it, to the loud part."""
+    t = np.arange(-100, 100) / 1000  # 1-ms steps, t = 0 at index 100
     level = np.zeros_like(t)
-    level[(t >= 0) & (t < 0.01)] = 20.0
-    level[(t >= 0.01) & (t < 0.01 + dip_ms / 1000)] = 2.0
-    level[(t >= 0.01 + dip_ms / 1000) & (t < 0.08)] = 30.0
+    level[100:110] = 20.0
+    level[110 : 110 + dip_ms] = 2.0
+    level[110 + dip_ms : 180] = 30.0
     got = boundaries.edge_time(level, t, -0.005, onset=True)
     assert got == pytest.approx(onset_ms / 1000 - 0.0005, abs=1e-9)
 

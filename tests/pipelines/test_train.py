@@ -203,7 +203,9 @@ def test_init_must_match_the_runs_network_and_spectrograms(shards):
     body = next(k for k in payload["model_state"] if "weight" in k)
     del payload["model_state"][body]  # training loads with strict=False: this must not pass unnoticed
     broken = checkpoint.save_payload(payload, root / "broken" / "checkpoint.pt")
-    with pytest.raises(ValueError, match=f"lacks 1 weights of the network, e.g. {body}"):
+    with pytest.raises(
+        ValueError, match=f"1 weights of the network are missing from the checkpoint or shaped otherwise, e.g. {body}"
+    ):
         initial_weights(_config(root, "x", init=str(broken), width=8, depth=5), spec_json)
 
 
