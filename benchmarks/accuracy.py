@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -166,10 +167,11 @@ def band_of(snr: Optional[float]) -> Optional[str]:
 
 
 # ---- scoring ----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def predictions_code() -> str:
     """A digest of raybird's code (every module: decoding, the network, post-processing, the
     baseline): part of the prediction cache's key, so a code change is never scored from stale
-    predictions."""
+    predictions. Read once per process."""
     import raybird
 
     digest = hashlib.sha1()

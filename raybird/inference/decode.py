@@ -2,7 +2,8 @@
 stream of items per recording: :class:`Tiles` (the spectrogram tiles, as the model takes them),
 then :class:`End`; or :class:`Failed` for a recording that cannot be read or decoded. Arrays
 stay arrays here: this runs in the process that predicts and stitches (Arrow is only at the Ray
-Data boundary, :mod:`raybird.pipelines.segment`)."""
+Data boundary, :mod:`raybird.pipelines.segment`); :func:`prefetched` decodes ahead of the model
+in a thread of its own."""
 
 from __future__ import annotations
 
@@ -116,3 +117,27 @@ def unit_tiles(
             sources[source] = src
         for item in recording_tiles(src, cfg, channels, keep_audio=keep_audio):
             yield source, item
+
+
+def prefetched(items: Iterator, depth: int) -> Iterator:
+    """``items`` produced by a background thread, up to ``depth`` ahead: decoding (numpy, soxr,
+    FFT; they release the GIL) overlaps with inference on a GPU."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def produce():
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+        q.put(end)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

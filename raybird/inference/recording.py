@@ -17,7 +17,7 @@ from raybird.dsp import boundaries, denoise
 from raybird.dsp.spectrogram import SpecConfig, frame_offset_s, n_frames_for, row_freqs
 from raybird.flags import flag, off_or_float
 from raybird.inference import grouping, postprocess
-from raybird.inference.decode import End, Failed, Item, Tiles, recording_tiles, unit_tiles
+from raybird.inference.decode import End, Failed, Item, Tiles, prefetched, recording_tiles, unit_tiles
 from raybird.inference.predictor import Predictor, Probabilities, inferred
 from raybird.io import audio, outputs, redaction, selections, storage, tables
 from raybird.io.tables import MASK_SCHEMA, SEGMENT_SCHEMA, SUMMARY_SCHEMA, error_table, write_file
@@ -157,6 +157,10 @@ class RecordingStitcher:
             )
         return self.segmenters[channel]
 
+    def audio_or(self, src):
+        """The recording's audio for the work after the mask: its blocks as kept, else ``src``."""
+        return self.audio if self.audio is not None else src
+
     @property
     def done(self) -> bool:
         return self.error is not None or self.n_samples is not None
@@ -203,7 +207,7 @@ def finish_with_edges(stitcher: RecordingStitcher, src) -> tuple[float, list[Cha
     by_channel = {r.channel: r for r in results}
     segments = [by_channel[ch].segments if ch in by_channel else [] for ch in range(max(by_channel) + 1)]
     try:
-        blocks = audio_blocks(stitcher.audio if stitcher.audio is not None else src, cfg, stitcher.opts.channels)
+        blocks = audio_blocks(stitcher.audio_or(src), cfg, stitcher.opts.channels)
         refined = boundaries.refine(segments, blocks, cfg.sample_rate, fraction)
     except audio.AudioError as e:
         raise StitchError("decode", f"second decode, for the segment edges: {e}") from None
@@ -240,8 +244,7 @@ def finish_recording(
     rows = recording_tables(
         rec_id, source, duration, results, stitcher.cfg, model_id, stitcher.opts, stitcher.class_names
     )
-    src = stitcher.audio if stitcher.audio is not None else src
-    write_tool_files(out, source, rows["segments"], results, stitcher.cfg, stitcher.opts, src, rel)
+    write_tool_files(out, source, rows["segments"], results, stitcher.cfg, stitcher.opts, stitcher.audio_or(src), rel)
     parts.add(rec_id, rows)
     return dict(
         recording_id=rec_id,
@@ -250,30 +253,6 @@ def finish_recording(
         n_segments=sum(len(r.segments) for r in results),
         duration_s=duration,
     )
-
-
-def prefetched(items: Iterator, depth: int) -> Iterator:
-    """``items`` produced by a background thread, up to ``depth`` ahead: decoding (numpy, soxr,
-    FFT; they release the GIL) overlaps with inference on a GPU."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    end = object()
-
-    def produce():
-        try:
-            for item in items:
-                q.put(item)
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-        q.put(end)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := q.get()) is not end:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
 
 def segment_units(

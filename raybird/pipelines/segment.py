@@ -22,7 +22,7 @@ that holds a whole wave's probabilities in the object store (measured: ~8 s per 
 42-62x real time against the single-process loop's 108x). Parallelism is
 over recordings (an archive is one unit): N actors keep N recordings in flight, so one long
 file uses one actor, which then takes every spare CPU: torch threads, and decoding in a thread
-of its own (:func:`prefetched`) beside inference, as on a GPU (one 2-hour recording on 2 CPUs:
+of its own (:func:`raybird.inference.decode.prefetched`) beside inference, as on a GPU (one 2-hour recording on 2 CPUs:
 104x real time, against 80x with one thread).
 
 *Why the actors write with pyarrow, not Dataset.write_parquet.* write_parquet writes one
