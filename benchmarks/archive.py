@@ -12,9 +12,11 @@
 2. **Where a short recording's seconds go**: CPU seconds per stage over the first 100
    recordings in one thread, as one model actor spends them (decode and spectrogram tiles, the
    model, stitching, segment edges on the audio, writing).
-3. **A million-entry manifest**: discovery (:func:`raybird.io.storage.discover`) and resume
+3. **A million-entry manifest**: discovery (:func:`raybird.io.storage.discover`), resume
    planning against a run whose journal commits half of the entries (the files need not
-   exist: neither step opens them), each in a fresh process: wall time and peak RSS.
+   exist: neither step opens them), and what a run lists and plans before its actors start
+   (:class:`raybird.pipelines.listing.Listing`; the rest streams), each in a fresh process:
+   wall time and peak RSS.
 4. **One long recording** (``--hours``, default 2): the Ray job end to end (start-up
    included) on 2 CPUs, real-time factor and the peak memory of all its processes
    (:mod:`benchmarks.memory`).
@@ -200,15 +202,16 @@ def stages(folder: Path, n: int = 100) -> list[list]:
 def manifest_child(step: str, manifest: str, out: str) -> None:
     """One step of the manifest benchmark, in its own process: its wall time and peak RSS."""
     from raybird.io import storage
-    from raybird.pipelines import segment
+    from raybird.pipelines.listing import Listing
 
     before = _rss_now()
     t = time.perf_counter()
     if step == "discover":
         n = len(storage.discover([manifest]))
-    else:
-        pending, _, n_units = segment._pending([manifest], out)
-        n = len(pending)
+    elif step == "plan":
+        n = len(Listing([manifest], out, stream_after=2**62).pending)
+    else:  # what a run lists and plans before its actors start; the rest streams
+        n = Listing([manifest], out).n_listed
     wall = time.perf_counter() - t
     print(json.dumps(dict(n=n, wall_s=wall, rss=_status_kb("VmHWM") * 1024, before=before)))
 
@@ -238,7 +241,12 @@ def manifest(work: Path, n: int) -> list[list]:
         parts.add(storage.recording_id(e), {})
     parts.commit()
     rows = []
-    for step, what in (("discover", "discovery"), ("plan", "discovery + resume planning")):
+    steps = (
+        ("discover", "discovery"),
+        ("plan", "discovery + resume planning"),
+        ("start", "listed and planned before the actors start"),
+    )
+    for step, what in steps:
         cmd = [sys.executable, "-m", "benchmarks.archive", "--manifest-child", step, str(path), str(out)]
         r = json.loads(timed(cmd)[1].strip().splitlines()[-1])
         rows.append(

@@ -17,7 +17,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import fsspec
 
@@ -198,31 +198,41 @@ def is_bsd_derived(name: str) -> bool:
     return len(parts) > 1 and parts[-2] == "Denoised_audios"
 
 
-def _expand(uri: str) -> list[str]:
-    """All file URIs under one input (folder walk, glob, prefix, or the file itself)."""
+def _expand(uri: str) -> Iterator[str]:
+    """All file URIs under one input (folder walk, glob, prefix, or the file itself), as they
+    are listed: a local folder a folder at a time, an S3 prefix a top-level folder at a time
+    (one paginated listing each), so work can start before a large input is listed."""
     fs, path = filesystem(uri)
     scheme = "s3://" if uri.startswith("s3://") else ""
     if any(c in uri for c in "*?["):
         if scheme:
-            return sorted(scheme + p for p in fs.glob(path) if fs.isfile(p))
-        return sorted(
-            as_text(os.path.abspath(p)) for p in glob.glob(local_path(uri), recursive=True) if os.path.isfile(p)
-        )
-    if scheme:
+            yield from sorted(scheme + p for p in fs.glob(path) if fs.isfile(p))
+        else:
+            files = glob.glob(local_path(uri), recursive=True)
+            yield from sorted(as_text(os.path.abspath(p)) for p in files if os.path.isfile(p))
+    elif scheme:
         if fs.isfile(path):
-            return [uri]
-        return sorted(scheme + p for p in fs.find(path))
-    if os.path.isdir(path):
-        out = []
+            yield uri
+            return
+        try:
+            entries = fs.ls(path, detail=True, refresh=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"input not found: {redact(uri)}") from None
+        for entry in sorted(entries, key=lambda e: e["name"]):
+            if entry["type"] == "directory":
+                yield from sorted(scheme + p for p in fs.find(entry["name"]))
+            elif not entry["name"].endswith("/"):
+                yield scheme + entry["name"]
+    elif os.path.isdir(path):
         # Symbolic links to folders are not followed (no loops, nothing listed twice); links to
         # files are listed, and one that loops or dangles becomes an error row when read.
         for root, dirs, files in os.walk(path, followlinks=False):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            out += [as_text(os.path.join(root, f)) for f in sorted(files)]
-        return out
-    if os.path.lexists(path):
-        return [as_text(path)]
-    raise FileNotFoundError(f"input not found: {redact(uri)}")
+            yield from (as_text(os.path.join(root, f)) for f in sorted(files))
+    elif os.path.lexists(path):
+        yield as_text(path)
+    else:
+        raise FileNotFoundError(f"input not found: {redact(uri)}")
 
 
 def _expand_entry(entry: str) -> list[str]:
@@ -236,54 +246,70 @@ def _expand_entry(entry: str) -> list[str]:
         or (not URL_SCHEME.match(entry) and os.path.isdir(local_path(entry)))
     ):
         try:
-            return _expand(entry)
+            return list(_expand(entry))
         except (OSError, ValueError):
             return [entry]
     return [entry]
 
 
-def read_manifest(uri: str) -> list[str]:
-    """One URI per line; blank lines and ``#`` comments ignored; relative paths are taken
-    relative to the manifest's folder."""
+def read_manifest(uri: str) -> Iterator[str]:
+    """One URI per line, as the file is read; blank lines and ``#`` comments ignored; relative
+    paths are taken relative to the manifest's folder."""
     fs, path = filesystem(uri)
     base = uri.rsplit("/", 1)[0] if uri.startswith("s3://") else os.path.dirname(path)
-    out = []
     with fs.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             line = as_text(line.strip())
             if line and not line.startswith("#"):
-                out.append(line if URL_SCHEME.match(line) or os.path.isabs(line) else join(base, line))
-    return out
+                yield line if URL_SCHEME.match(line) or os.path.isabs(line) else join(base, line)
 
 
 INPUTS_HELP = "folders, globs, .tar/.tar.gz/.zip, s3:// prefixes, manifest files"  # what discover takes
+
+
+def listed(inputs: list[str]) -> Iterator[tuple[str, Optional[str]]]:
+    """``(file URI, its name under its input's parent folder)`` for every file of ``inputs``, as
+    it is listed; a manifest's entries have no such name (None: they share no folder)."""
+    for item in inputs:
+        if suffix(item) in MANIFEST_SUFFIXES:
+            for entry in read_manifest(item):
+                yield from ((f, None) for f in _expand_entry(entry))
+        else:
+            base = _base(item)
+            yield from ((f, _relative(f, base)) for f in _expand(item))
+
+
+def _recordings(files: Iterable[tuple[str, Optional[str]]]) -> Iterator[Unit]:
+    """A unit for each listed file that may be a recording, once each: hidden files, side files
+    and BirdSoundsDenoising's derived audio are skipped. Relative names: :class:`Unit`."""
+    seen: set = set()
+    for f, rel in files:
+        if f in seen or is_hidden(f) or is_side_file(f) or is_bsd_derived(f):
+            continue
+        seen.add(f)
+        yield Unit(f, "archive" if suffix(f) in ARCHIVE_SUFFIXES else "file", rel=rel or mirrored(f))
+
+
+def listed_units(inputs: list[str]) -> Iterator[Unit]:
+    """:func:`discover`'s units without their side files, as they are listed, so that work can
+    start on the first while a large input is still being listed. Only one input streams:
+    names that clash across several inputs are known only once all are listed."""
+    if len(inputs) == 1:
+        yield from _recordings(listed(inputs))
+    else:
+        yield from discover(inputs)
 
 
 def discover(inputs: list[str]) -> list[Unit]:
     """Expand inputs into units. Side files (labels) are attached to the recordings of the same
     folder; hidden files are skipped. Every other file becomes a unit: if it is not audio, the
     task that reads it reports so in the errors table."""
-    files: list[str] = []
-    rel: dict[str, str] = {}  # a manifest's entries are mirrored whole (they share no folder)
-    for item in inputs:
-        if suffix(item) in MANIFEST_SUFFIXES:
-            for entry in read_manifest(item):
-                files += _expand_entry(entry)
-        else:
-            found, base = _expand(item), _base(item)
-            files += found
-            rel.update((f, _relative(f, base)) for f in found)
-    seen, units = set(), []
+    files = list(listed(inputs))
+    units = list(_recordings(files))
     side_by_dir: dict[str, list[str]] = {}
-    for f in files:
+    for f, _ in files:
         if is_side_file(f):
             side_by_dir.setdefault(f.rsplit("/", 1)[0], []).append(f)
-    for f in files:
-        if f in seen or is_hidden(f) or is_side_file(f) or is_bsd_derived(f):
-            continue
-        seen.add(f)
-        kind = "archive" if suffix(f) in ARCHIVE_SUFFIXES else "file"
-        units.append(Unit(f, kind, rel=rel.get(f) or mirrored(f)))
     clash = Counter(u.rel for u in units)
     for u in units:  # the same name under two inputs: both mirror their whole path
         if clash[u.rel] > 1:

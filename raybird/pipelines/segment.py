@@ -3,14 +3,15 @@ other tools and denoised audio on request), with Ray Data.
 
 **Data flow** (one Ray Data pipeline)::
 
-    from_items(units, one block per task)
+    from_items(a row of units per task), or past --stream-after units of one input, a read
+    of the units as the driver lists them (raybird.pipelines.listing, unit_stream)
       -> map_batches(SegmentWorker, compute=ActorPoolStrategy(size=N))
             the task's units (files, or an archive's recordings in turn), inside one actor:
             streaming decode -> iter_tiles -> the model on batches of tiles (consecutive
             short recordings share them) -> the streaming Segmenter -> the recording's rows,
             buffered as soon as its last tile is stitched;
-            at the end of the task they are committed as part files and a status row per
-            recording leaves the actor
+            at the end of the task they are committed as part files, and the task's status
+            rows leave the actor as one row
 
 *Why one actor does the whole recording.* The model is loaded once per actor; the tiles of a
 recording are produced, inferred and stitched in order by the same process, so nothing is
@@ -46,6 +47,7 @@ settings is refused unless it overwrites.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -64,13 +66,15 @@ from raybird.io import outputs, runrecord, selections, storage
 from raybird.io.outputs import read_outputs
 from raybird.io.tables import write_file
 from raybird.models.checkpoint import Checkpoint, read_checkpoint
+from raybird.pipelines.listing import STREAM_AFTER, Listing, task_row
 from raybird.pipelines.segment_status import (
-    FINISHED,
-    STATUS_SCHEMA,
     UNIT_DONE,
     SegmentSummary,
     progress,
+    recording_count,
+    status_rows,
     summarize,
+    task_status,
 )
 from raybird.training.engine import PRECISIONS
 
@@ -100,9 +104,9 @@ PASSES = 3  # Ray passes over what is still missing (see run)
 class SegmentWorker:
     """Ray Data actor: loads the checkpoint once, then segments each task's units (see the
     module docstring) and commits their rows as part files (:class:`raybird.io.outputs.PartWriter`).
-    Yields a :data:`FINISHED` row as each recording is done (the progress bar moves per
-    recording), then, once committed, a :data:`STATUS_SCHEMA` row per recording and a
-    :data:`UNIT_DONE` row per unit (what the counts and later passes go by)."""
+    Returns, once the task's rows are committed, its status rows as one
+    (:func:`~raybird.pipelines.segment_status.task_status`): one per recording and a
+    :data:`UNIT_DONE` one per unit (what the counts and later passes go by)."""
 
     def __init__(
         self,
@@ -121,45 +125,17 @@ class SegmentWorker:
         self.parts = outputs.PartWriter(out, files.mb, files.recordings)
         self.prefetch = 4 if device == "cuda" or threads >= 2 else 0  # decoding beside the model
 
-    def __call__(self, batch: dict) -> Iterator[pa.Table]:
-        units = [storage.Unit(str(u), str(k), rel=str(r)) for u, k, r in zip(batch["uri"], batch["kind"], batch["rel"])]
-        statuses = []
-        opts, parts = self.opts, self.parts
-        for s in segment_units(units, self.predictor, self.out, self.ckpt, opts, parts, self.done, self.prefetch):
-            statuses.append(s)
-            yield pa.Table.from_pylist([dict(s, status=FINISHED)], schema=STATUS_SCHEMA)
+    def __call__(self, batch: dict) -> pa.Table:
+        uris, kinds, rels = ([str(v) for row in batch[c] for v in row] for c in ("uri", "kind", "rel"))
+        units = [storage.Unit(u, k, rel=r) for u, k, r in zip(uris, kinds, rels)]
+        args = (self.predictor, self.out, self.ckpt, self.opts, self.parts, self.done, self.prefetch)
+        statuses = list(segment_units(units, *args))
         self.parts.commit()  # a task's rows are committed before its units are reported done
-        statuses += [
-            dict(recording_id="", source=str(uri), status=UNIT_DONE, n_segments=0, duration_s=0.0)
-            for uri in batch["uri"]
-        ]
-        yield pa.Table.from_pylist(statuses, schema=STATUS_SCHEMA)
+        closed = [dict(recording_id="", source=uri, status=UNIT_DONE, n_segments=0, duration_s=0.0) for uri in uris]
+        return task_status(statuses + closed)
 
 
 # ---- running -------------------------------------------------------------------------------------
-def _pending(inputs: list[str], out: str) -> tuple[list[storage.Unit], frozenset, int]:
-    units = storage.discover(inputs)
-    if not units:
-        raise ValueError(f"no input files found in {inputs}")
-    return (*_plan(units, out), len(units))
-
-
-def _plan(units: list[storage.Unit], out: str) -> tuple[list[storage.Unit], frozenset]:
-    """The units still to do (by OUT's journal: :mod:`raybird.io.outputs`) and the recordings to
-    skip inside them: the complete ones, needed only where an archive is pending (a file unit
-    that is complete is not pending at all), so a million ids do not travel to every actor.
-    Part files left uncommitted by a killed writer are deleted: no writer is at work now."""
-    journal = outputs.read_journal(out)
-    outputs.remove_uncommitted(out, journal)
-    done = outputs.completed_ids(out, journal)
-    pending = [
-        u
-        for u in units
-        if (uid := storage.recording_id(u.uri)) not in journal.units and (u.kind == "archive" or uid not in done)
-    ]
-    return pending, frozenset(done) if any(u.kind == "archive" for u in pending) else frozenset()
-
-
 OUTPUT_TABLES = (*outputs.PART_TABLES, outputs.JOURNAL, *selections.FORMATS, "denoised")
 
 
@@ -201,6 +177,7 @@ def run(
     show_progress: bool = True,
     combine: bool = False,
     files: FileLimits = FileLimits(),
+    stream_after: int = STREAM_AFTER,
 ) -> SegmentSummary:
     """Segment every recording under ``inputs`` into ``out`` (local folder or ``s3://``) with Ray
     Data; recordings already complete in ``out`` are skipped, if ``out`` was written with the same
@@ -209,7 +186,9 @@ def run(
     ``actors``: model actors (default: one per GPU with ``gpu``, else one per ``actor_cpus`` CPUs
     of the cluster; with fewer inputs than that, one per input, each with the spare CPUs as torch
     threads). ``precision``: see :func:`raybird.training.engine.precision_settings`.
-    ``files``: when the tables' part files roll (:class:`FileLimits`).
+    ``files``: when the tables' part files roll (:class:`FileLimits`). ``stream_after``: with
+    more units than this in one input, the first pass starts while the rest is listed
+    (:mod:`raybird.pipelines.listing`).
 
     *Lost actors.* Ray Data retries an actor's tasks on that same actor once it restarts, which
     never happens when its node is gone and the surviving nodes' CPUs are all held by the rest
@@ -221,8 +200,8 @@ def run(
     record = start_record(
         out, ckpt, options, overwrite, precision=precision, gpu=gpu, actors=actors, actor_cpus=actor_cpus, ray=True
     )
-    pending, done, n_inputs = _pending(inputs, out)
-    skipped = n_inputs - len(pending)
+    listing = Listing(inputs, out, stream_after)
+    pending: list[storage.Unit] | Listing = listing if listing.streams else listing.pending
     ok = failed = segments = 0
     for n_pass in range(1, PASSES + 1):
         if not pending:
@@ -232,20 +211,22 @@ def run(
                 "segment: %d units unfinished (actors lost); pass %d on the cluster that is left", len(pending), n_pass
             )
         units_done: set = set()
-        statuses = _segment_pass(
-            pending, done, out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1
-        )
-        s = summarize(progress(statuses, pending, show_progress, (FINISHED,)), n_inputs, skipped, out, units_done)
+        streams = isinstance(pending, Listing)
+        done = listing.done if streams else listing.done_inside(pending)
+        args = (out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1)
+        with _segment_pass(pending, done, *args) as statuses:
+            total = None if streams else recording_count(pending)
+            s = summarize(progress(statuses, total, show_progress), 0, 0, out, units_done)
         ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
-        pending = [u for u in pending if u.uri not in units_done]
-        pending, done = _plan(pending, out) if pending else (pending, done)
+        pending = [u for u in (listing.pending if streams else pending) if u.uri not in units_done]
+        pending = listing.replan(pending) if pending else pending
     if pending:
         raise RuntimeError(
             f"{len(pending)} inputs unfinished after {PASSES} passes (their tasks failed or "
             f"their actors were lost: see Ray Data's log), e.g. {pending[0].uri}; "
             f"re-run the same command to resume"
         )
-    summary = SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+    summary = SegmentSummary(listing.n_listed, ok, failed, segments, listing.skipped, out)
     if combine:
         write_combined(out, options.formats)
     runrecord.finish(out, record, dataclasses.asdict(summary))
@@ -261,8 +242,9 @@ def spare_cpus(actor_cpus: float, share: int) -> float:
     return max(actor_cpus, min(actor_cpus * share, actor_cpus * (largest // actor_cpus)))
 
 
+@contextlib.contextmanager
 def _segment_pass(
-    pending: list,
+    pending: list[storage.Unit] | Listing,
     done: frozenset,
     out: str,
     ckpt: Checkpoint,
@@ -274,9 +256,10 @@ def _segment_pass(
     precision: str,
     files: FileLimits,
     after_loss: bool = False,
-) -> Iterator[dict]:
-    """One Ray Data pass over ``pending``: its status rows (none for units whose actor was lost).
-    ``after_loss``: a later pass, whose pool is also capped at what the cluster now holds."""
+) -> Iterator[Iterator[dict]]:
+    """One Ray Data pass over ``pending``, a list, or a listing that streams: its status rows
+    (none for units whose actor was lost). ``after_loss``: a later pass, whose pool is also
+    capped at what the cluster now holds."""
     import ray
 
     resources = ray.cluster_resources()
@@ -284,39 +267,50 @@ def _segment_pass(
     chosen = actors is not None
     if actors is None or after_loss:
         actors = capacity if actors is None else min(actors, capacity)
-    actors = max(1, min(actors, len(pending)))
-    if not gpu and not chosen and actors < capacity:  # fewer inputs than slots: one long recording
-        actor_cpus = spare_cpus(actor_cpus, capacity // actors)  # uses the cores of its node
-    per_task = units_per_task(len(pending), actors, files)
-    units = ray.data.from_items(
-        [dict(uri=u.uri, kind=u.kind, rel=u.rel) for u in pending], override_num_blocks=-(-len(pending) // per_task)
-    )
-    units.context.op_resource_reservation_enabled = False  # one operator: see raybird.pipelines.ingest.run
-    units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
-    worker_args = (
-        ckpt,
-        out,
-        dataclasses.asdict(options),
-        done,
-        files,
-        "cuda" if gpu else "cpu",
-        1 if gpu else actor_cpus,
-        batch_size or (GPU_BATCH if gpu else CPU_BATCH),
-        precision,
-    )
-    with warnings.catch_warnings():
-        # Ray 2.60 names no map_batches parameter for max_task_retries; its ray_remote_args
-        # route works and is deprecated (removal announced for Ray 2.64)
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        return units.map_batches(
-            SegmentWorker,
-            fn_constructor_args=worker_args,
-            batch_size=None,  # a task: one block of units
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            max_task_retries=0,
-            **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus)),
-        ).iter_rows()
+    stream = None
+    try:
+        if isinstance(pending, Listing):  # sized as if it ended now: more units only make more tasks
+            from raybird.pipelines.unit_stream import UnitStream
+
+            stream = UnitStream(pending, units_per_task(pending.n_listed, max(1, actors), files), max(1, actors))
+            units = stream.dataset
+        else:
+            actors = max(1, min(actors, len(pending)))
+            if not gpu and not chosen and actors < capacity:  # fewer inputs than slots: one long recording
+                actor_cpus = spare_cpus(actor_cpus, capacity // actors)  # uses the cores of its node
+            per_task = units_per_task(len(pending), actors, files)
+            tasks = [task_row(pending[i : i + per_task]) for i in range(0, len(pending), per_task)]
+            units = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+        units.context.op_resource_reservation_enabled = False  # see raybird.pipelines.ingest.run
+        units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
+        worker_args = (
+            ckpt,
+            out,
+            dataclasses.asdict(options),
+            done,
+            files,
+            "cuda" if gpu else "cpu",
+            1 if gpu else actor_cpus,
+            batch_size or (GPU_BATCH if gpu else CPU_BATCH),
+            precision,
+        )
+        with warnings.catch_warnings():
+            # Ray 2.60 names no map_batches parameter for max_task_retries; its ray_remote_args
+            # route works and is deprecated (removal announced for Ray 2.64)
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            statuses = units.map_batches(
+                SegmentWorker,
+                fn_constructor_args=worker_args,
+                batch_size=None,  # a task: one block, a row of units (listing.task_row)
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                max_task_retries=0,
+                **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus)),
+            )
+        yield status_rows(statuses.iter_rows())
+    finally:
+        if stream is not None:
+            stream.finish()
 
 
 def run_local(
@@ -332,17 +326,21 @@ def run_local(
     show_progress: bool = True,
     combine: bool = False,
     files: FileLimits = FileLimits(),
+    stream_after: int = STREAM_AFTER,
 ) -> SegmentSummary:
     """The same work in this process, one recording at a time (no Ray), its rows committed as
-    part files as they fill and at the end."""
+    part files as they fill and at the end; a large input is segmented as it is listed."""
     ckpt = model if isinstance(model, Checkpoint) else read_checkpoint(model)
     record = start_record(out, ckpt, options, overwrite, precision=precision, device=device or "cpu", ray=False)
-    pending, done, n_inputs = _pending(inputs, out)
+    listing = Listing(inputs, out, stream_after)
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
     parts = outputs.PartWriter(out, files.mb, files.recordings)
-    statuses = segment_units(pending, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
-    summary = summarize(progress(statuses, pending, show_progress), n_inputs, n_inputs - len(pending), out)
+    units, done = listing.units(), listing.done_inside(listing.pending) if not listing.streams else listing.done
+    statuses = segment_units(units, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
+    total = None if listing.streams else recording_count(listing.pending)
+    s = summarize(progress(statuses, total, show_progress), 0, 0, out)
+    summary = SegmentSummary(listing.n_listed, s.recordings, s.errors, s.segments, listing.skipped, out)
     parts.commit()
     if combine:
         write_combined(out, options.formats)
@@ -383,6 +381,12 @@ class SegmentRun:
         "--local: the threads of this process, default all",
         parse=float,
     )
+    stream_after: int = flag(
+        STREAM_AFTER,
+        "inputs listed before segmenting starts; past this many in one input (a folder, prefix or "
+        "manifest), the rest is listed while the first are segmented",
+        parse=int,
+    )
     local: bool = flag(False, "run in this process without Ray")
     overwrite: bool = flag(
         False,
@@ -417,6 +421,7 @@ def cmd_segment(r: SegmentRun, options: SegmentOptions, files: FileLimits) -> in
                 show,
                 r.combine,
                 files,
+                r.stream_after,
             )
         else:
             from raybird.pipelines.runtime import init_ray
@@ -436,6 +441,7 @@ def cmd_segment(r: SegmentRun, options: SegmentOptions, files: FileLimits) -> in
                 show,
                 r.combine,
                 files,
+                r.stream_after,
             )
     except FileNotFoundError as e:
         print(f"raybird segment: {e}")

@@ -19,7 +19,21 @@ STATUS_SCHEMA = pa.schema(
     ]
 )
 UNIT_DONE = "unit-done"  # the status of the row closing each unit in a Ray pass (not a recording)
-FINISHED = "finished"  # a recording done in an actor, its rows not committed yet: for the progress bar only
+# A Ray task's status rows travel as one row of lists: one block per task, which Ray Data
+# neither merges with others nor slices, whatever its block size (see raybird.pipelines.unit_stream).
+TASK_STATUS = pa.schema([(f.name, pa.list_(f.type)) for f in STATUS_SCHEMA])
+
+
+def task_status(rows: list[dict]) -> pa.Table:
+    """A task's status rows as one row of :data:`TASK_STATUS`."""
+    return pa.Table.from_pylist([{f.name: [r[f.name] for r in rows] for f in STATUS_SCHEMA}], schema=TASK_STATUS)
+
+
+def status_rows(task_rows: Iterable[dict]) -> Iterator[dict]:
+    """The status rows of a stream of :func:`task_status` rows."""
+    names = STATUS_SCHEMA.names
+    for row in task_rows:
+        yield from (dict(zip(names, values)) for values in zip(*(row[n] for n in names)))
 
 
 @dataclass
@@ -38,17 +52,21 @@ class SegmentSummary:
         )
 
 
-def progress(statuses: Iterable[dict], pending: list, show: bool = True, counted=("ok", "error")) -> Iterator[dict]:
+def recording_count(units: list) -> Optional[int]:
+    """How many recordings ``units`` hold, known when none is an archive (one per file)."""
+    return None if any(u.kind == "archive" for u in units) else len(units)
+
+
+def progress(statuses: Iterable[dict], total: Optional[int], show: bool = True) -> Iterator[dict]:
     """The status rows, passed on while a tqdm bar counts recordings and hours of audio done,
-    with rate and ETA (the total is known when no archive is pending: one recording per file).
-    ``counted``: the statuses that move the bar (the Ray job's :data:`FINISHED` rows)."""
+    with rate and ETA when the ``total`` is known (:func:`recording_count`; not while a listing
+    streams)."""
     from tqdm import tqdm
 
-    total = None if any(u.kind == "archive" for u in pending) else len(pending)
     audio_s = 0.0
     with tqdm(total=total, unit="rec", desc="segment", disable=not show, mininterval=1.0, file=sys.stderr) as bar:
         for s in statuses:
-            if s["status"] in counted:
+            if s["status"] != UNIT_DONE:
                 audio_s += s["duration_s"] or 0.0
                 bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio", refresh=False)
                 bar.update(1)
@@ -62,8 +80,6 @@ def summarize(
     sources of :data:`UNIT_DONE` rows go into ``units_done``."""
     ok = failed = segments = 0
     for s in statuses:
-        if s["status"] == FINISHED:
-            continue
         if s["status"] == UNIT_DONE:
             if units_done is not None:
                 units_done.add(s["source"])

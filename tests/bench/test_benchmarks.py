@@ -138,10 +138,11 @@ def test_predictor_heap_stays_flat(tmp_path):
 
 
 def test_archive_benchmark_plans_a_manifest_against_its_journal(tmp_path):
-    """The manifest part of benchmarks/archive.py on 3,000 entries: discovery finds them all and
-    resume planning leaves the half the journal does not commit."""
+    """The manifest part of benchmarks/archive.py on 3,000 entries: discovery finds them all,
+    resume planning leaves the half the journal does not commit, and a run lists all of them
+    before it starts (fewer than listing.STREAM_AFTER)."""
     rows = archive.manifest(tmp_path, 3000)
-    assert [r[1] for r in rows] == ["3,000", "1,500"]
+    assert [r[1] for r in rows] == ["3,000", "1,500", "3,000"]
     assert all(float(r[2]) < 60 and 0 < float(r[3]) < 2048 for r in rows), rows
 
 

@@ -228,8 +228,10 @@ def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
     assert fs.isfile(f"{tune_dir}/best/checkpoint.pt")
 
     # segment the archive with the trained model: a mask row per recording, an error for the
-    # empty file, in part files of at most 2 recordings committed by the journal
+    # empty file, in part files of at most 2 recordings committed by the journal; the prefix's
+    # listing streams into the work after its first 3 objects
     segment_job = ["jobs/segment.py", f"{S3}/{FOLDER}", "--out", f"{S3}/segment", "--file-recordings", "2"]
+    segment_job += ["--stream-after", "3"]
     segment_job += ["--model", f"{S3}/runs/unet/best/checkpoint.pt"]
     cluster.run_ok("rb-segment", *segment_job)
     errors = read_outputs(f"{S3}/segment", "errors")

@@ -457,10 +457,11 @@ def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, mo
     after a first part file of three recordings is committed and with the next one half filled:
     their units fail at once and a second pass segments what they left; the part files committed
     before the kill are kept as they are, what was buffered is done again, and every member ends
-    in the masks once."""
+    in the masks once. The folder's listing streams into the first pass (``--stream-after 1``)."""
     members = []
+    (tmp_path / "zips").mkdir()
     for z in range(2):  # units of ten recordings: the first one written leaves its unit mid-way
-        with zipfile.ZipFile(tmp_path / f"batch{z}.zip", "w") as f:
+        with zipfile.ZipFile(tmp_path / "zips" / f"batch{z}.zip", "w") as f:
             for i in range(10):
                 members.append(f"rec{z}_{i:02d}.wav")
                 f.writestr(members[-1], wav(sound(6.0, CFG.sample_rate, 100 * z + i), CFG.sample_rate))
@@ -470,8 +471,7 @@ def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, mo
         "-m",
         "raybird.cli",
         "segment",
-        str(tmp_path / "batch0.zip"),
-        str(tmp_path / "batch1.zip"),
+        str(tmp_path / "zips"),
         "--out",
         str(out),
         "--model",
@@ -480,6 +480,8 @@ def test_killed_segment_actors_lose_their_units_to_a_second_pass(ray_session, mo
         "2",
         "--file-recordings",
         "3",
+        "--stream-after",
+        "1",
     ]
     pids: list[int] = []
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from raybird.io import audio, labels, outputs, storage, tables
 from raybird.models import checkpoint
 from raybird.models.networks import ModelConfig
 from raybird.pipelines import segment
+from raybird.pipelines.listing import Listing
 from raybird.synth import generator as synth
 from raybird.synth.calls import Call, render_call
 from raybird.training import engine
@@ -393,6 +395,27 @@ def test_local_run_writes_the_same_tables_as_ray(full_run, archive, model_path, 
             for o in (out, full_run["out"])
         ]
         assert files[0] == files[1] and len(files[0]) >= 7, fmt
+
+
+@pytest.mark.ray
+def test_a_large_listing_streams_into_the_work(full_run, archive, model_path, tmp_path):
+    """Past ``stream_after`` units of one input, the rest is segmented while it is listed: by
+    the Ray job through a queue into its actors, by --local one unit at a time. The tables are
+    those of the run planned whole; a re-run skips every unit."""
+    manifest = tmp_path / "all.manifest"
+    files = sorted(s for s in archive["truth"] if "::" not in s) + archive["broken"][:2]
+    manifest.write_text("\n".join([*files, archive["tar"]]))
+    assert Listing([str(manifest)], str(tmp_path / "plan"), stream_after=2).streams
+    want = read_tables(full_run["out"])
+    for name, run in (("ray", segment.run), ("local", partial(segment.run_local, threads=1))):
+        out = str(tmp_path / name)
+        s = run([str(manifest)], out, model_path, OPTIONS, stream_after=2)
+        assert (s.inputs, s.recordings, s.errors, s.skipped) == (9, 7, 3, 0), name
+        got = read_tables(out)
+        for table in want:
+            assert got[table].equals(want[table]), (name, table)
+        s = run([str(manifest)], out, model_path, OPTIONS, stream_after=2)
+        assert (s.inputs, s.recordings, s.errors, s.skipped) == (9, 0, 0, 9), name
 
 
 @pytest.mark.ray

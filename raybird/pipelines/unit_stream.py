@@ -1,0 +1,97 @@
+"""The Ray job's side of listing that streams (:mod:`raybird.pipelines.listing`): a thread of
+the driver goes on listing and puts the pending units, a Ray task's worth at a time, into a
+queue (an actor on the driver's node); a Ray Data read on that node yields them as blocks,
+so the model actors start on the first block of a million-entry manifest or a large prefix
+instead of after its last."""
+
+from __future__ import annotations
+
+import threading
+from itertools import islice
+from typing import Optional
+
+import pyarrow as pa
+import ray
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
+from ray.util.queue import Full, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raybird.pipelines.listing import Listing, task_row
+
+TASK = pa.schema([(name, pa.list_(pa.string())) for name in ("uri", "kind", "rel")])
+QUEUED_BLOCKS = 16  # blocks of units the listing may run ahead of the actors
+
+
+class UnitStream:
+    """``listing``'s pending units as a Ray Data dataset (:attr:`dataset`) of task rows of
+    ``per_task`` units, listed by a thread of this process; :meth:`finish` joins it. ``readers``: read
+    tasks taking blocks from the queue, one per model actor (Ray Data starts no more actors
+    than its input has read tasks)."""
+
+    def __init__(self, listing: Listing, per_task: int, readers: int):
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(QUEUED_BLOCKS, actor_options=dict(num_cpus=0, scheduling_strategy=here))
+        self.error: Optional[BaseException] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, args=(listing, per_task, readers), daemon=True)
+        self._thread.start()
+        self.dataset = ray.data.read_datasource(QueuedUnits(self.queue), num_cpus=0, override_num_blocks=readers)
+        # A read task's output is merged into blocks of this many bytes before it moves on:
+        # at one byte, each task row leaves the read as soon as it is listed.
+        self.dataset.context.target_max_block_size = 1
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=1.0)
+                return True
+            except Full:  # the actors are behind: wait, unless the run has ended
+                continue
+        return False
+
+    def _feed(self, listing: Listing, per_task: int, readers: int) -> None:
+        try:
+            units = listing.units()
+            while block := list(islice(units, per_task)):
+                if not self._put(task_row(block)):
+                    return
+        except BaseException as e:  # raised on the driver by finish()
+            self.error = e
+        finally:
+            for _ in range(readers):  # each read task ends at a None
+                self._put(None)
+
+    def finish(self) -> None:
+        """Stop and join the listing thread; raise what stopped the listing, if anything did."""
+        self._stop.set()
+        self._thread.join()
+        ray.kill(self.queue.actor)
+        if self.error is not None:
+            raise self.error
+
+
+class QueuedUnits(Datasource):
+    """Read tasks on the driver's node, as many as asked for, each yielding the task rows
+    (:func:`~raybird.pipelines.listing.task_row`) it takes from ``queue`` until it takes a None."""
+
+    def __init__(self, queue: Queue):
+        super().__init__()
+        self.queue = queue
+
+    @property
+    def supports_distributed_reads(self) -> bool:
+        return False  # the queue is on the driver's node
+
+    def estimate_inmemory_data_size(self):
+        return None
+
+    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+        queue = self.queue
+
+        def read():
+            while (row := queue.get()) is not None:
+                yield pa.Table.from_pylist([row], schema=TASK)
+
+        meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
+        return [ReadTask(read, meta, schema=TASK) for _ in range(max(1, parallelism))]
