@@ -220,7 +220,7 @@ def _expand(uri: str) -> Iterator[str]:
             raise FileNotFoundError(f"input not found: {redact(uri)}") from None
         for entry in sorted(entries, key=lambda e: e["name"]):
             if entry["type"] == "directory":
-                yield from sorted(scheme + p for p in fs.find(entry["name"]))
+                yield from sorted(scheme + p for p in fs.find(entry["name"]) if not p.endswith("/"))  # no markers
             elif not entry["name"].endswith("/"):
                 yield scheme + entry["name"]
     elif os.path.isdir(path):
@@ -291,9 +291,10 @@ def _recordings(files: Iterable[tuple[str, Optional[str]]]) -> Iterator[Unit]:
 
 
 def listed_units(inputs: list[str]) -> Iterator[Unit]:
-    """:func:`discover`'s units without their side files, as they are listed, so that work can
-    start on the first while a large input is still being listed. Only one input streams:
-    names that clash across several inputs are known only once all are listed."""
+    """:func:`discover`'s units, as they are listed, so that work can start on the first while a
+    large input is still being listed (without side files: segmenting needs none). Only one
+    input streams: names that clash across several are known once all are listed, so several
+    inputs are :func:`discover`'s whole listing."""
     if len(inputs) == 1:
         yield from _recordings(listed(inputs))
     else:

@@ -30,6 +30,8 @@ class Listing:
     part files it does not commit (left by killed writers): no writer may be at work in OUT."""
 
     def __init__(self, inputs: list[str], out: str, stream_after: int = STREAM_AFTER):
+        if stream_after < 0:
+            raise ValueError(f"stream_after must be 0 or more, not {stream_after}")
         self.out = out
         self._read_journal()
         self._units = storage.listed_units(inputs)
@@ -39,6 +41,9 @@ class Listing:
         self.streams = len(head) > stream_after
         self.n_listed = len(head)
         self.pending = [u for u in head if self.is_pending(u)]
+        if self.streams and not self.pending:  # a resumed run: start nothing before there is work
+            next(self.units(), None)  # lists on to the first pending unit (into pending) or the end
+            self.streams = bool(self.pending)
 
     def _read_journal(self) -> None:
         self.journal = outputs.read_journal(self.out)

@@ -104,7 +104,10 @@ PASSES = 3  # Ray passes over what is still missing (see run)
 class SegmentWorker:
     """Ray Data actor: loads the checkpoint once, then segments each task's units (see the
     module docstring) and commits their rows as part files (:class:`raybird.io.outputs.PartWriter`).
-    Returns, once the task's rows are committed, its status rows as one
+    ``done``: the complete recordings to skip inside archives; None: OUT's journal holds some,
+    read when an archive first comes (a streamed pass: a million ids need not travel to every
+    actor before it is known that any archive comes). Returns, once the task's rows are
+    committed, its status rows as one
     (:func:`~raybird.pipelines.segment_status.task_status`): one per recording and a
     :data:`UNIT_DONE` one per unit (what the counts and later passes go by)."""
 
@@ -113,7 +116,7 @@ class SegmentWorker:
         ckpt: Checkpoint,
         out: str,
         options: dict,
-        done: frozenset,
+        done: Optional[frozenset],
         files: FileLimits,
         device: str = "cpu",
         threads: float = 1,
@@ -128,7 +131,9 @@ class SegmentWorker:
     def __call__(self, batch: dict) -> pa.Table:
         uris, kinds, rels = ([str(v) for row in batch[c] for v in row] for c in ("uri", "kind", "rel"))
         units = [storage.Unit(u, k, rel=r) for u, k, r in zip(uris, kinds, rels)]
-        args = (self.predictor, self.out, self.ckpt, self.opts, self.parts, self.done, self.prefetch)
+        if self.done is None and "archive" in kinds:  # read once, when an archive first needs it
+            self.done = frozenset(outputs.completed_ids(self.out))
+        args = (self.predictor, self.out, self.ckpt, self.opts, self.parts, self.done or frozenset(), self.prefetch)
         statuses = list(segment_units(units, *args))
         self.parts.commit()  # a task's rows are committed before its units are reported done
         closed = [dict(recording_id="", source=uri, status=UNIT_DONE, n_segments=0, duration_s=0.0) for uri in uris]
@@ -211,13 +216,13 @@ def run(
                 "segment: %d units unfinished (actors lost); pass %d on the cluster that is left", len(pending), n_pass
             )
         units_done: set = set()
-        streams = isinstance(pending, Listing)
-        done = listing.done if streams else listing.done_inside(pending)
+        streams = isinstance(pending, Listing)  # which archives come is not known: see SegmentWorker
+        done = (None if listing.done else frozenset()) if streams else listing.done_inside(pending)
         args = (out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1)
         with _segment_pass(pending, done, *args) as statuses:
             total = None if streams else recording_count(pending)
-            s = summarize(progress(statuses, total, show_progress), 0, 0, out, units_done)
-        ok, failed, segments = ok + s.recordings, failed + s.errors, segments + s.segments
+            counts = summarize(progress(statuses, total, show_progress), units_done)
+        ok, failed, segments = (a + b for a, b in zip((ok, failed, segments), counts))
         pending = [u for u in (listing.pending if streams else pending) if u.uri not in units_done]
         pending = listing.replan(pending) if pending else pending
     if pending:
@@ -267,15 +272,16 @@ def _segment_pass(
     chosen = actors is not None
     if actors is None or after_loss:
         actors = capacity if actors is None else min(actors, capacity)
+    actors = max(1, actors)
     stream = None
     try:
-        if isinstance(pending, Listing):  # sized as if it ended now: more units only make more tasks
+        if isinstance(pending, Listing):  # tasks sized by what is listed when each is cut
             from raybird.pipelines.unit_stream import UnitStream
 
-            stream = UnitStream(pending, units_per_task(pending.n_listed, max(1, actors), files), max(1, actors))
+            stream = UnitStream(pending, lambda n: units_per_task(n, actors, files), actors)
             units = stream.dataset
         else:
-            actors = max(1, min(actors, len(pending)))
+            actors = min(actors, len(pending))
             if not gpu and not chosen and actors < capacity:  # fewer inputs than slots: one long recording
                 actor_cpus = spare_cpus(actor_cpus, capacity // actors)  # uses the cores of its node
             per_task = units_per_task(len(pending), actors, files)
@@ -308,9 +314,12 @@ def _segment_pass(
                 **(dict(num_gpus=1, num_cpus=1) if gpu else dict(num_cpus=actor_cpus)),
             )
         yield status_rows(statuses.iter_rows())
-    finally:
+    except BaseException:
         if stream is not None:
-            stream.finish()
+            stream.finish(check=False)  # the pass's own error is the one to see
+        raise
+    if stream is not None:
+        stream.finish()
 
 
 def run_local(
@@ -336,11 +345,12 @@ def run_local(
     batch_size = batch_size or (GPU_BATCH if device == "cuda" else CPU_BATCH)
     predictor = Predictor(ckpt.data, device or "cpu", threads or os.cpu_count() or 1, batch_size, precision)
     parts = outputs.PartWriter(out, files.mb, files.recordings)
-    units, done = listing.units(), listing.done_inside(listing.pending) if not listing.streams else listing.done
-    statuses = segment_units(units, predictor, out, ckpt, options, parts, done, 4 if device == "cuda" else 0)
+    done = listing.done if listing.streams else listing.done_inside(listing.pending)
+    prefetch = 4 if device == "cuda" else 0
+    statuses = segment_units(listing.units(), predictor, out, ckpt, options, parts, done, prefetch)
     total = None if listing.streams else recording_count(listing.pending)
-    s = summarize(progress(statuses, total, show_progress), 0, 0, out)
-    summary = SegmentSummary(listing.n_listed, s.recordings, s.errors, s.segments, listing.skipped, out)
+    counts = summarize(progress(statuses, total, show_progress))
+    summary = SegmentSummary(listing.n_listed, *counts, listing.skipped, out)
     parts.commit()
     if combine:
         write_combined(out, options.formats)

@@ -73,11 +73,9 @@ def progress(statuses: Iterable[dict], total: Optional[int], show: bool = True) 
             yield s
 
 
-def summarize(
-    statuses: Iterable[dict], n_inputs: int, skipped: int, out: str, units_done: Optional[set] = None
-) -> SegmentSummary:
-    """Counts over the status rows, consumed as a stream (a run may finish millions); the
-    sources of :data:`UNIT_DONE` rows go into ``units_done``."""
+def summarize(statuses: Iterable[dict], units_done: Optional[set] = None) -> tuple[int, int, int]:
+    """``(recordings, errors, segments)`` over the status rows, consumed as a stream (a run may
+    finish millions); the sources of :data:`UNIT_DONE` rows go into ``units_done``."""
     ok = failed = segments = 0
     for s in statuses:
         if s["status"] == UNIT_DONE:
@@ -87,4 +85,4 @@ def summarize(
             ok, segments = ok + 1, segments + s["n_segments"]
         else:
             failed += 1
-    return SegmentSummary(n_inputs, ok, failed, segments, skipped, out)
+    return ok, failed, segments

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from itertools import islice
-from typing import Optional
+from typing import Callable, Optional
 
 import pyarrow as pa
 import ray
@@ -20,26 +20,34 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raybird.pipelines.listing import Listing, task_row
 
 TASK = pa.schema([(name, pa.list_(pa.string())) for name in ("uri", "kind", "rel")])
-QUEUED_BLOCKS = 16  # blocks of units the listing may run ahead of the actors
+QUEUED_TASKS = 16  # task rows the listing may run ahead of the read tasks
 
 
 class UnitStream:
-    """``listing``'s pending units as a Ray Data dataset (:attr:`dataset`) of task rows of
-    ``per_task`` units, listed by a thread of this process; :meth:`finish` joins it. ``readers``: read
-    tasks taking blocks from the queue, one per model actor (Ray Data starts no more actors
-    than its input has read tasks)."""
+    """``listing``'s pending units as a Ray Data dataset (:attr:`dataset`) of task rows, listed
+    by a thread of this process; :meth:`finish` joins it. ``task_size(n)``: units per task
+    once ``n`` units are listed (tasks grow with the listing, so a million units make no more
+    part files than a planned run). ``readers``: read tasks taking rows from the queue, one per
+    model actor (Ray Data starts no more actors than its input has read tasks)."""
 
-    def __init__(self, listing: Listing, per_task: int, readers: int):
+    def __init__(self, listing: Listing, task_size: Callable[[int], int], readers: int):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.queue = Queue(QUEUED_BLOCKS, actor_options=dict(num_cpus=0, scheduling_strategy=here))
-        self.error: Optional[BaseException] = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, args=(listing, per_task, readers), daemon=True)
-        self._thread.start()
-        self.dataset = ray.data.read_datasource(QueuedUnits(self.queue), num_cpus=0, override_num_blocks=readers)
+        self.queue = Queue(QUEUED_TASKS, actor_options=dict(num_cpus=0, scheduling_strategy=here))
+        try:
+            self.dataset = ray.data.read_datasource(
+                QueuedUnits(self.queue, readers), num_cpus=0, override_num_blocks=readers
+            )
+        except BaseException:
+            ray.kill(self.queue.actor)
+            raise
         # A read task's output is merged into blocks of this many bytes before it moves on:
         # at one byte, each task row leaves the read as soon as it is listed.
         self.dataset.context.target_max_block_size = 1
+        self.error: Optional[BaseException] = None
+        self.listed_all = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, args=(listing, task_size, readers), daemon=True)
+        self._thread.start()
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -50,34 +58,39 @@ class UnitStream:
                 continue
         return False
 
-    def _feed(self, listing: Listing, per_task: int, readers: int) -> None:
+    def _feed(self, listing: Listing, task_size: Callable[[int], int], readers: int) -> None:
         try:
             units = listing.units()
-            while block := list(islice(units, per_task)):
+            while block := list(islice(units, task_size(listing.n_listed))):
                 if not self._put(task_row(block)):
                     return
+            self.listed_all = True
         except BaseException as e:  # raised on the driver by finish()
             self.error = e
         finally:
             for _ in range(readers):  # each read task ends at a None
                 self._put(None)
 
-    def finish(self) -> None:
-        """Stop and join the listing thread; raise what stopped the listing, if anything did."""
+    def finish(self, check: bool = True) -> None:
+        """Stop and join the listing thread. ``check``: raise what stopped the listing, or an
+        error if the pass ended before the listing did (its read tasks failed): else the units
+        not yet listed would be taken for none at all."""
         self._stop.set()
         self._thread.join()
         ray.kill(self.queue.actor)
-        if self.error is not None:
+        if check and self.error is not None:
             raise self.error
+        if check and not self.listed_all:
+            raise RuntimeError("the segment pass ended before its input was listed whole; re-run to resume")
 
 
 class QueuedUnits(Datasource):
-    """Read tasks on the driver's node, as many as asked for, each yielding the task rows
+    """``readers`` read tasks on the driver's node, each yielding the task rows
     (:func:`~raybird.pipelines.listing.task_row`) it takes from ``queue`` until it takes a None."""
 
-    def __init__(self, queue: Queue):
+    def __init__(self, queue: Queue, readers: int):
         super().__init__()
-        self.queue = queue
+        self.queue, self.readers = queue, readers
 
     @property
     def supports_distributed_reads(self) -> bool:
@@ -94,4 +107,4 @@ class QueuedUnits(Datasource):
                 yield pa.Table.from_pylist([row], schema=TASK)
 
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
-        return [ReadTask(read, meta, schema=TASK) for _ in range(max(1, parallelism))]
+        return [ReadTask(read, meta, schema=TASK) for _ in range(self.readers)]  # one None each

@@ -257,7 +257,7 @@ def test_pipeline_as_ray_jobs_on_s3(cluster, archive):
 def test_failed_job_fails_the_submit(cluster, archive):
     rc, output = cluster.submit("rb-missing", "jobs/ingest.py", f"{S3}/no-such-prefix/", "--out", f"{S3}/never")
     assert rc == 1
-    assert "no input files found" in output
+    assert "input not found" in output
     assert next(j["status"] for j in cluster.state("jobs") if j["submission_id"] == "rb-missing") == "FAILED"
     fs, path = storage.filesystem(f"{S3}/never")
     assert not fs.exists(path)

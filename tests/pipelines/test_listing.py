@@ -35,6 +35,28 @@ def test_a_listing_past_stream_after_yields_every_unit_once_and_skips_what_is_do
 
     small = Listing([str(root)], out, stream_after=100)
     assert not small.streams and [u.uri for u in small.pending] == [u.uri for u in units]
+    with pytest.raises(ValueError, match="0 or more"):
+        Listing([str(root)], out, stream_after=-1)
+
+
+def test_a_resumed_listing_starts_at_its_first_unit_still_to_do(tmp_path):
+    """A run whose first units are all done lists on to the first one still to do before it
+    starts anything, and one with nothing left to do is not a streaming run at all."""
+    names = [f"rec{i}.wav" for i in range(8)]
+    root = _folder(tmp_path / "in", names)
+    out = str(tmp_path / "out")
+    parts = outputs.PartWriter(out, max_recordings=100)
+    for name in names[:6]:
+        parts.add(storage.recording_id(str(root / name)), {})
+    parts.commit()
+    listing = Listing([str(root)], out, stream_after=2)
+    assert listing.streams and listing.n_listed == 7 and [u.uri for u in listing.pending] == [str(root / "rec6.wav")]
+    assert [u.uri for u in listing.units()] == [str(root / n) for n in names[6:]] and listing.skipped == 6
+    for name in names[6:]:
+        parts.add(storage.recording_id(str(root / name)), {})
+    parts.commit()
+    done = Listing([str(root)], out, stream_after=2)
+    assert not done.streams and done.pending == [] and done.n_listed == done.skipped == 8
 
 
 def test_a_folder_is_segmented_as_it_is_listed(tmp_path):
@@ -77,8 +99,8 @@ def test_an_s3_prefix_is_listed_a_top_level_folder_at_a_time(s3_bucket):
 
     fs = fsspec.filesystem("s3", **storage.storage_options())
     keys = ["raw/top.wav", "raw/a/1.wav", "raw/a/deep/2.wav", "raw/z/3.wav", "raw/z/notes.txt"]
-    for key in keys:
-        fs.pipe(f"{s3_bucket}/{key}", b"RIFF")
+    for key in [*keys, "raw/a/empty/"]:  # the last a folder marker, as consoles make them
+        fs.pipe(f"{s3_bucket}/{key}", b"RIFF" if key in keys else b"")
     units = storage.listed_units([f"s3://{s3_bucket}/raw/"])
     first = next(units)
     fs.rm(f"{s3_bucket}/raw/z/3.wav")
