@@ -250,7 +250,7 @@ def spare_cpus(actor_cpus: float, share: int) -> float:
 @contextlib.contextmanager
 def _segment_pass(
     pending: list[storage.Unit] | Listing,
-    done: frozenset,
+    done: Optional[frozenset],
     out: str,
     ckpt: Checkpoint,
     options: SegmentOptions,
