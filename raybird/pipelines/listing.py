@@ -9,11 +9,19 @@ thread of the driver (:mod:`raybird.pipelines.unit_stream`), by ``--local`` one 
 from __future__ import annotations
 
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from raybird.io import outputs, storage
 
 STREAM_AFTER = 10_000  # units listed before a run starts; past this, the rest streams
+TASKS_PER_ACTOR = 4  # tasks per model actor in a pass: balance at the end, few part files
+
+
+def units_per_task(n_units: int, actors: int, max_units: int) -> int:
+    """Units per Ray task for ``n_units`` listed: about :data:`TASKS_PER_ACTOR` tasks per actor,
+    so that all finish together, and at most ``max_units`` (``--file-recordings``): each task
+    ends in part files of its own."""
+    return max(1, min(max_units, -(-n_units // (TASKS_PER_ACTOR * max(1, actors)))))
 
 
 def task_row(units: Iterable[storage.Unit]) -> dict:
@@ -65,10 +73,14 @@ class Listing:
     def skipped(self) -> int:
         return self.n_listed - len(self.pending)
 
-    def done_inside(self, units: list[storage.Unit]) -> frozenset:
-        """The complete recordings the actors must skip: needed only inside pending archives (a
-        complete file is not pending at all), so a million ids do not travel to every actor."""
-        return self.done if any(u.kind == "archive" for u in units) else frozenset()
+    def done_inside(self, work: list[storage.Unit] | Listing) -> Optional[frozenset]:
+        """The complete recordings the actors must skip in a pass over ``work``: needed only
+        inside pending archives (a complete file is not pending at all), so a million ids do not
+        travel to every actor. While this listing streams, which archives come is not known yet:
+        None if OUT holds complete recordings (an actor reads them when an archive comes)."""
+        if work is self:
+            return None if self.done else frozenset()
+        return self.done if any(u.kind == "archive" for u in work) else frozenset()
 
     def units(self) -> Iterator[storage.Unit]:
         """Every pending unit: those listed at once, then the rest, counted, filtered and added

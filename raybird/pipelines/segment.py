@@ -20,18 +20,19 @@ and the bit-packed mask (a 2-hour recording: 38 MB packed, plus 303 MB of uint8 
 only with ``--probabilities``). Splitting the work into decode tasks, model actors and a
 ``groupby(recording_id)`` would ship every tile's probabilities through a hash shuffle, a barrier
 that holds a whole wave's probabilities in the object store (measured: ~8 s per run on 2 cores,
-42-62x real time against the single-process loop's 108x). Parallelism is
-over recordings (an archive is one unit): N actors keep N recordings in flight, so one long
-file uses one actor, which then takes every spare CPU: torch threads, and decoding in a thread
-of its own (:func:`raybird.inference.decode.prefetched`) beside inference, as on a GPU (one 2-hour recording on 2 CPUs:
-104x real time, against 80x with one thread).
+42-62x real time against the single-process loop's 108x). Parallelism is over recordings (an
+archive is one unit): N actors keep N recordings in flight, so one long file uses one actor,
+which then takes every spare CPU: torch threads, and decoding in a thread of its own
+(:func:`raybird.inference.decode.prefetched`) beside inference, as on a GPU (one 2-hour
+recording on 2 CPUs: 104x real time, against 80x with one thread).
 
 *Why the actors write with pyarrow, not Dataset.write_parquet.* write_parquet writes one
 file per block, blocks mix recordings in an order that changes between runs, and nothing tells
 a re-run which recordings a file holds, so a run could neither resume nor be exactly once. Each
 actor buffers the rows of the recordings it finishes and writes them as part files, committed
 by a journal entry (:mod:`raybird.io.outputs`) when they fill and at the end of each task: a
-task is up to ``--file-recordings`` inputs, about :data:`TASKS_PER_ACTOR` per actor, so a
+task is up to ``--file-recordings`` inputs, about four per actor
+(:func:`raybird.pipelines.listing.units_per_task`), so a
 million short recordings make a thousand files per table, not a million. A re-run reads the
 journal and skips what it commits.
 
@@ -66,7 +67,7 @@ from raybird.io import outputs, runrecord, selections, storage
 from raybird.io.outputs import read_outputs
 from raybird.io.tables import write_file
 from raybird.models.checkpoint import Checkpoint, read_checkpoint
-from raybird.pipelines.listing import STREAM_AFTER, Listing, task_row
+from raybird.pipelines.listing import STREAM_AFTER, Listing, task_row, units_per_task
 from raybird.pipelines.segment_status import (
     UNIT_DONE,
     SegmentSummary,
@@ -79,7 +80,6 @@ from raybird.pipelines.segment_status import (
 from raybird.training.engine import PRECISIONS
 
 log = logging.getLogger(__name__)
-TASKS_PER_ACTOR = 4  # tasks per model actor in a pass: balance at the end, few part files
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,6 @@ class FileLimits:
     recordings: int = flag(
         1000, "at most this many recordings per part file and per Ray task", name="--file-recordings"
     )
-
-
-def units_per_task(n_units: int, actors: int, limits: FileLimits) -> int:
-    """Inputs per Ray task: about :data:`TASKS_PER_ACTOR` tasks per actor, so that all finish
-    together, and at most ``limits.recordings``: each task ends in part files of its own."""
-    return max(1, min(limits.recordings, -(-n_units // (TASKS_PER_ACTOR * max(1, actors)))))
 
 
 PASSES = 3  # Ray passes over what is still missing (see run)
@@ -216,10 +210,9 @@ def run(
                 "segment: %d units unfinished (actors lost); pass %d on the cluster that is left", len(pending), n_pass
             )
         units_done: set = set()
-        streams = isinstance(pending, Listing)  # which archives come is not known: see SegmentWorker
-        done = (None if listing.done else frozenset()) if streams else listing.done_inside(pending)
+        streams = isinstance(pending, Listing)
         args = (out, ckpt, options, gpu, batch_size, actors, actor_cpus, precision, files, n_pass > 1)
-        with _segment_pass(pending, done, *args) as statuses:
+        with _segment_pass(pending, listing.done_inside(pending), *args) as statuses:
             total = None if streams else recording_count(pending)
             counts = summarize(progress(statuses, total, show_progress), units_done)
         ok, failed, segments = (a + b for a, b in zip((ok, failed, segments), counts))
@@ -278,28 +271,20 @@ def _segment_pass(
         if isinstance(pending, Listing):  # tasks sized by what is listed when each is cut
             from raybird.pipelines.unit_stream import UnitStream
 
-            stream = UnitStream(pending, lambda n: units_per_task(n, actors, files), actors)
+            stream = UnitStream(pending, lambda n: units_per_task(n, actors, files.recordings))
             units = stream.dataset
         else:
             actors = min(actors, len(pending))
             if not gpu and not chosen and actors < capacity:  # fewer inputs than slots: one long recording
                 actor_cpus = spare_cpus(actor_cpus, capacity // actors)  # uses the cores of its node
-            per_task = units_per_task(len(pending), actors, files)
+            per_task = units_per_task(len(pending), actors, files.recordings)
             tasks = [task_row(pending[i : i + per_task]) for i in range(0, len(pending), per_task)]
             units = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         units.context.op_resource_reservation_enabled = False  # see raybird.pipelines.ingest.run
         units.context.max_errored_blocks = -1  # a lost actor's unit: left for the next pass (see run)
-        worker_args = (
-            ckpt,
-            out,
-            dataclasses.asdict(options),
-            done,
-            files,
-            "cuda" if gpu else "cpu",
-            1 if gpu else actor_cpus,
-            batch_size or (GPU_BATCH if gpu else CPU_BATCH),
-            precision,
-        )
+        device, threads, batch = ("cuda", 1, GPU_BATCH) if gpu else ("cpu", actor_cpus, CPU_BATCH)
+        opts = dataclasses.asdict(options)
+        worker_args = (ckpt, out, opts, done, files, device, threads, batch_size or batch, precision)
         with warnings.catch_warnings():
             # Ray 2.60 names no map_batches parameter for max_task_retries; its ray_remote_args
             # route works and is deprecated (removal announced for Ray 2.64)

@@ -20,23 +20,20 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raybird.pipelines.listing import Listing, task_row
 
 TASK = pa.schema([(name, pa.list_(pa.string())) for name in ("uri", "kind", "rel")])
-QUEUED_TASKS = 16  # task rows the listing may run ahead of the read tasks
+QUEUED_TASKS = 16  # task rows the listing may run ahead of the read
 
 
 class UnitStream:
     """``listing``'s pending units as a Ray Data dataset (:attr:`dataset`) of task rows, listed
     by a thread of this process; :meth:`finish` joins it. ``task_size(n)``: units per task
     once ``n`` units are listed (tasks grow with the listing, so a million units make no more
-    part files than a planned run). ``readers``: read tasks taking rows from the queue, one per
-    model actor (Ray Data starts no more actors than its input has read tasks)."""
+    part files than a planned run)."""
 
-    def __init__(self, listing: Listing, task_size: Callable[[int], int], readers: int):
+    def __init__(self, listing: Listing, task_size: Callable[[int], int]):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.queue = Queue(QUEUED_TASKS, actor_options=dict(num_cpus=0, scheduling_strategy=here))
         try:
-            self.dataset = ray.data.read_datasource(
-                QueuedUnits(self.queue, readers), num_cpus=0, override_num_blocks=readers
-            )
+            self.dataset = ray.data.read_datasource(QueuedUnits(self.queue), num_cpus=0, override_num_blocks=1)
         except BaseException:
             ray.kill(self.queue.actor)
             raise
@@ -46,7 +43,7 @@ class UnitStream:
         self.error: Optional[BaseException] = None
         self.listed_all = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, args=(listing, task_size, readers), daemon=True)
+        self._thread = threading.Thread(target=self._feed, args=(listing, task_size), daemon=True)
         self._thread.start()
 
     def _put(self, item) -> bool:
@@ -58,7 +55,7 @@ class UnitStream:
                 continue
         return False
 
-    def _feed(self, listing: Listing, task_size: Callable[[int], int], readers: int) -> None:
+    def _feed(self, listing: Listing, task_size: Callable[[int], int]) -> None:
         try:
             units = listing.units()
             while block := list(islice(units, task_size(listing.n_listed))):
@@ -68,12 +65,11 @@ class UnitStream:
         except BaseException as e:  # raised on the driver by finish()
             self.error = e
         finally:
-            for _ in range(readers):  # each read task ends at a None
-                self._put(None)
+            self._put(None)  # the read's end
 
     def finish(self, check: bool = True) -> None:
         """Stop and join the listing thread. ``check``: raise what stopped the listing, or an
-        error if the pass ended before the listing did (its read tasks failed): else the units
+        error if the pass ended before the listing did (its read task failed): else the units
         not yet listed would be taken for none at all."""
         self._stop.set()
         self._thread.join()
@@ -85,12 +81,13 @@ class UnitStream:
 
 
 class QueuedUnits(Datasource):
-    """``readers`` read tasks on the driver's node, each yielding the task rows
-    (:func:`~raybird.pipelines.listing.task_row`) it takes from ``queue`` until it takes a None."""
+    """One read task on the driver's node, yielding the task rows
+    (:func:`~raybird.pipelines.listing.task_row`) it takes from ``queue`` until it takes a None.
+    One is enough: each row leaves it as a block of its own, and the actor pool's size is set."""
 
-    def __init__(self, queue: Queue, readers: int):
+    def __init__(self, queue: Queue):
         super().__init__()
-        self.queue, self.readers = queue, readers
+        self.queue = queue
 
     @property
     def supports_distributed_reads(self) -> bool:
@@ -107,4 +104,4 @@ class QueuedUnits(Datasource):
                 yield pa.Table.from_pylist([row], schema=TASK)
 
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
-        return [ReadTask(read, meta, schema=TASK) for _ in range(self.readers)]  # one None each
+        return [ReadTask(read, meta, schema=TASK)]
